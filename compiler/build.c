@@ -1,0 +1,385 @@
+/*
+** build.c -- graph builders and their type rules.
+**
+** Every public op builder ends in one of the generic builders here:
+** kl_elem (elementwise, numpy broadcasting and promotion), kl_reduce,
+** kl_bcast, kl_sum_like, kl_dot. Promotion inserts explicit cast nodes, so
+** after building every elementwise op sees inputs of one dtype (except the
+** condition of where): the reference evaluator and the lowering never
+** promote on their own. Weak literals are materialized here, at the dtype of
+** the tensor they meet (NEP 50).
+*/
+#include "compiler/graph.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* -------------------------------------------------------------- dtypes */
+
+kiln_dtype kl_promote(kiln_dtype a, kiln_dtype b) { return kiln_promote(a, b); }
+
+kiln_dtype kl_float_of(kiln_dtype dt) {
+  switch (dt) {
+  case KILN_FLOAT32:
+  case KILN_FLOAT64: return dt;
+  case KILN_BOOL:
+  case KILN_INT8:
+  case KILN_INT16:
+  case KILN_UINT8: return KILN_FLOAT32;
+  default: return KILN_FLOAT64;
+  }
+}
+
+int64_t kl_type_static_size(const kl_type *t) {
+  int64_t n = 1;
+  for (int i = 0; i < t->rank; i++) {
+    if (t->dims[i] < 0) return -1;
+    n *= t->dims[i];
+  }
+  return n;
+}
+
+bool kl_broadcast_dims(const kl_type *a, const kl_type *b, kl_type *out) {
+  int r = a->rank > b->rank ? a->rank : b->rank;
+  kl_type o = *out;
+  o.rank = (uint8_t)r;
+  for (int i = 0; i < r; i++) {
+    int ia = i - (r - a->rank), ib = i - (r - b->rank);
+    int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+    int64_t d;
+    if (da == db)
+      d = da;
+    else if (da == 1)
+      d = db;
+    else if (db == 1)
+      d = da;
+    else if (da == KILN_DYN)
+      d = db; /* a must be db or 1 at run time: either way the result is db */
+    else if (db == KILN_DYN)
+      d = da;
+    else
+      return false;
+    o.dims[i] = d;
+  }
+  *out = o;
+  return true;
+}
+
+bool kl_needs_sum_like(const kl_type *from, const kl_type *to) {
+  if (from->rank != to->rank) return true;
+  for (int i = 0; i < to->rank; i++) {
+    if (to->dims[i] == KILN_DYN) return true;
+    if (to->dims[i] == 1 && from->dims[i] != 1) return true;
+  }
+  return false;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+/* The context shared by all inputs, or NULL: quietly if an input is NULL
+** (an earlier builder failed), with KILN_MISUSE if handles are bad. */
+static kiln_ctx *common_ctx(const char *what, int n, kiln_node *const *in) {
+  kiln_ctx *ctx = NULL;
+  for (int i = 0; i < n; i++) {
+    if (!in[i]) return NULL;
+    if (!kl_node_ok(in[i])) {
+      for (int j = 0; j < n; j++)
+        if (in[j] && kl_node_ok(in[j]))
+          kl_error(in[j]->ctx, KILN_MISUSE, "%s: operand %d is not a valid node", what, i);
+      return NULL;
+    }
+    if (!ctx) ctx = in[i]->ctx;
+    if (in[i]->ctx != ctx) {
+      kl_error(ctx, KILN_MISUSE, "%s: operands belong to different contexts", what);
+      return NULL;
+    }
+  }
+  return ctx;
+}
+
+static bool is_weak_const(const kiln_node *v) { return v->op == KL_OP_CONST && v->type.weak; }
+
+kiln_node *kl_cast(kiln_node *x, kiln_dtype dt, const char *file, int line) {
+  if (!x) return NULL;
+  if (x->type.dtype == dt && !x->type.weak) return x;
+  kl_type t = x->type;
+  t.dtype = (uint8_t)dt;
+  t.weak = false;
+  if (is_weak_const(x)) {
+    /* A literal becomes a constant of the dtype it meets. An integer literal
+    ** that does not fit an integer dtype is an error (NEP 50). */
+    if (x->type.dtype == KILN_INT64 && kl_dtype_is_int(dt)) {
+      int64_t v = *(const int64_t *)x->data;
+      static const int64_t lo[] = {0, -128, -32768, INT32_MIN, INT64_MIN, 0};
+      static const int64_t hi[] = {1, 127, 32767, INT32_MAX, INT64_MAX, 255};
+      if (v < lo[dt] || v > hi[dt]) {
+        kl_error(x->ctx, KILN_TYPE, "literal %lld does not fit %s (built at %s:%d)",
+                 (long long)v, kiln_dtype_name(dt), file, line);
+        return NULL;
+      }
+    }
+    unsigned char buf[8];
+    kl_convert(dt, buf, 0, (kiln_dtype)x->type.dtype, x->data, 0);
+    return kl_const_new(x->ctx, &t, buf, x->file, x->line);
+  }
+  return kl_node_new(x->ctx, KL_OP_CAST, 1, &x, &t, NULL, file, line);
+}
+
+/* The dtype an elementwise op computes in: numpy promotion of the strong
+** inputs, with weak inputs following NEP 50. *all_weak says whether the
+** result stays weak. */
+static kiln_dtype compute_dtype(int n, kiln_node *const *in, bool *all_weak) {
+  kiln_dtype strong = KILN_N_DTYPES;
+  bool weak_float = false, any_weak = false;
+  for (int i = 0; i < n; i++) {
+    if (in[i]->type.weak) {
+      any_weak = true;
+      weak_float |= in[i]->type.dtype == KILN_FLOAT64;
+    } else {
+      kiln_dtype d = (kiln_dtype)in[i]->type.dtype;
+      strong = strong == KILN_N_DTYPES ? d : kl_promote(strong, d);
+    }
+  }
+  *all_weak = strong == KILN_N_DTYPES;
+  if (*all_weak) return weak_float ? KILN_FLOAT64 : KILN_INT64;
+  if (any_weak && weak_float && !kl_dtype_is_float(strong)) return KILN_FLOAT64;
+  if (any_weak && !weak_float && strong == KILN_BOOL) return KILN_INT64;
+  return strong;
+}
+
+static void broadcast_error(kiln_ctx *ctx, const char *what, kiln_node *a, kiln_node *b,
+                            const char *file, int line) {
+  char la[256], lb[256], sa[160], sb[160];
+  kl_error(ctx, KILN_SHAPE, "%s: shapes %s and %s cannot be broadcast: %s and %s (%s built at %s:%d)",
+           what, kl_shape_str(sa, sizeof sa, a->type.rank, a->type.dims),
+           kl_shape_str(sb, sizeof sb, b->type.rank, b->type.dims),
+           kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), what, file, line);
+}
+
+kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, int line) {
+  const char *what = kl_ops[op].name;
+  kiln_ctx *ctx = common_ctx(what, n, in);
+  if (!ctx) return NULL;
+  int first = op == KL_OP_WHERE ? 1 : 0; /* where's condition is not promoted */
+  bool weak;
+  kiln_dtype c = compute_dtype(n - first, in + first, &weak);
+  kiln_dtype out = c;
+  char lb[256];
+  switch (op) {
+  case KL_OP_NEG:
+  case KL_OP_SUB:
+  case KL_OP_POW:
+    if (c == KILN_BOOL) {
+      kl_error(ctx, KILN_TYPE, "%s: not defined for bool operands (%s, built at %s:%d)", what,
+               kl_node_label(in[0], lb, sizeof lb), file, line);
+      return NULL;
+    }
+    break;
+  case KL_OP_DIV:
+  case KL_OP_SQRT:
+  case KL_OP_EXP:
+  case KL_OP_LOG:
+    c = out = kl_float_of(c);
+    break;
+  case KL_OP_LT:
+  case KL_OP_LE:
+  case KL_OP_GT:
+  case KL_OP_GE:
+  case KL_OP_EQ:
+  case KL_OP_NE:
+    out = KILN_BOOL;
+    weak = false;
+    break;
+  default: break;
+  }
+  kl_type t = {.dtype = (uint8_t)out, .weak = weak};
+  t.rank = 0;
+  for (int i = 0; i < n; i++) {
+    if (!kl_broadcast_dims(&t, &in[i]->type, &t)) {
+      int j = 0; /* name an earlier operand it clashes with */
+      for (; j < i; j++) {
+        kl_type p = {.rank = 0};
+        if (!kl_broadcast_dims(&in[j]->type, &in[i]->type, &p)) break;
+      }
+      broadcast_error(ctx, what, in[j < i ? j : 0], in[i], file, line);
+      return NULL;
+    }
+  }
+  kiln_node *cin[3];
+  for (int i = 0; i < n; i++) {
+    kiln_dtype want = (op == KL_OP_WHERE && i == 0) ? KILN_BOOL : c;
+    cin[i] = kl_cast(in[i], want, file, line);
+    if (!cin[i]) return NULL;
+  }
+  return kl_node_new(ctx, op, n, cin, &t, NULL, file, line);
+}
+
+/* Normalizes a user's axis; -1 and an error if out of range. */
+static int norm_axis(kiln_node *x, int axis, const char *what, const char *file, int line) {
+  int r = x->type.rank;
+  int a = axis < 0 ? axis + r : axis;
+  if (a < 0 || a >= r) {
+    char lb[256];
+    kl_error(x->ctx, KILN_SHAPE, "%s: axis %d is out of range for %s of rank %d (%s:%d)", what,
+             axis, kl_node_label(x, lb, sizeof lb), r, file, line);
+    return -1;
+  }
+  return a;
+}
+
+static kl_type reduced_type(const kl_type *x, uint32_t axes, kiln_dtype dt) {
+  kl_type t = {.dtype = (uint8_t)dt};
+  for (int i = 0; i < x->rank; i++)
+    if (!(axes >> i & 1u)) t.dims[t.rank++] = x->dims[i];
+  return t;
+}
+
+kiln_node *kl_reduce(kl_opcode op, kiln_node *x, uint32_t axes, const char *file, int line) {
+  kiln_ctx *ctx = common_ctx(kl_ops[op].name, 1, &x);
+  if (!ctx) return NULL;
+  kiln_dtype dt = (kiln_dtype)x->type.dtype;
+  if (!kl_dtype_is_float(dt)) dt = KILN_INT64; /* numpy sums integers in int64 */
+  x = kl_cast(x, dt, file, line);
+  if (!x) return NULL;
+  kl_type t = reduced_type(&x->type, axes, dt);
+  kl_params p = {.axes = axes};
+  return kl_node_new(ctx, op, 1, &x, &t, &p, file, line);
+}
+
+static kiln_node *count_of(kiln_node *x, uint32_t axes, kiln_dtype dt, const char *file,
+                           int line) {
+  kl_type t = {.dtype = (uint8_t)dt};
+  kl_params p = {.axes = axes};
+  return kl_node_new(x->ctx, KL_OP_COUNT, 1, &x, &t, &p, file, line);
+}
+
+static kiln_node *mean_of(kiln_node *x, uint32_t axes, const char *file, int line) {
+  if (!common_ctx("mean", 1, &x)) return NULL;
+  kiln_dtype dt = kl_dtype_is_float((kiln_dtype)x->type.dtype) ? (kiln_dtype)x->type.dtype
+                                                                : KILN_FLOAT64;
+  kiln_node *xc = kl_cast(x, dt, file, line);
+  kiln_node *s = kl_reduce(KL_OP_SUM, xc, axes, file, line);
+  if (!s) return NULL;
+  kiln_node *n = count_of(xc, axes, dt, file, line);
+  kiln_node *in[2] = {s, n};
+  return n ? kl_elem(KL_OP_DIV, 2, in, file, line) : NULL;
+}
+
+kiln_node *kl_bcast(kiln_node *g, kiln_node *like, uint32_t axes, const char *file, int line) {
+  kiln_node *in[2] = {g, like};
+  kiln_ctx *ctx = common_ctx("broadcast", 2, in);
+  if (!ctx) return NULL;
+  kl_type t = like->type;
+  t.dtype = g->type.dtype;
+  t.weak = false;
+  kl_params p = {.axes = axes};
+  return kl_node_new(ctx, KL_OP_BCAST, 2, in, &t, &p, file, line);
+}
+
+kiln_node *kl_sum_like(kiln_node *g, kiln_node *like, const char *file, int line) {
+  kiln_node *in[2] = {g, like};
+  kiln_ctx *ctx = common_ctx("sum_like", 2, in);
+  if (!ctx) return NULL;
+  if (!kl_needs_sum_like(&g->type, &like->type)) return g;
+  kl_type t = like->type;
+  t.dtype = g->type.dtype;
+  t.weak = false;
+  return kl_node_new(ctx, KL_OP_SUM_LIKE, 2, in, &t, NULL, file, line);
+}
+
+kiln_node *kl_zeros_like(kiln_node *x, const char *file, int line) {
+  if (!x) return NULL;
+  kiln_node *z = kl_scalar_const(x->ctx, (kiln_dtype)x->type.dtype, 0.0, file, line);
+  if (!z) return NULL;
+  return kl_bcast(z, x, (1u << x->type.rank) - 1u, file, line);
+}
+
+kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file, int line) {
+  kiln_node *in[2] = {a, b};
+  kiln_ctx *ctx = common_ctx("dot", 2, in);
+  if (!ctx) return NULL;
+  char la[256], lb[256], sa[160], sb[160];
+  int ra = a->type.rank, rb = b->type.rank;
+  if (ra < 1 || ra > 2 || rb < 1 || rb > 2) {
+    kl_error(ctx, KILN_TYPE,
+             "dot: supports vectors and matrices, got ranks %d and %d: %s and %s (dot built at %s:%d)",
+             ra, rb, kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), file, line);
+    return NULL;
+  }
+  bool weak;
+  kiln_dtype c = compute_dtype(2, in, &weak);
+  if (c == KILN_BOOL) {
+    kl_error(ctx, KILN_TYPE, "dot: bool operands are not supported, cast them first (%s:%d)",
+             file, line);
+    return NULL;
+  }
+  /* a is (m, k) or (k); b is (k, n) or (k); transposes swap a matrix's dims */
+  int64_t ka = ra == 1 ? a->type.dims[0] : a->type.dims[ta ? 0 : 1];
+  int64_t kb = rb == 1 ? b->type.dims[0] : b->type.dims[tb ? 1 : 0];
+  if (ka >= 0 && kb >= 0 && ka != kb) {
+    kl_error(ctx, KILN_SHAPE, "dot: inner dimensions %lld and %lld differ: %s %s and %s %s (dot built at %s:%d)",
+             (long long)ka, (long long)kb, kl_node_label(a, la, sizeof la),
+             kl_shape_str(sa, sizeof sa, ra, a->type.dims), kl_node_label(b, lb, sizeof lb),
+             kl_shape_str(sb, sizeof sb, rb, b->type.dims), file, line);
+    return NULL;
+  }
+  kl_type t = {.dtype = (uint8_t)c};
+  if (ra == 2) t.dims[t.rank++] = a->type.dims[ta ? 1 : 0];
+  if (rb == 2) t.dims[t.rank++] = b->type.dims[tb ? 0 : 1];
+  in[0] = kl_cast(a, c, file, line);
+  in[1] = kl_cast(b, c, file, line);
+  if (!in[0] || !in[1]) return NULL;
+  kl_params p = {.ta = ta && ra == 2, .tb = tb && rb == 2};
+  return kl_node_new(ctx, KL_OP_DOT, 2, in, &t, &p, file, line);
+}
+
+/* ---------------------------------------------------------- public builders */
+
+#define BIN(fn, OPC)                                                                               \
+  kiln_node *kiln_##fn##_at(kiln_node *a, kiln_node *b, const char *file, int line) {             \
+    kiln_node *in[2] = {a, b};                                                                     \
+    return kl_elem(KL_OP_##OPC, 2, in, file, line);                                                \
+  }
+#define UN(fn, OPC)                                                                                \
+  kiln_node *kiln_##fn##_at(kiln_node *a, const char *file, int line) {                           \
+    return kl_elem(KL_OP_##OPC, 1, &a, file, line);                                                \
+  }
+BIN(add, ADD)
+BIN(sub, SUB)
+BIN(mul, MUL)
+BIN(div, DIV)
+BIN(pow, POW)
+BIN(maximum, MAX)
+BIN(minimum, MIN)
+UN(neg, NEG)
+UN(sqr, SQR)
+UN(sqrt, SQRT)
+UN(exp, EXP)
+UN(log, LOG)
+UN(abs, ABS)
+
+kiln_node *kiln_sum_at(kiln_node *x, const char *file, int line) {
+  if (!common_ctx("sum", 1, &x)) return NULL;
+  return kl_reduce(KL_OP_SUM, x, (1u << x->type.rank) - 1u, file, line);
+}
+
+kiln_node *kiln_sum_axis_at(kiln_node *x, int axis, const char *file, int line) {
+  if (!common_ctx("sum", 1, &x)) return NULL;
+  int a = norm_axis(x, axis, "sum", file, line);
+  return a < 0 ? NULL : kl_reduce(KL_OP_SUM, x, 1u << a, file, line);
+}
+
+kiln_node *kiln_mean_at(kiln_node *x, const char *file, int line) {
+  if (!common_ctx("mean", 1, &x)) return NULL;
+  return mean_of(x, (1u << x->type.rank) - 1u, file, line);
+}
+
+kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, int line) {
+  if (!common_ctx("mean", 1, &x)) return NULL;
+  int a = norm_axis(x, axis, "mean", file, line);
+  return a < 0 ? NULL : mean_of(x, 1u << a, file, line);
+}
+
+kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {
+  return kl_dot(a, b, false, false, file, line);
+}

@@ -1,0 +1,147 @@
+/*
+** graph.h -- the symbolic graph: contexts, nodes, types, and the op table's
+** metadata. Nodes live in the context's arena and are immutable once built;
+** a node's inputs are built before it, so node ids are a topological order.
+*/
+#ifndef KILN_GRAPH_H
+#define KILN_GRAPH_H
+
+#include "kiln.h"
+#include "runtime/rt.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum kl_opcode {
+#define OP(id, name, arity, kind, grad) KL_OP_##id,
+#include "compiler/ops/ops.def"
+#undef OP
+  KL_N_OPS
+} kl_opcode;
+
+typedef enum kl_opkind { KL_LEAF, KL_ELEM, KL_BCAST, KL_REDUCE, KL_LIKE, KL_DOT, KL_COUNT } kl_opkind;
+
+typedef struct kl_opinfo {
+  const char *name;
+  int arity;
+  kl_opkind kind;
+  bool has_grad;
+} kl_opinfo;
+extern const kl_opinfo kl_ops[KL_N_OPS];
+
+/* A tensor type. dims[i] is a static size >= 0 or KILN_DYN. A weak type is
+** a number literal's (or an expression of literals only). */
+typedef struct kl_type {
+  uint8_t dtype;
+  uint8_t rank;
+  bool weak;
+  int64_t dims[KILN_MAX_RANK];
+} kl_type;
+
+/* Op parameters (only those of the node's op are meaningful). */
+typedef struct kl_params {
+  uint32_t axes; /* REDUCE/COUNT: reduced axes of the input; BCAST: axes of
+                    the output that input 0 lacks */
+  bool ta, tb;   /* DOT: transpose a / b */
+} kl_params;
+
+#define KL_MAGIC_NODE 0x4b4c4e44u /* "KLND" */
+#define KL_MAGIC_CTX 0x4b4c4358u  /* "KLCX" */
+#define KL_MAGIC_FN 0x4b4c464eu   /* "KLFN" */
+
+struct kiln_node {
+  uint32_t magic;
+  uint32_t id; /* index in ctx->nodes: inputs always have smaller ids */
+  kiln_ctx *ctx;
+  uint16_t op;
+  uint16_t n_in;
+  kiln_node **in;
+  kl_type type;
+  kl_params p;
+  const char *name;   /* user's name or NULL (arena) */
+  const char *file;   /* where the builder was called (the user's string literal) */
+  int line;
+  const char *origin; /* which rule made it ("grad of 'cost'"), or NULL (arena) */
+  void *data;         /* CONST: the value, C order, type.dtype (arena) */
+  kiln_tensor *value; /* SHARED: its storage (owned by the context) */
+};
+
+/* The chunked arena of a context: nodes, names, constants. */
+typedef struct kl_arena {
+  struct kl_chunk *head;
+} kl_arena;
+void *kl_arena_alloc(kl_arena *a, size_t n); /* zeroed, 16-aligned; NULL if out of memory */
+void kl_arena_free(kl_arena *a);
+char *kl_arena_strdup(kl_arena *a, const char *s);
+
+struct kl_jit;
+struct kiln_ctx {
+  uint32_t magic;
+  kiln_status status;
+  unsigned n_errors; /* errors recorded so far: lets a caller see if a callee failed */
+  char msg[1024];
+  kl_arena arena;
+  kiln_node **nodes;
+  uint32_t n_nodes, cap_nodes;
+  kiln_tensor **shared; /* storage of shared variables, owned */
+  int n_shared, cap_shared;
+  struct kiln_function **fns; /* live functions, owned */
+  int n_fns, cap_fns;
+  struct kl_jit *jit; /* created with the first function */
+  const char *origin; /* set while kiln_grad builds nodes */
+  int n_funcs_made;   /* to name step symbols uniquely */
+};
+
+/* ---- errors (compiler/ctx.c) */
+/* Records an error (the first since the last clear wins for builders; a
+** later failing call replaces it). Returns st. */
+kiln_status kl_error(kiln_ctx *ctx, kiln_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+bool kl_ctx_ok(const kiln_ctx *ctx);
+bool kl_node_ok(const kiln_node *v);
+/* "'x' (input built at seed.c:10)" or "mul #12 (built at seed.c:15)". */
+const char *kl_node_label(const kiln_node *v, char *buf, size_t n);
+const char *kl_type_str(const kl_type *t, char *buf, size_t n); /* "float32 (?, 4)" */
+
+/* ---- nodes (compiler/ctx.c) */
+/* A new node of op with the given inputs and type, or NULL (error set). */
+kiln_node *kl_node_new(kiln_ctx *ctx, kl_opcode op, int n_in, kiln_node *const *in,
+                       const kl_type *type, const kl_params *p, const char *file, int line);
+/* A constant node; data (type's dtype, C order) is copied. */
+kiln_node *kl_const_new(kiln_ctx *ctx, const kl_type *type, const void *data, const char *file,
+                        int line);
+/* A rank-0 constant of dtype dt holding v (converted as kl_convert does). */
+kiln_node *kl_scalar_const(kiln_ctx *ctx, kiln_dtype dt, double v, const char *file, int line);
+
+/* ---- types (compiler/types.c) */
+kiln_dtype kl_promote(kiln_dtype a, kiln_dtype b);
+/* dtype of sqrt/exp/log/div results: floats stay, small ints -> float32, others float64. */
+kiln_dtype kl_float_of(kiln_dtype dt);
+/* numpy broadcast of two static types' dims into out; false if they cannot. */
+bool kl_broadcast_dims(const kl_type *a, const kl_type *b, kl_type *out);
+int64_t kl_type_static_size(const kl_type *t); /* -1 if any dim is dynamic */
+
+/* ---- internal builders (compiler/build.c): the public ones minus file/line
+** bookkeeping, used by grad rules. */
+kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, int line);
+kiln_node *kl_cast(kiln_node *x, kiln_dtype dt, const char *file, int line);
+kiln_node *kl_reduce(kl_opcode op, kiln_node *x, uint32_t axes, const char *file, int line);
+kiln_node *kl_bcast(kiln_node *g, kiln_node *like, uint32_t axes, const char *file, int line);
+kiln_node *kl_sum_like(kiln_node *g, kiln_node *like, const char *file, int line);
+kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file, int line);
+kiln_node *kl_zeros_like(kiln_node *x, const char *file, int line);
+/* True if a value of type from may need summing to reach type to (not
+** provably the same shape). */
+bool kl_needs_sum_like(const kl_type *from, const kl_type *to);
+
+/* ---- reference evaluation (compiler/ops/eval.c) */
+/* Evaluates node v's op on concrete input tensors, writing out (reshaped
+** as needed). The plain-C oracle for the JIT and for constant folding. */
+kiln_status kl_eval_node(const kiln_node *v, const kiln_tensor *const *in, kiln_tensor *out,
+                         char *err, size_t errn);
+
+/* Integer power as the JIT computes it (compiler/ops/eval.c). */
+int64_t kl_ipow(int64_t x, int64_t y);
+
+#endif

@@ -1,0 +1,529 @@
+/*
+** jit.c -- Kiln's driver of LLVM: verification, LLVM's new pass manager,
+** ORC LLJIT, and the kept text of every stage of a compiled module.
+**
+** Design
+**  - One kl_jit wraps one LLJIT for the host, plus one host TargetMachine of
+**    our own. That TargetMachine runs LLVMRunPasses (so the optimizer knows
+**    the real CPU: vector widths, costs) and prints the assembly stage; the
+**    LLJIT builds its own TargetMachine from the same host description for
+**    code generation. kl_jit_new checks that both agree on the data layout.
+**  - Every module lives in its own ThreadSafeContext and is added under its
+**    own ResourceTracker, so freeing a kl_jit_code gives back exactly its
+**    machine code and its symbol (the name can then be defined again).
+**  - LLVM must never end the process. Modules are verified with
+**    LLVMReturnStatusAction before LLVM sees them. Every LLVMContext gets a
+**    diagnostic handler: without one, LLVMContext::diagnose prints an
+**    error-severity diagnostic and calls exit(1) (inline asm that does not
+**    assemble is one way to get there). The ExecutionSession gets an error
+**    reporter, so linker failures are kept for the message instead of being
+**    printed to stderr. Every LLVMErrorRef goes through take_error().
+**  - IEEE arithmetic: nothing here sets fast-math flags, and the host
+**    TargetMachines keep LLVM's default FPOpFusion::Standard, under which the
+**    backend fuses fmul+fadd into an fma only when the IR says `contract` (or
+**    calls llvm.fmuladd). Kiln's IR never does, so a*b+c stays two roundings.
+**    The vectorizers are on at O2/O3 as in clang; without `reassoc` they
+**    never reorder a floating-point reduction, so sums keep their order.
+**  - Texts: KILN_STAGE_LLVM_IR and KILN_STAGE_LLVM_OPT are printed while the
+**    module is still ours (the JIT frees the module once it is compiled).
+**    KILN_STAGE_ASM is made on request by parsing the optimized text again in
+**    a throw-away LLVMContext, so compiling never pays for it.
+**
+** Lifetimes: a kl_jit_code must be freed before its kl_jit. kl_jit_free
+** frees whatever codes are left (the header promises it), after which their
+** handles are dangling, so kl_jit_code_free on them is not allowed.
+**
+** Thread safety: targets are initialized once per process (pthread_once).
+** Otherwise a kl_jit, its modules and its codes are used by one thread at a
+** time; different kl_jits are independent and may run in parallel.
+*/
+#include "compiler/llvm/jit.h"
+
+#include "runtime/rt.h"
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/IRReader.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Error-severity diagnostics of one LLVM context, kept for the message. */
+typedef struct diag_log {
+  int n_errors;
+  char first[256];
+} diag_log;
+
+struct kl_jit {
+  LLVMOrcLLJITRef lljit;
+  LLVMTargetMachineRef tm; /* ours: passes and the assembly stage */
+  char *triple;
+  char *layout;
+  kl_jit_code *codes;     /* live codes, so kl_jit_free can free what is left */
+  char session_err[256];  /* first error the ExecutionSession reported since reset */
+};
+
+struct kl_jit_code {
+  kl_jit *jit;
+  kl_jit_code *prev, *next;
+  LLVMOrcResourceTrackerRef rt;
+  /* The module's context reports here; the context may outlive kl_jit_add
+  ** inside the JIT (until compiled or removed), so the log lives with the code. */
+  diag_log diag;
+  char *text[KILN_N_STAGES];
+};
+
+/* ---------------------------------------------------------------- messages */
+
+/* Writes a message into err (if there is room), without trailing newlines:
+** LLVM's messages often end with one. */
+static void set_err(char *err, size_t errn, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errn, const char *fmt, ...) {
+  if (!err || errn == 0) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errn, fmt, ap);
+  va_end(ap);
+  size_t n = strlen(err);
+  while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) err[--n] = '\0';
+}
+
+/* Appends "; <more>" to a message already in err. */
+static void append_err(char *err, size_t errn, const char *more) {
+  if (!err || errn == 0 || !more || !*more) return;
+  size_t n = strlen(err);
+  if (n + 1 >= errn) return;
+  set_err(err + n, errn - n, "; %s", more);
+}
+
+/* The one place an LLVMErrorRef is consumed: NULL (success) gives KILN_OK,
+** anything else KILN_LLVM with "<what>: <LLVM's message>" in err. */
+static kiln_status take_error(LLVMErrorRef e, const char *what, char *err, size_t errn) {
+  if (!e) return KILN_OK;
+  char *msg = LLVMGetErrorMessage(e); /* consumes e */
+  set_err(err, errn, "%s: %s", what, msg ? msg : "unknown LLVM error");
+  if (msg) LLVMDisposeErrorMessage(msg);
+  return KILN_LLVM;
+}
+
+/* Copies a string LLVM allocated (LLVMDisposeMessage kind) into Kiln memory
+** and gives LLVM's copy back. NULL when out of memory. */
+static char *take_message(char *s) {
+  char *copy = kl_strdup(s ? s : "");
+  if (s) LLVMDisposeMessage(s);
+  return copy;
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+/* Installed on every LLVMContext Kiln creates. Being installed is what keeps
+** LLVM from printing an error diagnostic and exiting; ctx may be NULL, then
+** nothing is recorded (a module still being built cannot fail codegen). */
+static void on_diagnostic(LLVMDiagnosticInfoRef di, void *ctx) {
+  diag_log *log = ctx;
+  if (!log || LLVMGetDiagInfoSeverity(di) != LLVMDSError) return;
+  if (log->n_errors++ == 0) {
+    char *desc = LLVMGetDiagInfoDescription(di);
+    set_err(log->first, sizeof log->first, "%s", desc ? desc : "unknown diagnostic");
+    if (desc) LLVMDisposeMessage(desc);
+  }
+}
+
+/* ORC delivers failures it cannot return to a caller (a symbol the linker
+** cannot resolve, say) here; the lookup then only says "failed to
+** materialize", so this is the useful half of the message. */
+static void on_session_error(void *ctx, LLVMErrorRef e) {
+  kl_jit *jit = ctx;
+  if (jit->session_err[0] == '\0') {
+    take_error(e, "JIT session", jit->session_err, sizeof jit->session_err);
+  } else {
+    take_error(e, "JIT session", NULL, 0); /* keep the first, which caused the rest */
+  }
+}
+
+/* ---------------------------------------------------------------- targets */
+
+static pthread_once_t targets_once = PTHREAD_ONCE_INIT;
+static bool targets_ok; /* published to other threads by pthread_once */
+
+static void init_targets(void) {
+  targets_ok = !LLVMInitializeNativeTarget() && !LLVMInitializeNativeAsmPrinter() &&
+               !LLVMInitializeNativeAsmParser();
+}
+
+/* ---------------------------------------------------------------- the JIT */
+
+/* Our own TargetMachine for the host, as LLJIT's JITTargetMachineBuilder
+** describes it (CPU name and features of the host). */
+static kiln_status make_host_tm(kl_jit *jit, char *err, size_t errn) {
+  char *triple = LLVMGetDefaultTargetTriple();
+  char *norm = LLVMNormalizeTargetTriple(triple);
+  LLVMDisposeMessage(triple);
+  LLVMTargetRef target = NULL;
+  char *msg = NULL;
+  if (LLVMGetTargetFromTriple(norm, &target, &msg)) {
+    set_err(err, errn, "no LLVM target for host triple %s: %s", norm, msg ? msg : "?");
+    LLVMDisposeMessage(msg);
+    LLVMDisposeMessage(norm);
+    return KILN_LLVM;
+  }
+  char *cpu = LLVMGetHostCPUName();
+  char *features = LLVMGetHostCPUFeatures();
+  /* Default TargetOptions: FPOpFusion::Standard, no unsafe FP math (see top). */
+  jit->tm = LLVMCreateTargetMachine(target, norm, cpu, features, LLVMCodeGenLevelDefault,
+                                    LLVMRelocDefault, LLVMCodeModelJITDefault);
+  kiln_status st = KILN_OK;
+  if (!jit->tm) {
+    set_err(err, errn, "cannot create a target machine for %s (cpu %s)", norm, cpu);
+    st = KILN_LLVM;
+  }
+  LLVMDisposeMessage(features);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(norm);
+  if (st != KILN_OK) return st;
+
+  /* Passes given a TargetMachine that disagrees with the module's layout
+  ** would optimize for the wrong ABI; better to refuse here, once. */
+  LLVMTargetDataRef td = LLVMCreateTargetDataLayout(jit->tm);
+  char *dl = LLVMCopyStringRepOfTargetData(td);
+  LLVMDisposeTargetData(td);
+  if (strcmp(dl, jit->layout) != 0) {
+    set_err(err, errn, "host target machine's data layout %s differs from the JIT's %s", dl,
+            jit->layout);
+    st = KILN_LLVM;
+  }
+  LLVMDisposeMessage(dl);
+  return st;
+}
+
+kiln_status kl_jit_new(kl_jit **out, char *err, size_t errn) {
+  if (!out) {
+    set_err(err, errn, "kl_jit_new: out is NULL");
+    return KILN_MISUSE;
+  }
+  *out = NULL;
+  pthread_once(&targets_once, init_targets);
+  if (!targets_ok) {
+    set_err(err, errn, "cannot initialize LLVM's native target, asm printer or asm parser");
+    return KILN_LLVM;
+  }
+  kl_jit *jit = kl_calloc(1, sizeof *jit);
+  if (!jit) {
+    set_err(err, errn, "out of memory creating the JIT");
+    return KILN_NOMEM;
+  }
+
+  LLVMOrcJITTargetMachineBuilderRef jtmb = NULL;
+  kiln_status st = take_error(LLVMOrcJITTargetMachineBuilderDetectHost(&jtmb),
+                              "detecting the host for the JIT", err, errn);
+  if (st != KILN_OK) goto fail;
+  LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+  LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb); /* builder owns jtmb */
+  /* LLVMOrcCreateLLJIT owns builder from here, even when it fails. */
+  st = take_error(LLVMOrcCreateLLJIT(&jit->lljit, builder), "creating the LLJIT", err, errn);
+  if (st != KILN_OK) {
+    jit->lljit = NULL;
+    goto fail;
+  }
+  LLVMOrcExecutionSessionSetErrorReporter(LLVMOrcLLJITGetExecutionSession(jit->lljit),
+                                          on_session_error, jit);
+
+  /* Generated code calls libm (expf, exp, logf, powf, ...): let the main
+  ** JITDylib resolve anything the process itself can dlsym. */
+  LLVMOrcDefinitionGeneratorRef gen = NULL;
+  st = take_error(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
+                      &gen, LLVMOrcLLJITGetGlobalPrefix(jit->lljit), NULL, NULL),
+                  "creating the process symbol generator", err, errn);
+  if (st != KILN_OK) goto fail;
+  LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(jit->lljit), gen); /* JD owns gen */
+
+  /* Copies: the LLJIT owns its strings and says nothing of how long they last. */
+  jit->triple = kl_strdup(LLVMOrcLLJITGetTripleString(jit->lljit));
+  jit->layout = kl_strdup(LLVMOrcLLJITGetDataLayoutStr(jit->lljit));
+  if (!jit->triple || !jit->layout) {
+    set_err(err, errn, "out of memory creating the JIT");
+    st = KILN_NOMEM;
+    goto fail;
+  }
+  st = make_host_tm(jit, err, errn);
+  if (st != KILN_OK) goto fail;
+  *out = jit;
+  return KILN_OK;
+
+fail:
+  kl_jit_free(jit);
+  return st;
+}
+
+void kl_jit_free(kl_jit *jit) {
+  if (!jit) return;
+  /* Resource trackers hold on to the ExecutionSession: release them first. */
+  while (jit->codes) kl_jit_code_free(jit->codes);
+  if (jit->tm) LLVMDisposeTargetMachine(jit->tm);
+  if (jit->lljit) take_error(LLVMOrcDisposeLLJIT(jit->lljit), "disposing the LLJIT", NULL, 0);
+  kl_free(jit->triple);
+  kl_free(jit->layout);
+  kl_free(jit);
+}
+
+/* ---------------------------------------------------------------- modules */
+
+kiln_status kl_llmod_new(kl_jit *jit, kl_llmod *m, const char *name, char *err, size_t errn) {
+  if (!m) {
+    set_err(err, errn, "kl_llmod_new: module is NULL");
+    return KILN_MISUSE;
+  }
+  memset(m, 0, sizeof *m);
+  if (!jit) {
+    set_err(err, errn, "kl_llmod_new: JIT is NULL");
+    return KILN_MISUSE;
+  }
+  m->tsc = LLVMOrcCreateNewThreadSafeContext();
+  m->ctx = LLVMOrcThreadSafeContextGetContext(m->tsc);
+  /* Nothing to record yet; kl_jit_add points the handler at the code's log. */
+  LLVMContextSetDiagnosticHandler(m->ctx, on_diagnostic, NULL);
+  m->mod = LLVMModuleCreateWithNameInContext(name ? name : "kiln", m->ctx);
+  LLVMSetTarget(m->mod, jit->triple);
+  LLVMSetDataLayout(m->mod, jit->layout);
+  return KILN_OK;
+}
+
+/* The module needs its context alive to be destroyed: module first. */
+static void dispose_parts(LLVMModuleRef mod, LLVMOrcThreadSafeContextRef tsc) {
+  if (mod) LLVMDisposeModule(mod);
+  if (tsc) LLVMOrcDisposeThreadSafeContext(tsc);
+}
+
+void kl_llmod_dispose(kl_llmod *m) {
+  if (!m) return;
+  dispose_parts(m->mod, m->tsc);
+  memset(m, 0, sizeof *m);
+}
+
+/* ---------------------------------------------------------------- adding */
+
+static bool verify(LLVMModuleRef mod, const char *when, char *err, size_t errn) {
+  char *msg = NULL;
+  bool broken = LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg);
+  if (broken) set_err(err, errn, "internal: LLVM verifier: %s%s", when, msg ? msg : "");
+  LLVMDisposeMessage(msg); /* allocated even when the module is fine */
+  return !broken;
+}
+
+static kiln_status run_passes(kl_jit *jit, LLVMModuleRef mod, int level, char *err,
+                              size_t errn) {
+  char pipeline[32];
+  snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
+  LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+  LLVMPassBuilderOptionsSetLoopVectorization(po, level >= 2);
+  LLVMPassBuilderOptionsSetSLPVectorization(po, level >= 2);
+  kiln_status st =
+      take_error(LLVMRunPasses(mod, pipeline, jit->tm, po), "running LLVM's passes", err, errn);
+  LLVMDisposePassBuilderOptions(po);
+  return st;
+}
+
+/* Everything done to the module while it is still ours: verify, keep the
+** text, optimize, verify again, keep the optimized text. */
+static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, int level,
+                           char *err, size_t errn) {
+  if (!verify(mod, "", err, errn)) return KILN_INTERNAL;
+  code->text[KILN_STAGE_LLVM_IR] = take_message(LLVMPrintModuleToString(mod));
+  if (!code->text[KILN_STAGE_LLVM_IR]) goto nomem;
+  kiln_status st = run_passes(jit, mod, level, err, errn);
+  if (st != KILN_OK) return st;
+  if (code->diag.n_errors) {
+    set_err(err, errn, "LLVM error while optimizing: %s", code->diag.first);
+    return KILN_LLVM;
+  }
+  if (!verify(mod, "after LLVM's passes: ", err, errn)) return KILN_INTERNAL;
+  code->text[KILN_STAGE_LLVM_OPT] = take_message(LLVMPrintModuleToString(mod));
+  if (!code->text[KILN_STAGE_LLVM_OPT]) goto nomem;
+  return KILN_OK;
+nomem:
+  set_err(err, errn, "out of memory keeping the text of an LLVM module");
+  return KILN_NOMEM;
+}
+
+/* Frees a code that may or may not hold a resource tracker and may or may
+** not be linked into its JIT's list. Removing the tracker drops the code,
+** the symbol and any not yet compiled module (with its context). */
+static void destroy_code(kl_jit_code *code) {
+  if (code->rt) {
+    take_error(LLVMOrcResourceTrackerRemove(code->rt), "removing code", NULL, 0);
+    LLVMOrcReleaseResourceTracker(code->rt);
+  }
+  for (int i = 0; i < KILN_N_STAGES; i++) kl_free(code->text[i]);
+  kl_free(code);
+}
+
+kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_jit_opts *opts,
+                       kl_jit_code **out_code, void **out_fn, char *err, size_t errn) {
+  /* Module and context are ours from here on, whatever happens. */
+  LLVMOrcThreadSafeContextRef tsc = NULL;
+  LLVMModuleRef mod = NULL;
+  if (m) {
+    tsc = m->tsc;
+    mod = m->mod;
+    memset(m, 0, sizeof *m);
+  }
+  if (out_code) *out_code = NULL;
+  if (out_fn) *out_fn = NULL;
+  if (!jit || !mod || !tsc || !symbol || !*symbol || !out_code || !out_fn ||
+      LLVMGetModuleContext(mod) != LLVMOrcThreadSafeContextGetContext(tsc)) {
+    dispose_parts(mod, tsc);
+    set_err(err, errn, "kl_jit_add: bad argument (NULL JIT, module, symbol or output)");
+    return KILN_MISUSE;
+  }
+  int level = opts ? opts->opt_level : 2;
+  if (level < 0 || level > 3) {
+    dispose_parts(mod, tsc);
+    set_err(err, errn, "kl_jit_add: opt_level %d is not 0..3", level);
+    return KILN_MISUSE;
+  }
+  kl_jit_code *code = kl_calloc(1, sizeof *code);
+  if (!code) {
+    dispose_parts(mod, tsc);
+    set_err(err, errn, "out of memory adding '%s' to the JIT", symbol);
+    return KILN_NOMEM;
+  }
+  code->jit = jit;
+  LLVMContextSetDiagnosticHandler(LLVMGetModuleContext(mod), on_diagnostic, &code->diag);
+
+  kiln_status st = prepare(jit, code, mod, level, err, errn);
+  if (st != KILN_OK) {
+    dispose_parts(mod, tsc); /* the context goes with tsc, before the log it points at */
+    destroy_code(code);
+    return st;
+  }
+
+  /* The TSM owns mod now and shares the context with our tsc handle. */
+  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
+  code->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(jit->lljit));
+  jit->session_err[0] = '\0';
+  /* The JIT owns tsm from this call on, even when it fails. */
+  LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModuleWithRT(jit->lljit, code->rt, tsm);
+  /* Our handle only: the module inside the JIT keeps the context alive. */
+  LLVMOrcDisposeThreadSafeContext(tsc);
+  if (e) {
+    st = take_error(e, "adding the module to the JIT", err, errn);
+    goto fail;
+  }
+
+  /* LLVMOrcLLJITLookup takes the IR name and applies the JIT's mangling
+  ** (LLJIT::lookup -> mangle), so the symbol is given as in the module.
+  ** Compilation happens here, on first lookup. */
+  LLVMOrcExecutorAddress addr = 0;
+  char what[160];
+  snprintf(what, sizeof what, "looking up '%s' in the JIT", symbol);
+  st = take_error(LLVMOrcLLJITLookup(jit->lljit, &addr, symbol), what, err, errn);
+  if (st != KILN_OK) {
+    append_err(err, errn, jit->session_err);
+    goto fail;
+  }
+  /* Code generation reports through the context; the object may exist even
+  ** though, e.g., inline asm in it did not assemble. */
+  if (code->diag.n_errors) {
+    set_err(err, errn, "LLVM error while compiling '%s': %s", symbol, code->diag.first);
+    st = KILN_LLVM;
+    goto fail;
+  }
+  if (addr == 0) {
+    set_err(err, errn, "the JIT gave address 0 for '%s'", symbol);
+    st = KILN_LLVM;
+    goto fail;
+  }
+
+  code->next = jit->codes;
+  if (jit->codes) jit->codes->prev = code;
+  jit->codes = code;
+  *out_code = code;
+  *out_fn = (void *)(uintptr_t)addr;
+  return KILN_OK;
+
+fail:
+  destroy_code(code); /* removes the tracker: the module leaves the JIT */
+  return st;
+}
+
+/* ---------------------------------------------------------------- texts */
+
+/* Host assembly of the optimized module, in a context of its own. */
+static kiln_status make_asm(kl_jit_code *code, char *err, size_t errn) {
+  const char *ir = code->text[KILN_STAGE_LLVM_OPT];
+  diag_log log = {0};
+  LLVMContextRef ctx = LLVMContextCreate();
+  LLVMContextSetDiagnosticHandler(ctx, on_diagnostic, &log);
+  LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(ir, strlen(ir), "kiln");
+  LLVMModuleRef mod = NULL;
+  LLVMMemoryBufferRef out = NULL;
+  char *msg = NULL;
+  kiln_status st = KILN_OK;
+  /* The parser owns buf from here on, in success and failure. */
+  if (LLVMParseIRInContext(ctx, buf, &mod, &msg)) {
+    set_err(err, errn, "cannot parse the optimized IR again: %s", msg ? msg : "?");
+    st = KILN_LLVM;
+  } else if (LLVMTargetMachineEmitToMemoryBuffer(code->jit->tm, mod, LLVMAssemblyFile, &msg,
+                                                 &out)) {
+    set_err(err, errn, "cannot emit assembly: %s", msg ? msg : "?");
+    st = KILN_LLVM;
+  } else if (log.n_errors) {
+    set_err(err, errn, "LLVM error while emitting assembly: %s", log.first);
+    st = KILN_LLVM;
+  } else {
+    size_t n = LLVMGetBufferSize(out);
+    char *text = kl_malloc(n + 1);
+    if (text) {
+      memcpy(text, LLVMGetBufferStart(out), n);
+      text[n] = '\0';
+      code->text[KILN_STAGE_ASM] = text;
+    } else {
+      set_err(err, errn, "out of memory keeping the assembly text");
+      st = KILN_NOMEM;
+    }
+  }
+  if (msg) LLVMDisposeMessage(msg);
+  if (out) LLVMDisposeMemoryBuffer(out);
+  if (mod) LLVMDisposeModule(mod);
+  LLVMContextDispose(ctx);
+  return st;
+}
+
+const char *kl_jit_code_text(kl_jit_code *code, kiln_stage stage, kiln_status *st, char *err,
+                             size_t errn) {
+  kiln_status s = KILN_OK;
+  const char *text = NULL;
+  if (!code) {
+    set_err(err, errn, "kl_jit_code_text: code is NULL");
+    s = KILN_MISUSE;
+  } else if (stage != KILN_STAGE_LLVM_IR && stage != KILN_STAGE_LLVM_OPT &&
+             stage != KILN_STAGE_ASM) {
+    set_err(err, errn, "kl_jit_code_text: stage %d is not kept by the JIT", (int)stage);
+    s = KILN_MISUSE;
+  } else {
+    if (stage == KILN_STAGE_ASM && !code->text[KILN_STAGE_ASM]) s = make_asm(code, err, errn);
+    text = code->text[stage];
+  }
+  if (st) *st = s;
+  return text;
+}
+
+/* Allowed only while the code's kl_jit is alive (see the top of the file). */
+void kl_jit_code_free(kl_jit_code *code) {
+  if (!code) return;
+  if (code->prev) {
+    code->prev->next = code->next;
+  } else {
+    code->jit->codes = code->next;
+  }
+  if (code->next) code->next->prev = code->prev;
+  destroy_code(code);
+}

@@ -1,0 +1,373 @@
+/*
+** eval.c -- the reference evaluation of every op: plain, obviously correct
+** C over contiguous arrays, one element at a time. It is the oracle the
+** tests hold the JIT to, and it documents what each op means.
+**
+** Arithmetic is done in the op's dtype: float32 ops in float (FLT_EVAL_METHOD
+** is 0 on the targets we build for, and the build passes -ffp-contract=off),
+** integer ops in 64-bit unsigned arithmetic that wraps, then narrowed.
+*/
+#include "compiler/graph.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+/* --------------------------------------------------------- scalar ops */
+
+static double f64_op(kl_opcode op, const double *a) {
+  double x = a[0], y = a[1];
+  switch (op) {
+  case KL_OP_NEG: return -x;
+  case KL_OP_SQR: return x * x;
+  case KL_OP_SQRT: return sqrt(x);
+  case KL_OP_EXP: return exp(x);
+  case KL_OP_LOG: return log(x);
+  case KL_OP_ABS: return fabs(x);
+  case KL_OP_SIGN: return x > 0 ? 1.0 : x < 0 ? -1.0 : x;
+  case KL_OP_ADD: return x + y;
+  case KL_OP_SUB: return x - y;
+  case KL_OP_MUL: return x * y;
+  case KL_OP_DIV: return x / y;
+  case KL_OP_POW: return pow(x, y);
+  case KL_OP_MAX: return (x >= y || x != x) ? x : y;
+  case KL_OP_MIN: return (x <= y || x != x) ? x : y;
+  default: return NAN;
+  }
+}
+
+static float f32_op(kl_opcode op, const float *a) {
+  float x = a[0], y = a[1];
+  switch (op) {
+  case KL_OP_NEG: return -x;
+  case KL_OP_SQR: return x * x;
+  case KL_OP_SQRT: return sqrtf(x);
+  case KL_OP_EXP: return expf(x);
+  case KL_OP_LOG: return logf(x);
+  case KL_OP_ABS: return fabsf(x);
+  case KL_OP_SIGN: return x > 0 ? 1.0f : x < 0 ? -1.0f : x;
+  case KL_OP_ADD: return x + y;
+  case KL_OP_SUB: return x - y;
+  case KL_OP_MUL: return x * y;
+  case KL_OP_DIV: return x / y;
+  case KL_OP_POW: return powf(x, y);
+  case KL_OP_MAX: return (x >= y || x != x) ? x : y;
+  case KL_OP_MIN: return (x <= y || x != x) ? x : y;
+  default: return NAN;
+  }
+}
+
+/* Integer power by squaring, wrapping modulo 2^64 (narrowing afterwards
+** gives the same bits as wrapping in the narrow type). A negative exponent
+** gives 1/x**-y truncated: 1 for x == 1, +-1 for x == -1, 0 otherwise. */
+int64_t kl_ipow(int64_t x, int64_t y) {
+  if (y < 0) return x == 1 ? 1 : x == -1 ? ((y & 1) ? -1 : 1) : 0;
+  uint64_t r = 1, b = (uint64_t)x;
+  while (y) {
+    if (y & 1) r *= b;
+    b *= b;
+    y >>= 1;
+  }
+  return (int64_t)r;
+}
+
+static int64_t int_op(kl_opcode op, const int64_t *a) {
+  uint64_t x = (uint64_t)a[0], y = (uint64_t)a[1];
+  switch (op) {
+  case KL_OP_NEG: return (int64_t)(0 - x);
+  case KL_OP_SQR: return (int64_t)(x * x);
+  case KL_OP_ABS: return a[0] < 0 ? (int64_t)(0 - x) : a[0];
+  case KL_OP_SIGN: return a[0] > 0 ? 1 : a[0] < 0 ? -1 : 0;
+  case KL_OP_ADD: return (int64_t)(x + y);
+  case KL_OP_SUB: return (int64_t)(x - y);
+  case KL_OP_MUL: return (int64_t)(x * y);
+  case KL_OP_POW: return kl_ipow(a[0], a[1]);
+  case KL_OP_MAX: return a[0] >= a[1] ? a[0] : a[1];
+  case KL_OP_MIN: return a[0] <= a[1] ? a[0] : a[1];
+  default: return 0;
+  }
+}
+
+static bool cmp_op(kl_opcode op, double x, double y) {
+  switch (op) {
+  case KL_OP_LT: return x < y;
+  case KL_OP_LE: return x <= y;
+  case KL_OP_GT: return x > y;
+  case KL_OP_GE: return x >= y;
+  case KL_OP_EQ: return x == y;
+  case KL_OP_NE: return x != y;
+  default: return false;
+  }
+}
+
+static bool icmp_op(kl_opcode op, int64_t x, int64_t y) {
+  switch (op) {
+  case KL_OP_LT: return x < y;
+  case KL_OP_LE: return x <= y;
+  case KL_OP_GT: return x > y;
+  case KL_OP_GE: return x >= y;
+  case KL_OP_EQ: return x == y;
+  case KL_OP_NE: return x != y;
+  default: return false;
+  }
+}
+
+static void store_i64(kiln_dtype dt, void *p, int64_t i, int64_t v) {
+  kl_convert(dt, p, i, KILN_INT64, &v, 0);
+}
+
+/* ------------------------------------------------------------ indexing */
+
+/* Contiguous strides (in elements) of a shape. */
+static void strides_of(int rank, const int64_t *shape, int64_t *st) {
+  int64_t s = 1;
+  for (int i = rank - 1; i >= 0; i--) {
+    st[i] = s;
+    s *= shape[i];
+  }
+}
+
+/* Offset in an operand of rank r, right-aligned in an iteration of rank R,
+** broadcasting its size-1 dimensions. */
+static int64_t bcast_offset(const kiln_tensor *t, int R, const int64_t *idx) {
+  int64_t st[KILN_MAX_RANK], off = 0;
+  strides_of(t->rank, t->shape, st);
+  for (int i = 0; i < t->rank; i++) {
+    int64_t k = idx[i + R - t->rank];
+    off += (t->shape[i] == 1 ? 0 : k) * st[i];
+  }
+  return off;
+}
+
+static bool next_index(int rank, const int64_t *shape, int64_t *idx) {
+  for (int i = rank - 1; i >= 0; i--) {
+    if (++idx[i] < shape[i]) return true;
+    idx[i] = 0;
+  }
+  return false;
+}
+
+static kiln_status shape_err(char *err, size_t n, const char *what, const kiln_tensor *a,
+                             const kiln_tensor *b) {
+  char sa[160], sb[160];
+  snprintf(err, n, "%s: shapes %s and %s do not fit", what, kl_shape_str(sa, sizeof sa, a->rank, a->shape),
+           kl_shape_str(sb, sizeof sb, b->rank, b->shape));
+  return KILN_SHAPE;
+}
+
+/* ---------------------------------------------------------- op families */
+
+static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, kiln_tensor *out,
+                             char *err, size_t errn) {
+  int R = 0;
+  for (int k = 0; k < v->n_in; k++)
+    if (in[k]->rank > R) R = in[k]->rank;
+  int64_t shape[KILN_MAX_RANK];
+  for (int i = 0; i < R; i++) shape[i] = 1;
+  for (int k = 0; k < v->n_in; k++)
+    for (int i = 0; i < in[k]->rank; i++) {
+      int64_t d = in[k]->shape[i], *o = &shape[i + R - in[k]->rank];
+      if (d == *o || d == 1) continue;
+      if (*o != 1) return shape_err(err, errn, kl_ops[v->op].name, in[0], in[k]);
+      *o = d;
+    }
+  kiln_dtype odt = (kiln_dtype)v->type.dtype;
+  kiln_dtype idt = (kiln_dtype)in[v->n_in - 1]->dtype; /* where: a, b share it */
+  if (kl_tensor_reshape(out, odt, R, shape) != KILN_OK) return KILN_NOMEM;
+  if (out->size == 0) return KILN_OK;
+  kl_opcode op = (kl_opcode)v->op;
+  int64_t idx[KILN_MAX_RANK] = {0}, j = 0;
+  do {
+    int64_t off[3];
+    for (int k = 0; k < v->n_in; k++) off[k] = bcast_offset(in[k], R, idx);
+    if (op == KL_OP_CAST) {
+      kl_convert(odt, out->data, j, (kiln_dtype)in[0]->dtype, in[0]->data, off[0]);
+    } else if (op == KL_OP_WHERE) {
+      bool c = ((const uint8_t *)in[0]->data)[off[0]] != 0;
+      kl_convert(odt, out->data, j, idt, c ? in[1]->data : in[2]->data, c ? off[1] : off[2]);
+    } else if (op >= KL_OP_LT && op <= KL_OP_NE) {
+      bool r;
+      if (kl_dtype_is_float(idt))
+        r = cmp_op(op, kl_load_f64(idt, in[0]->data, off[0]), kl_load_f64(idt, in[1]->data, off[1]));
+      else
+        r = icmp_op(op, kl_load_i64(idt, in[0]->data, off[0]), kl_load_i64(idt, in[1]->data, off[1]));
+      ((uint8_t *)out->data)[j] = r;
+    } else if (odt == KILN_FLOAT64) {
+      double a[2] = {0, 0};
+      for (int k = 0; k < v->n_in; k++) a[k] = ((const double *)in[k]->data)[off[k]];
+      ((double *)out->data)[j] = f64_op(op, a);
+    } else if (odt == KILN_FLOAT32) {
+      float a[2] = {0, 0};
+      for (int k = 0; k < v->n_in; k++) a[k] = ((const float *)in[k]->data)[off[k]];
+      ((float *)out->data)[j] = f32_op(op, a);
+    } else {
+      int64_t a[2] = {0, 0};
+      for (int k = 0; k < v->n_in; k++) a[k] = kl_load_i64(idt, in[k]->data, off[k]);
+      store_i64(odt, out->data, j, int_op(op, a));
+    }
+    j++;
+  } while (next_index(R, shape, idx));
+  return KILN_OK;
+}
+
+/* Adds src[i] into dst[j] in dtype dt (float32 in float, ints wrapping). */
+static void acc_into(kiln_dtype dt, void *dst, int64_t j, const void *src, int64_t i) {
+  switch (dt) {
+  case KILN_FLOAT64: ((double *)dst)[j] = ((double *)dst)[j] + ((const double *)src)[i]; break;
+  case KILN_FLOAT32: ((float *)dst)[j] = ((float *)dst)[j] + ((const float *)src)[i]; break;
+  default: {
+    uint64_t a = (uint64_t)kl_load_i64(dt, dst, j), b = (uint64_t)kl_load_i64(dt, src, i);
+    store_i64(dt, dst, j, (int64_t)(a + b));
+  }
+  }
+}
+
+/* Iterates over src's shape, adding each element into dst at the offset
+** given by per-axis dst strides (0 on summed axes): the fixed order of every
+** sum in Kiln, increasing index order per output element. */
+static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
+                       const int64_t *dst_st) {
+  memset(dst->data, 0, kl_tensor_nbytes(dst));
+  if (src->size == 0) return;
+  int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
+  do {
+    int64_t off = 0;
+    for (int d = 0; d < src->rank; d++) off += idx[d] * dst_st[d];
+    acc_into(dt, dst->data, off, src->data, i++);
+  } while (next_index(src->rank, src->shape, idx));
+}
+
+static kiln_status eval_reduce(const kiln_node *v, const kiln_tensor *x, kiln_tensor *out) {
+  int64_t shape[KILN_MAX_RANK], st[KILN_MAX_RANK], dst_st[KILN_MAX_RANK];
+  int r = 0;
+  for (int i = 0; i < x->rank; i++)
+    if (!(v->p.axes >> i & 1u)) shape[r++] = x->shape[i];
+  if (kl_tensor_reshape(out, (kiln_dtype)v->type.dtype, r, shape) != KILN_OK) return KILN_NOMEM;
+  strides_of(r, shape, st);
+  for (int i = 0, k = 0; i < x->rank; i++) dst_st[i] = (v->p.axes >> i & 1u) ? 0 : st[k++];
+  accumulate((kiln_dtype)v->type.dtype, out, x, dst_st);
+  return KILN_OK;
+}
+
+static kiln_status eval_sum_like(const kiln_node *v, const kiln_tensor *g, const kiln_tensor *like,
+                                 kiln_tensor *out, char *err, size_t errn) {
+  int64_t st[KILN_MAX_RANK], dst_st[KILN_MAX_RANK];
+  if (like->rank > g->rank) return shape_err(err, errn, "sum_like", g, like);
+  if (kl_tensor_reshape(out, (kiln_dtype)v->type.dtype, like->rank, like->shape) != KILN_OK)
+    return KILN_NOMEM;
+  strides_of(like->rank, like->shape, st);
+  int lead = g->rank - like->rank;
+  for (int i = 0; i < g->rank; i++) {
+    int j = i - lead;
+    if (j < 0 || like->shape[j] == 1) {
+      dst_st[i] = 0;
+    } else {
+      if (like->shape[j] != g->shape[i]) return shape_err(err, errn, "sum_like", g, like);
+      dst_st[i] = st[j];
+    }
+  }
+  accumulate((kiln_dtype)v->type.dtype, out, g, dst_st);
+  return KILN_OK;
+}
+
+static kiln_status eval_bcast(const kiln_node *v, const kiln_tensor *g, const kiln_tensor *like,
+                              kiln_tensor *out, char *err, size_t errn) {
+  kiln_dtype dt = (kiln_dtype)v->type.dtype;
+  if (kl_tensor_reshape(out, dt, like->rank, like->shape) != KILN_OK) return KILN_NOMEM;
+  /* g's axes are like's axes without those in p.axes, in order */
+  int64_t gst[KILN_MAX_RANK], src_st[KILN_MAX_RANK];
+  strides_of(g->rank, g->shape, gst);
+  for (int i = 0, k = 0; i < like->rank; i++) {
+    if (v->p.axes >> i & 1u) {
+      src_st[i] = 0;
+    } else {
+      if (k >= g->rank || (g->shape[k] != 1 && g->shape[k] != like->shape[i]))
+        return shape_err(err, errn, "broadcast", g, like);
+      src_st[i] = g->shape[k] == 1 ? 0 : gst[k];
+      k++;
+    }
+  }
+  if (out->size == 0) return KILN_OK;
+  int64_t idx[KILN_MAX_RANK] = {0}, j = 0;
+  do {
+    int64_t off = 0;
+    for (int d = 0; d < like->rank; d++) off += idx[d] * src_st[d];
+    kl_convert(dt, out->data, j++, dt, g->data, off);
+  } while (next_index(like->rank, like->shape, idx));
+  return KILN_OK;
+}
+
+static kiln_status eval_dot(const kiln_node *v, const kiln_tensor *a, const kiln_tensor *b,
+                            kiln_tensor *out, char *err, size_t errn) {
+  kiln_dtype dt = (kiln_dtype)v->type.dtype;
+  /* a viewed as (m, k), b as (k, n); vectors have m or n of 1 */
+  int64_t m = a->rank == 2 ? a->shape[v->p.ta ? 1 : 0] : 1;
+  int64_t ka = a->rank == 2 ? a->shape[v->p.ta ? 0 : 1] : a->shape[0];
+  int64_t kb = b->rank == 2 ? b->shape[v->p.tb ? 1 : 0] : b->shape[0];
+  int64_t n = b->rank == 2 ? b->shape[v->p.tb ? 0 : 1] : 1;
+  if (ka != kb) return shape_err(err, errn, "dot", a, b);
+  int64_t shape[2];
+  int r = 0;
+  if (a->rank == 2) shape[r++] = m;
+  if (b->rank == 2) shape[r++] = n;
+  if (kl_tensor_reshape(out, dt, r, shape) != KILN_OK) return KILN_NOMEM;
+  /* element (i, p) of a and (p, j) of b in memory */
+  int64_t as_i = a->rank == 2 ? (v->p.ta ? 1 : a->shape[1]) : 0;
+  int64_t as_p = a->rank == 2 ? (v->p.ta ? a->shape[1] : 1) : 1;
+  int64_t bs_p = b->rank == 2 ? (v->p.tb ? 1 : b->shape[1]) : 1;
+  int64_t bs_j = b->rank == 2 ? (v->p.tb ? b->shape[1] : 1) : 0;
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++) {
+      int64_t o = i * n + j;
+      if (dt == KILN_FLOAT64) {
+        double acc = 0.0;
+        for (int64_t p = 0; p < ka; p++)
+          acc = acc + ((const double *)a->data)[i * as_i + p * as_p] *
+                          ((const double *)b->data)[p * bs_p + j * bs_j];
+        ((double *)out->data)[o] = acc;
+      } else if (dt == KILN_FLOAT32) {
+        float acc = 0.0f;
+        for (int64_t p = 0; p < ka; p++)
+          acc = acc + ((const float *)a->data)[i * as_i + p * as_p] *
+                          ((const float *)b->data)[p * bs_p + j * bs_j];
+        ((float *)out->data)[o] = acc;
+      } else {
+        uint64_t acc = 0;
+        for (int64_t p = 0; p < ka; p++)
+          acc += (uint64_t)kl_load_i64(dt, a->data, i * as_i + p * as_p) *
+                 (uint64_t)kl_load_i64(dt, b->data, p * bs_p + j * bs_j);
+        store_i64(dt, out->data, o, (int64_t)acc);
+      }
+    }
+  return KILN_OK;
+}
+
+kiln_status kl_eval_node(const kiln_node *v, const kiln_tensor *const *in, kiln_tensor *out,
+                         char *err, size_t errn) {
+  switch (kl_ops[v->op].kind) {
+  case KL_LEAF:
+    if (v->op != KL_OP_CONST) {
+      snprintf(err, errn, "internal: %s has no value to evaluate", kl_ops[v->op].name);
+      return KILN_INTERNAL;
+    }
+    if (kl_tensor_reshape(out, (kiln_dtype)v->type.dtype, v->type.rank, v->type.dims) != KILN_OK)
+      return KILN_NOMEM;
+    memcpy(out->data, v->data, kl_tensor_nbytes(out));
+    return KILN_OK;
+  case KL_ELEM: return eval_elem(v, in, out, err, errn);
+  case KL_REDUCE: return eval_reduce(v, in[0], out);
+  case KL_LIKE: return eval_sum_like(v, in[0], in[1], out, err, errn);
+  case KL_BCAST: return eval_bcast(v, in[0], in[1], out, err, errn);
+  case KL_DOT: return eval_dot(v, in[0], in[1], out, err, errn);
+  case KL_COUNT: {
+    double n = 1;
+    for (int i = 0; i < in[0]->rank; i++)
+      if (v->p.axes >> i & 1u) n *= (double)in[0]->shape[i];
+    if (kl_tensor_reshape(out, (kiln_dtype)v->type.dtype, 0, NULL) != KILN_OK) return KILN_NOMEM;
+    kl_convert((kiln_dtype)v->type.dtype, out->data, 0, KILN_FLOAT64, &n, 0);
+    return KILN_OK;
+  }
+  }
+  snprintf(err, errn, "internal: unknown op %d", v->op);
+  return KILN_INTERNAL;
+}

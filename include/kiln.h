@@ -1,0 +1,408 @@
+/*
+** kiln.h -- the public interface of Kiln, a tensor-expression JIT compiler.
+**
+** Kiln follows Theano's programming model. You build a symbolic graph out of
+** typed inputs, shared variables (state that lives between calls, such as
+** weights) and constants; you ask for gradients, which are more graph; you
+** declare a function with inputs, outputs and updates of shared variables;
+** Kiln compiles that function through LLVM into one native step function.
+**
+**     kiln_ctx  *ctx = kiln_ctx_new();
+**     kiln_node *x   = kiln_fvector(ctx, "x");
+**     kiln_node *W   = kiln_shared(ctx, "W", KILN_FLOAT64, 1, (int64_t[]){4}, w0);
+**     kiln_node *y   = kiln_sum(kiln_mul(x, W));
+**     ...
+**     kiln_function *f = kiln_function_new(ctx, "f", 1, &x, 1, &y, 0, NULL);
+**     kiln_call(f, inputs, outputs);
+**
+** This header is the manual. Conventions that hold everywhere:
+**
+**  - Handles are opaque. Everything a context creates (nodes, shared
+**    variables, functions) is owned by the context and freed with it.
+**    Freeing NULL is a no-op.
+**  - Errors. Fallible calls return a kiln_status, or NULL for constructors.
+**    The message of the most recent error of a context is kiln_errmsg(ctx).
+**    Messages name the node (its name and the file:line where it was built).
+**  - Graph builders chain. A builder given a NULL input returns NULL and
+**    leaves the first error in place, so code checks once, at
+**    kiln_function_new() or kiln_call(). Every builder is a macro that records
+**    __FILE__ and __LINE__ of the call, then calls the *_at function.
+**  - Nothing a caller does makes Kiln abort or exit. Handles that are NULL
+**    or belong to another context give KILN_MISUSE.
+**  - Thread safety: a context and everything it owns must be used by one
+**    thread at a time. Different contexts are independent.
+**
+** Semantics (numpy and Theano):
+**  - dtypes: bool, int8, int16, int32, int64, uint8, float32, float64.
+**  - A tensor type has a dtype, a rank 0..KILN_MAX_RANK and per dimension
+**    either a static size or KILN_DYN (known at call time). A static size of
+**    1 is "broadcastable" in Theano's sense.
+**  - Broadcasting follows numpy: shapes are aligned on the right, a size of 1
+**    stretches. It is checked when the graph is built where sizes are static
+**    and at call time where they are dynamic.
+**  - Promotion follows numpy for tensors: bool < integers < floats; two
+**    signed integers give the wider; uint8 with int8 gives int16; an integer
+**    of 32 or 64 bits with float32 gives float64, a smaller one float32.
+**  - A number literal (kiln_lit) is "weak" (numpy 2 / NEP 50, JAX): it takes
+**    the dtype of the tensor it meets, so 0.1 * a float32 vector is float32.
+**    A float literal meeting an integer or bool tensor gives float64; an
+**    integer literal meeting a bool tensor gives int64. A literal that meets
+**    only literals stays weak; on its own it is float64 or int64.
+**    Constants built with kiln_const/kiln_scalar have an explicit dtype and
+**    are not weak.
+**  - div is true division: integers are divided as float64 (numpy's '/').
+**    sqrt, exp and log of bool/int8/int16/uint8 give float32, of
+**    int32/int64 float64.
+**  - sum of bool and integer tensors is int64, of floats keeps the dtype;
+**    mean of bool/integers is float64. Reductions add in increasing index
+**    order starting from +0.0 (a fixed order: results never depend on
+**    threads or vector width). dot accumulates likewise.
+**  - maximum/minimum propagate NaN; between equal values (0.0 and -0.0)
+**    the first operand wins.
+**  - Arithmetic is IEEE: no fast-math, no contraction of a*b+c into fma.
+**  - A function's outputs and updates are computed from the values shared
+**    variables had when the call began; updates are committed together,
+**    only after the whole step succeeded. A failed call leaves every shared
+**    variable bit-identical.
+*/
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KILN_BUILDING) && defined(__GNUC__)
+#define KILN_API __attribute__((visibility("default")))
+#else
+#define KILN_API
+#endif
+
+#define KILN_VERSION "0.1.0"
+#define KILN_VERSION_NUMBER 1000 /* major*1000000 + minor*1000 + patch */
+
+/* The library's version string, equal to KILN_VERSION of the build. */
+KILN_API const char *kiln_version(void);
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum kiln_status {
+  KILN_OK = 0,
+  KILN_ERROR,    /* generic failure */
+  KILN_NOMEM,    /* an allocation failed */
+  KILN_MISUSE,   /* NULL, freed or foreign handle; bad argument */
+  KILN_SHAPE,    /* shapes do not match or do not broadcast */
+  KILN_TYPE,     /* dtypes or ranks do not fit */
+  KILN_NOGRAD,   /* no gradient: disconnected wrt, non-scalar cost, op without grad */
+  KILN_LLVM,     /* LLVM refused the module or failed to compile it */
+  KILN_INTERNAL, /* a bug in Kiln; the message begins with "internal:" */
+  KILN_N_STATUS
+} kiln_status;
+
+/* A constant English name for a status ("ok", "shape error", ...). */
+KILN_API const char *kiln_status_str(kiln_status s);
+
+/* ---------------------------------------------------------------- dtypes */
+
+typedef enum kiln_dtype {
+  KILN_BOOL = 0,
+  KILN_INT8,
+  KILN_INT16,
+  KILN_INT32,
+  KILN_INT64,
+  KILN_UINT8,
+  KILN_FLOAT32,
+  KILN_FLOAT64,
+  KILN_N_DTYPES
+} kiln_dtype;
+
+#define KILN_MAX_RANK 8
+#define KILN_DYN (-1) /* a dimension whose size is known only at call time */
+
+/* "float32", "int64", ...; "?" for a value out of range. */
+KILN_API const char *kiln_dtype_name(kiln_dtype dt);
+/* Size of one element in bytes (bool is one byte, 0 or 1); 0 if invalid. */
+KILN_API size_t kiln_dtype_size(kiln_dtype dt);
+/* numpy's result dtype of a binary arithmetic op on two tensors. Returns
+** KILN_N_DTYPES for invalid arguments. */
+KILN_API kiln_dtype kiln_promote(kiln_dtype a, kiln_dtype b);
+
+/* ---------------------------------------------------------------- handles */
+
+typedef struct kiln_ctx kiln_ctx;           /* owns everything below */
+typedef struct kiln_node kiln_node;         /* a symbolic variable */
+typedef struct kiln_function kiln_function; /* a compiled function */
+typedef struct kiln_tensor kiln_tensor;     /* a concrete array value */
+
+/* Creates a context. Returns NULL only when out of memory. */
+KILN_API kiln_ctx *kiln_ctx_new(void);
+/* Frees the context and every node, shared variable and function it owns.
+** Tensors are not owned by a context and stay valid. NULL is a no-op. */
+KILN_API void kiln_ctx_free(kiln_ctx *ctx);
+/* The message of the context's most recent error, or "not an error".
+** The string stays valid until the next call that takes ctx.
+** A NULL ctx gives a message saying so. */
+KILN_API const char *kiln_errmsg(const kiln_ctx *ctx);
+/* The status of the context's most recent error (KILN_OK if none). */
+KILN_API kiln_status kiln_errcode(const kiln_ctx *ctx);
+/* Forgets the current error, so builders work again after a failed one. */
+KILN_API void kiln_clear_error(kiln_ctx *ctx);
+
+/* ---------------------------------------------------------------- tensors */
+/* A tensor is a dense, C-ordered array with a dtype and a shape, its data
+** 64-byte aligned. Tensors are independent of contexts. */
+
+/* A new tensor of the given dtype and shape (rank 0..KILN_MAX_RANK, every
+** size >= 0; shape may be NULL when rank is 0). data (may be NULL: zeros)
+** is copied; it holds size * kiln_dtype_size(dtype) bytes in C order.
+** Returns NULL for a bad argument or when out of memory. */
+KILN_API kiln_tensor *kiln_tensor_new(kiln_dtype dtype, int rank, const int64_t *shape,
+                                      const void *data);
+/* Frees a tensor from kiln_tensor_new. NULL is a no-op. Tensors borrowed from
+** a function or a shared variable must not be freed. */
+KILN_API void kiln_tensor_free(kiln_tensor *t);
+KILN_API kiln_dtype kiln_tensor_dtype(const kiln_tensor *t);
+KILN_API int kiln_tensor_rank(const kiln_tensor *t);
+/* Size of dimension i (0 <= i < rank), or -1 if out of range. */
+KILN_API int64_t kiln_tensor_dim(const kiln_tensor *t, int i);
+/* Number of elements (1 for rank 0). */
+KILN_API int64_t kiln_tensor_size(const kiln_tensor *t);
+/* The data, C order. Writable for tensors from kiln_tensor_new. */
+KILN_API void *kiln_tensor_data(const kiln_tensor *t);
+/* Element i (flat C-order index) converted to double; NaN if out of range. */
+KILN_API double kiln_tensor_get(const kiln_tensor *t, int64_t i);
+/* Prints the tensor as numpy's str() does: "[0.1  0.25 0.15 0.3 ]",
+** "[[1 2]\n [3 4]]", a rank-0 float as Python's shortest repr ("0.8").
+** At most 8 decimals for floats, as numpy's default print options.
+** Returns the number of bytes written, or -1 on a bad argument or I/O error. */
+KILN_API int kiln_tensor_print(const kiln_tensor *t, FILE *out);
+/* Same text into buf (always NUL-terminated when n > 0). Returns the length
+** the full text has (as snprintf), or -1 on a bad argument. */
+KILN_API int kiln_tensor_sprint(const kiln_tensor *t, char *buf, size_t n);
+/* Formats a double as Python's repr(): the shortest string that reads back
+** to the same double ("0.8", "80.16000000000001", "1e-05", "inf", "nan").
+** Returns the length, as snprintf. */
+KILN_API int kiln_format_double(double v, char *buf, size_t n);
+
+/* ---------------------------------------------------------------- leaves */
+
+/* A symbolic input of the given dtype and rank. dims holds rank sizes, each
+** >= 0 or KILN_DYN; NULL dims means every dimension is dynamic. The name (may
+** be NULL) is copied and appears in messages and dumps. */
+KILN_API kiln_node *kiln_input_at(kiln_ctx *ctx, const char *name, kiln_dtype dtype, int rank,
+                                  const int64_t *dims, const char *file, int line);
+#define kiln_input(ctx, name, dtype, rank, dims)                                                   \
+  kiln_input_at((ctx), (name), (dtype), (rank), (dims), __FILE__, __LINE__)
+
+/* Theano's shorthands: <prefix><kind>(ctx, name), prefix b=int8 w=int16
+** i=int32 l=int64 f=float32 d=float64; kind scalar, vector, matrix, row (1,n),
+** col (n,1), tensor3, tensor4. */
+#define KILN__IN(ctx, name, dt, r, dims) kiln_input_at((ctx), (name), (dt), (r), (dims), __FILE__, __LINE__)
+#define KILN__ROW ((const int64_t[]){1, KILN_DYN})
+#define KILN__COL ((const int64_t[]){KILN_DYN, 1})
+#define kiln_bscalar(c, n) KILN__IN(c, n, KILN_INT8, 0, NULL)
+#define kiln_bvector(c, n) KILN__IN(c, n, KILN_INT8, 1, NULL)
+#define kiln_bmatrix(c, n) KILN__IN(c, n, KILN_INT8, 2, NULL)
+#define kiln_wscalar(c, n) KILN__IN(c, n, KILN_INT16, 0, NULL)
+#define kiln_wvector(c, n) KILN__IN(c, n, KILN_INT16, 1, NULL)
+#define kiln_wmatrix(c, n) KILN__IN(c, n, KILN_INT16, 2, NULL)
+#define kiln_iscalar(c, n) KILN__IN(c, n, KILN_INT32, 0, NULL)
+#define kiln_ivector(c, n) KILN__IN(c, n, KILN_INT32, 1, NULL)
+#define kiln_imatrix(c, n) KILN__IN(c, n, KILN_INT32, 2, NULL)
+#define kiln_irow(c, n) KILN__IN(c, n, KILN_INT32, 2, KILN__ROW)
+#define kiln_icol(c, n) KILN__IN(c, n, KILN_INT32, 2, KILN__COL)
+#define kiln_itensor3(c, n) KILN__IN(c, n, KILN_INT32, 3, NULL)
+#define kiln_itensor4(c, n) KILN__IN(c, n, KILN_INT32, 4, NULL)
+#define kiln_lscalar(c, n) KILN__IN(c, n, KILN_INT64, 0, NULL)
+#define kiln_lvector(c, n) KILN__IN(c, n, KILN_INT64, 1, NULL)
+#define kiln_lmatrix(c, n) KILN__IN(c, n, KILN_INT64, 2, NULL)
+#define kiln_lrow(c, n) KILN__IN(c, n, KILN_INT64, 2, KILN__ROW)
+#define kiln_lcol(c, n) KILN__IN(c, n, KILN_INT64, 2, KILN__COL)
+#define kiln_ltensor3(c, n) KILN__IN(c, n, KILN_INT64, 3, NULL)
+#define kiln_ltensor4(c, n) KILN__IN(c, n, KILN_INT64, 4, NULL)
+#define kiln_fscalar(c, n) KILN__IN(c, n, KILN_FLOAT32, 0, NULL)
+#define kiln_fvector(c, n) KILN__IN(c, n, KILN_FLOAT32, 1, NULL)
+#define kiln_fmatrix(c, n) KILN__IN(c, n, KILN_FLOAT32, 2, NULL)
+#define kiln_frow(c, n) KILN__IN(c, n, KILN_FLOAT32, 2, KILN__ROW)
+#define kiln_fcol(c, n) KILN__IN(c, n, KILN_FLOAT32, 2, KILN__COL)
+#define kiln_ftensor3(c, n) KILN__IN(c, n, KILN_FLOAT32, 3, NULL)
+#define kiln_ftensor4(c, n) KILN__IN(c, n, KILN_FLOAT32, 4, NULL)
+#define kiln_dscalar(c, n) KILN__IN(c, n, KILN_FLOAT64, 0, NULL)
+#define kiln_dvector(c, n) KILN__IN(c, n, KILN_FLOAT64, 1, NULL)
+#define kiln_dmatrix(c, n) KILN__IN(c, n, KILN_FLOAT64, 2, NULL)
+#define kiln_drow(c, n) KILN__IN(c, n, KILN_FLOAT64, 2, KILN__ROW)
+#define kiln_dcol(c, n) KILN__IN(c, n, KILN_FLOAT64, 2, KILN__COL)
+#define kiln_dtensor3(c, n) KILN__IN(c, n, KILN_FLOAT64, 3, NULL)
+#define kiln_dtensor4(c, n) KILN__IN(c, n, KILN_FLOAT64, 4, NULL)
+
+/* A shared variable: state owned by the context that functions read and
+** update. Its type has the dtype, rank and (static) shape given here; data
+** (may be NULL: zeros) is copied. Later values must keep that shape. */
+KILN_API kiln_node *kiln_shared_at(kiln_ctx *ctx, const char *name, kiln_dtype dtype, int rank,
+                                   const int64_t *shape, const void *data, const char *file,
+                                   int line);
+#define kiln_shared(ctx, name, dtype, rank, shape, data)                                           \
+  kiln_shared_at((ctx), (name), (dtype), (rank), (shape), (data), __FILE__, __LINE__)
+/* The current value of a shared variable, borrowed: valid until the next
+** kiln_shared_set or kiln_call that updates it, or until the context is freed.
+** NULL (and KILN_MISUSE in the context) if v is not a shared variable. */
+KILN_API const kiln_tensor *kiln_shared_value(const kiln_node *v);
+/* Copies the current value into out, which holds nbytes bytes.
+** KILN_MISUSE if v is not shared; KILN_SHAPE if nbytes is not the value's size. */
+KILN_API kiln_status kiln_shared_get(const kiln_node *v, void *out, size_t nbytes);
+/* Replaces the value by a copy of t, which must have the variable's dtype and
+** shape (KILN_TYPE / KILN_SHAPE otherwise, the value unchanged). */
+KILN_API kiln_status kiln_shared_set(kiln_node *v, const kiln_tensor *t);
+
+/* A constant with an explicit dtype (not weak); data is copied. */
+KILN_API kiln_node *kiln_const_at(kiln_ctx *ctx, kiln_dtype dtype, int rank, const int64_t *shape,
+                                  const void *data, const char *file, int line);
+#define kiln_const(ctx, dtype, rank, shape, data)                                                  \
+  kiln_const_at((ctx), (dtype), (rank), (shape), (data), __FILE__, __LINE__)
+/* A rank-0 constant of an explicit dtype holding v converted to it (as a C
+** cast would; float->int saturates, NaN gives 0). */
+KILN_API kiln_node *kiln_scalar_at(kiln_ctx *ctx, kiln_dtype dtype, double v, const char *file,
+                                   int line);
+#define kiln_scalar(ctx, dtype, v) kiln_scalar_at((ctx), (dtype), (v), __FILE__, __LINE__)
+/* Weak number literals: kiln_lit(ctx, 0.1) is a weak float, kiln_lit(ctx, 2)
+** a weak integer (the C type of the argument decides, as in Python). */
+KILN_API kiln_node *kiln_flit_at(kiln_ctx *ctx, double v, const char *file, int line);
+KILN_API kiln_node *kiln_ilit_at(kiln_ctx *ctx, int64_t v, const char *file, int line);
+#define kiln_lit(ctx, v)                                                                           \
+  _Generic((v), float: kiln_flit_at, double: kiln_flit_at, long double: kiln_flit_at,             \
+           default: kiln_ilit_at)((ctx), (v), __FILE__, __LINE__)
+
+/* ---------------------------------------------------------------- nodes */
+
+KILN_API kiln_ctx *kiln_node_ctx(const kiln_node *v);
+KILN_API kiln_dtype kiln_node_dtype(const kiln_node *v);
+/* Rank, or -1 for a NULL/invalid node. */
+KILN_API int kiln_node_rank(const kiln_node *v);
+/* Static size of dimension i, KILN_DYN if dynamic, -2 if i is out of range. */
+KILN_API int64_t kiln_node_dim(const kiln_node *v, int i);
+/* Gives the node a name (copied) for messages and dumps; returns v. */
+KILN_API kiln_node *kiln_name(kiln_node *v, const char *name);
+KILN_API const char *kiln_node_name(const kiln_node *v);
+
+/* ---------------------------------------------------------------- ops */
+/* Elementwise ops broadcast and promote as described at the top. */
+#define KILN__B2(op)                                                                               \
+  KILN_API kiln_node *kiln_##op##_at(kiln_node *a, kiln_node *b, const char *file, int line);
+#define KILN__B1(op) KILN_API kiln_node *kiln_##op##_at(kiln_node *a, const char *file, int line);
+KILN__B2(add)
+KILN__B2(sub)
+KILN__B2(mul)
+KILN__B2(div)
+KILN__B2(pow)
+KILN__B2(maximum)
+KILN__B2(minimum)
+KILN__B1(neg) /* KILN_TYPE for bool */
+KILN__B1(sqr)
+KILN__B1(sqrt)
+KILN__B1(exp)
+KILN__B1(log)
+KILN__B1(abs)
+#define kiln_add(a, b) kiln_add_at((a), (b), __FILE__, __LINE__)
+#define kiln_sub(a, b) kiln_sub_at((a), (b), __FILE__, __LINE__)
+#define kiln_mul(a, b) kiln_mul_at((a), (b), __FILE__, __LINE__)
+#define kiln_div(a, b) kiln_div_at((a), (b), __FILE__, __LINE__)
+/* a ** b. Integers: exact by squaring; a negative exponent gives 1/a**-b
+** truncated toward zero (1, -1 or 0; 0**negative gives 0). */
+#define kiln_pow(a, b) kiln_pow_at((a), (b), __FILE__, __LINE__)
+#define kiln_maximum(a, b) kiln_maximum_at((a), (b), __FILE__, __LINE__)
+#define kiln_minimum(a, b) kiln_minimum_at((a), (b), __FILE__, __LINE__)
+#define kiln_neg(a) kiln_neg_at((a), __FILE__, __LINE__)
+#define kiln_sqr(a) kiln_sqr_at((a), __FILE__, __LINE__)
+#define kiln_sqrt(a) kiln_sqrt_at((a), __FILE__, __LINE__)
+#define kiln_exp(a) kiln_exp_at((a), __FILE__, __LINE__)
+#define kiln_log(a) kiln_log_at((a), __FILE__, __LINE__)
+#define kiln_abs(a) kiln_abs_at((a), __FILE__, __LINE__)
+
+/* Reductions. kiln_sum/kiln_mean reduce every axis to a scalar; the _axis
+** forms one axis (negative counts from the end), dropping it. */
+KILN_API kiln_node *kiln_sum_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_mean_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_sum_axis_at(kiln_node *x, int axis, const char *file, int line);
+KILN_API kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, int line);
+#define kiln_sum(x) kiln_sum_at((x), __FILE__, __LINE__)
+#define kiln_mean(x) kiln_mean_at((x), __FILE__, __LINE__)
+#define kiln_sum_axis(x, axis) kiln_sum_axis_at((x), (axis), __FILE__, __LINE__)
+#define kiln_mean_axis(x, axis) kiln_mean_axis_at((x), (axis), __FILE__, __LINE__)
+
+/* Dot product: vector.vector -> scalar, matrix.vector -> vector,
+** matrix.matrix -> matrix (numpy.dot for ranks 1 and 2). Inner sizes must
+** agree (KILN_SHAPE); other ranks give KILN_TYPE. */
+KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line);
+#define kiln_dot(a, b) kiln_dot_at((a), (b), __FILE__, __LINE__)
+
+/* ---------------------------------------------------------------- grad */
+
+/* Flags of kiln_grad. By default a wrt the cost does not depend on is a
+** KILN_NOGRAD error (Theano's disconnected_inputs='raise'); with this flag
+** its gradient is zeros of its type ('ignore'). */
+#define KILN_GRAD_DISCONNECTED_ZERO 1u
+
+/* Reverse-mode gradients of the scalar cost with respect to each of
+** wrt[0..n_wrt-1], written to out_grads[i] (cleared to NULL first). Each
+** gradient has its wrt's shape and the dtype of the cost's computation.
+** Returns KILN_OK, KILN_NOGRAD (non-scalar cost, disconnected wrt, an op
+** without a gradient), KILN_TYPE (integer cost) or KILN_MISUSE. */
+KILN_API kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt,
+                                  kiln_node **out_grads, unsigned flags, const char *file,
+                                  int line);
+#define kiln_grad(cost, n_wrt, wrt, out_grads, flags)                                              \
+  kiln_grad_at((cost), (n_wrt), (wrt), (out_grads), (flags), __FILE__, __LINE__)
+
+/* ---------------------------------------------------------------- function */
+
+typedef struct kiln_update {
+  kiln_node *shared; /* a shared variable */
+  kiln_node *value;  /* its new value: same dtype and rank, broadcast to its shape */
+} kiln_update;
+
+/* Compiles a function of the given inputs (kiln_input nodes, each at most
+** once) computing the outputs and updating shared variables. The update's
+** value must have exactly the shared variable's dtype (KILN_TYPE otherwise,
+** naming both) and a shape that equals its shape. A shared variable may be
+** updated once. name (may be NULL: "f") names the function in dumps.
+** Returns NULL on error, the message in ctx. The function is owned by ctx. */
+KILN_API kiln_function *kiln_function_new(kiln_ctx *ctx, const char *name, int n_inputs,
+                                          kiln_node *const *inputs, int n_outputs,
+                                          kiln_node *const *outputs, int n_updates,
+                                          const kiln_update *updates);
+/* Frees a function and its compiled code. NULL is a no-op. */
+KILN_API void kiln_function_free(kiln_function *f);
+
+/* Runs one step. inputs[i] is the value of input i (dtype and rank must
+** match exactly; static dims too). outputs may be NULL; else outputs[i]
+** receives the value of output i, borrowed from the function and valid until
+** its next call or free. On error nothing is committed: shared variables
+** stay bit-identical. Status: KILN_OK, KILN_MISUSE, KILN_TYPE, KILN_SHAPE,
+** KILN_NOMEM; the message is in the function's context. */
+KILN_API kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
+                               const kiln_tensor **outputs);
+
+KILN_API int kiln_function_n_inputs(const kiln_function *f);
+KILN_API int kiln_function_n_outputs(const kiln_function *f);
+
+/* What kiln_function_dump can show. */
+typedef enum kiln_stage {
+  KILN_STAGE_GRAPH = 0, /* the function graph, one node per line */
+  KILN_STAGE_LLVM_IR,   /* the LLVM module as generated, before LLVM's passes */
+  KILN_STAGE_LLVM_OPT,  /* the LLVM module after LLVM's passes (what runs) */
+  KILN_STAGE_ASM,       /* host assembly of the optimized module */
+  KILN_N_STAGES
+} kiln_stage;
+
+/* Writes a stage of the function to out. KILN_MISUSE on bad arguments,
+** KILN_ERROR on an I/O error, KILN_LLVM if the assembly cannot be made. */
+KILN_API kiln_status kiln_function_dump(const kiln_function *f, kiln_stage stage, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KILN_H */

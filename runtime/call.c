@@ -1,0 +1,241 @@
+/*
+** call.c -- one call of a compiled function:
+**   check inputs -> compute every node's shape -> size the workspace and
+**   outputs -> run the native step -> commit updates.
+** Everything that can fail happens before the step runs, and the step
+** itself cannot fail, so a failed call never touches a shared variable.
+** Updates are computed into workspace slots and copied into the shared
+** variables only after the step returned.
+*/
+#include "runtime/plan.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static kiln_status check_inputs(kl_plan *p, const kiln_tensor *const *in, char *err, size_t n) {
+  char a[160], b[160];
+  if (p->n_inputs > 0 && !in) {
+    snprintf(err, n, "call: inputs is NULL but the function takes %d", p->n_inputs);
+    return KILN_MISUSE;
+  }
+  for (int i = 0; i < p->n_inputs; i++) {
+    const kl_input_spec *s = &p->inputs[i];
+    const kiln_tensor *t = in[i];
+    if (!kl_tensor_ok(t)) {
+      snprintf(err, n, "call: input %d, %s, is not a valid tensor", i, s->label);
+      return KILN_MISUSE;
+    }
+    if (t->dtype != s->dtype || t->rank != s->rank) {
+      snprintf(err, n, "call: input %d, %s, expects %s %s, got %s %s", i, s->label,
+               kiln_dtype_name(s->dtype), kl_shape_str(a, sizeof a, s->rank, s->dims),
+               kiln_dtype_name(t->dtype), kl_shape_str(b, sizeof b, t->rank, t->shape));
+      return KILN_TYPE;
+    }
+    for (int d = 0; d < s->rank; d++)
+      if (s->dims[d] != KILN_DYN && s->dims[d] != t->shape[d]) {
+        snprintf(err, n, "call: input %d, %s, expects shape %s, got %s", i, s->label,
+                 kl_shape_str(a, sizeof a, s->rank, s->dims),
+                 kl_shape_str(b, sizeof b, t->rank, t->shape));
+        return KILN_SHAPE;
+      }
+  }
+  return KILN_OK;
+}
+
+static const int64_t *dims_of(const kl_plan *p, int node) {
+  return p->dims + p->shape[node].dims_base;
+}
+
+static kiln_status pair_error(kl_plan *p, const kl_shape_op *op, int x, int y, const char *why,
+                              char *err, size_t n) {
+  char a[160], b[160];
+  const kl_shape_op *sx = &p->shape[x], *sy = &p->shape[y];
+  snprintf(err, n, "%s: shapes %s and %s %s: %s and %s (%s)", op->opname,
+           kl_shape_str(a, sizeof a, sx->rank, dims_of(p, x)),
+           kl_shape_str(b, sizeof b, sy->rank, dims_of(p, y)), why, sx->label, sy->label,
+           op->label);
+  return KILN_SHAPE;
+}
+
+static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *err, size_t n) {
+  for (int i = 0; i < p->n_nodes; i++) {
+    const kl_shape_op *op = &p->shape[i];
+    int64_t *d = p->dims + op->dims_base;
+    int R = op->rank;
+    switch ((kl_shape_kind)op->kind) {
+    case KL_SH_INPUT: memcpy(d, in[op->src]->shape, R * sizeof *d); break;
+    case KL_SH_FIXED: memcpy(d, op->fixed, R * sizeof *d); break;
+    case KL_SH_SCALAR: break;
+    case KL_SH_ELEM:
+      for (int j = 0; j < R; j++) d[j] = 1;
+      for (int k = 0; k < op->n_in; k++) {
+        const kl_shape_op *s = &p->shape[op->in[k]];
+        const int64_t *sd = dims_of(p, op->in[k]);
+        for (int j = 0; j < s->rank; j++) {
+          int64_t *o = &d[j + R - s->rank];
+          if (sd[j] == *o || sd[j] == 1) continue;
+          if (*o != 1) {
+            /* find the earlier operand that set this size */
+            int q = 0;
+            for (; q < k; q++) {
+              const kl_shape_op *t = &p->shape[op->in[q]];
+              int jj = j + R - s->rank - (R - t->rank);
+              if (jj >= 0 && dims_of(p, op->in[q])[jj] == *o) break;
+            }
+            return pair_error(p, op, op->in[q < k ? q : 0], op->in[k], "cannot be broadcast", err, n);
+          }
+          *o = sd[j];
+        }
+      }
+      break;
+    case KL_SH_BCAST: {
+      const int64_t *g = dims_of(p, op->in[0]), *like = dims_of(p, op->in[1]);
+      memcpy(d, like, R * sizeof *d);
+      for (int j = 0, k = 0; j < R; j++) {
+        if (op->mask >> j & 1u) continue;
+        if (g[k] != 1 && g[k] != like[j])
+          return pair_error(p, op, op->in[0], op->in[1], "cannot be broadcast", err, n);
+        k++;
+      }
+      break;
+    }
+    case KL_SH_REDUCE: {
+      const kl_shape_op *s = &p->shape[op->in[0]];
+      const int64_t *sd = dims_of(p, op->in[0]);
+      for (int j = 0, k = 0; j < s->rank; j++)
+        if (!(op->mask >> j & 1u)) d[k++] = sd[j];
+      break;
+    }
+    case KL_SH_LIKE: {
+      const kl_shape_op *s = &p->shape[op->in[0]];
+      const int64_t *g = dims_of(p, op->in[0]), *like = dims_of(p, op->in[1]);
+      memcpy(d, like, R * sizeof *d);
+      for (int j = 0; j < R; j++) {
+        int64_t gd = g[j + s->rank - R];
+        if (like[j] != 1 && like[j] != gd)
+          return pair_error(p, op, op->in[0], op->in[1], "cannot be summed to fit", err, n);
+      }
+      break;
+    }
+    case KL_SH_DOT: {
+      const kl_shape_op *sa = &p->shape[op->in[0]], *sb = &p->shape[op->in[1]];
+      const int64_t *a = dims_of(p, op->in[0]), *b = dims_of(p, op->in[1]);
+      bool ta = op->flags & 1, tb = op->flags & 2;
+      int64_t ka = sa->rank == 1 ? a[0] : a[ta ? 0 : 1];
+      int64_t kb = sb->rank == 1 ? b[0] : b[tb ? 1 : 0];
+      if (ka != kb) return pair_error(p, op, op->in[0], op->in[1], "have different inner sizes", err, n);
+      int r = 0;
+      if (sa->rank == 2) d[r++] = a[ta ? 1 : 0];
+      if (sb->rank == 2) d[r++] = b[tb ? 0 : 1];
+      break;
+    }
+    }
+    for (int j = 0; j < R; j++)
+      if (op->fixed[j] != KILN_DYN && op->fixed[j] != d[j]) {
+        char a[160];
+        snprintf(err, n, "internal: %s: run-time shape %s contradicts its static type (%s:%d)",
+                 op->label, kl_shape_str(a, sizeof a, R, d), __FILE__, __LINE__);
+        return KILN_INTERNAL;
+      }
+  }
+  for (int u = 0; u < p->n_updates; u++) {
+    const kl_update_spec *s = &p->updates[u];
+    const kl_shape_op *op = &p->shape[s->node];
+    const int64_t *d = dims_of(p, s->node);
+    bool same = op->rank == s->target->rank;
+    for (int j = 0; same && j < op->rank; j++) same = d[j] == s->target->shape[j];
+    if (!same) {
+      char a[160], b[160];
+      snprintf(err, n, "update of %s: the new value has shape %s, the variable %s; the value is %s",
+               s->label, kl_shape_str(a, sizeof a, op->rank, d),
+               kl_shape_str(b, sizeof b, s->target->rank, s->target->shape), op->label);
+      return KILN_SHAPE;
+    }
+  }
+  return KILN_OK;
+}
+
+static size_t node_bytes(const kl_plan *p, int node, int dtype) {
+  const kl_shape_op *op = &p->shape[node];
+  int64_t size = kl_shape_size(op->rank, dims_of(p, node), kiln_dtype_size(dtype));
+  return size < 0 ? SIZE_MAX : (size_t)size * kiln_dtype_size(dtype);
+}
+
+static kiln_status place_buffers(kl_plan *p, const kiln_tensor *const *in, char *err, size_t n) {
+  size_t total = 0;
+  for (int b = 0; b < p->n_bufs; b++) {
+    const kl_buf *bf = &p->bufs[b];
+    if (bf->kind != KL_BUF_WORK) continue;
+    size_t bytes = node_bytes(p, bf->node, bf->dtype);
+    size_t rounded = (bytes + KL_ALIGN - 1) / KL_ALIGN * KL_ALIGN;
+    if (bytes == SIZE_MAX || rounded < bytes || total + rounded < total) {
+      snprintf(err, n, "call: the workspace would exceed the address space");
+      return KILN_NOMEM;
+    }
+    p->offsets[b] = total;
+    total += rounded;
+  }
+  if (total > p->work_cap || !p->work) {
+    void *w = kl_aligned_alloc(total);
+    if (!w) {
+      snprintf(err, n, "call: out of memory allocating a %zu-byte workspace", total);
+      return KILN_NOMEM;
+    }
+    kl_aligned_free(p->work);
+    p->work = w;
+    p->work_cap = total;
+  }
+  for (int k = 0; k < p->n_outputs; k++) {
+    const kl_shape_op *op = &p->shape[p->output_node[k]];
+    kiln_tensor *t = &p->outputs[k];
+    if (kl_tensor_reshape(t, (kiln_dtype)t->dtype, op->rank, dims_of(p, p->output_node[k])) != KILN_OK) {
+      snprintf(err, n, "call: out of memory allocating output %d", k);
+      return KILN_NOMEM;
+    }
+  }
+  for (int b = 0; b < p->n_bufs; b++) {
+    const kl_buf *bf = &p->bufs[b];
+    switch ((kl_buf_kind)bf->kind) {
+    case KL_BUF_INPUT: p->ptrs[b] = in[bf->src]->data; break;
+    case KL_BUF_SHARED: p->ptrs[b] = bf->shared->data; break;
+    case KL_BUF_CONST: p->ptrs[b] = bf->data; break;
+    case KL_BUF_OUTPUT: p->ptrs[b] = p->outputs[bf->src].data; break;
+    case KL_BUF_WORK: p->ptrs[b] = (char *)p->work + p->offsets[b]; break;
+    }
+  }
+  return KILN_OK;
+}
+
+kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, size_t errn) {
+  kiln_status st = check_inputs(p, in, err, errn);
+  if (st == KILN_OK) st = infer_shapes(p, in, err, errn);
+  if (st == KILN_OK) st = place_buffers(p, in, err, errn);
+  if (st != KILN_OK) return st;
+  p->step(p->ptrs, p->dims);
+  for (int u = 0; u < p->n_updates; u++) {
+    kiln_tensor *t = p->updates[u].target;
+    memcpy(t->data, p->ptrs[p->updates[u].buf], kl_tensor_nbytes(t));
+  }
+  return KILN_OK;
+}
+
+void kl_plan_free(kl_plan *p) {
+  if (!p) return;
+  for (int i = 0; i < p->n_nodes; i++) kl_free(p->shape[i].label);
+  kl_free(p->shape);
+  for (int b = 0; b < p->n_bufs; b++)
+    if (p->bufs[b].kind == KL_BUF_CONST) kl_aligned_free(p->bufs[b].data);
+  kl_free(p->bufs);
+  for (int i = 0; i < p->n_inputs; i++) kl_free(p->inputs[i].label);
+  kl_free(p->inputs);
+  kl_free(p->output_node);
+  for (int k = 0; k < p->n_outputs && p->outputs; k++) kl_tensor_release(&p->outputs[k]);
+  kl_free(p->outputs);
+  for (int u = 0; u < p->n_updates; u++) kl_free(p->updates[u].label);
+  kl_free(p->updates);
+  kl_free(p->dims);
+  kl_free(p->ptrs);
+  kl_free(p->offsets);
+  kl_aligned_free(p->work);
+  kl_free(p);
+}

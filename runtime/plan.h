@@ -1,0 +1,98 @@
+/*
+** plan.h -- what a compiled function keeps to run: the native step, the
+** shape program that computes every node's dimensions from the inputs'
+** (checking them, with messages that name the user's nodes), and the buffer
+** table the step receives. No pointer into a graph survives here.
+**
+** The step's signature is   void step(void **bufs, const int64_t *dims)
+** bufs[b] points at buffer b (see kl_buf); dims holds, for node i, its
+** dimensions at dims[shape[i].dims_base ...].
+*/
+#ifndef KILN_PLAN_H
+#define KILN_PLAN_H
+
+#include "runtime/rt.h"
+
+typedef void (*kl_step_fn)(void **bufs, const int64_t *dims);
+
+/* How a node's shape is found at call time. */
+typedef enum kl_shape_kind {
+  KL_SH_INPUT,  /* from input tensor src */
+  KL_SH_FIXED,  /* static dims (constants, shared variables) */
+  KL_SH_ELEM,   /* numpy broadcast of inputs in[0..n_in-1] */
+  KL_SH_BCAST,  /* in[1]'s shape; in[0] must fit it without the axes in mask */
+  KL_SH_REDUCE, /* in[0]'s shape without the axes in mask */
+  KL_SH_LIKE,   /* in[1]'s shape; in[0] must be summable to it */
+  KL_SH_DOT,    /* matrix/vector product of in[0], in[1] (flags: 1 = ta, 2 = tb) */
+  KL_SH_SCALAR  /* rank 0 */
+} kl_shape_kind;
+
+typedef struct kl_shape_op {
+  uint8_t kind, rank, n_in, flags;
+  uint32_t mask;
+  int32_t in[3];
+  int32_t src;       /* KL_SH_INPUT: input index */
+  int32_t dims_base; /* where this node's dims go in the dims array */
+  int64_t fixed[KILN_MAX_RANK]; /* static dims (KILN_DYN where dynamic) */
+  char *label;       /* "mul #5 (built at seed.c:14)" for messages */
+  const char *opname;
+} kl_shape_op;
+
+typedef enum kl_buf_kind {
+  KL_BUF_INPUT,  /* the caller's input tensor src */
+  KL_BUF_SHARED, /* a shared variable's current value (read only in the step) */
+  KL_BUF_CONST,  /* data owned by the plan */
+  KL_BUF_OUTPUT, /* the function's output tensor src */
+  KL_BUF_WORK    /* a workspace slot sized from node's dims */
+} kl_buf_kind;
+
+typedef struct kl_buf {
+  uint8_t kind, dtype;
+  int32_t node; /* whose shape sizes it */
+  int32_t src;  /* input / output index */
+  kiln_tensor *shared; /* KL_BUF_SHARED */
+  void *data;          /* KL_BUF_CONST (owned) */
+} kl_buf;
+
+typedef struct kl_input_spec {
+  char *label;
+  uint8_t dtype, rank;
+  int64_t dims[KILN_MAX_RANK];
+} kl_input_spec;
+
+typedef struct kl_update_spec {
+  kiln_tensor *target; /* the shared variable's storage */
+  int32_t buf;         /* the workspace buffer holding its new value */
+  int32_t node;        /* the value's node, whose shape must equal target's */
+  char *label;         /* the shared variable, for messages */
+} kl_update_spec;
+
+typedef struct kl_plan {
+  kl_step_fn step;
+  int n_nodes;
+  kl_shape_op *shape;
+  int n_dims;
+  int n_bufs;
+  kl_buf *bufs;
+  int n_inputs;
+  kl_input_spec *inputs;
+  int n_outputs;
+  int32_t *output_node; /* node whose shape each output has */
+  kiln_tensor *outputs; /* output values, reused across calls */
+  int n_updates;
+  kl_update_spec *updates;
+  /* call-time state, grown as shapes grow */
+  int64_t *dims;
+  void **ptrs;
+  size_t *offsets;
+  void *work;
+  size_t work_cap;
+} kl_plan;
+
+/* Runs one call: checks inputs, computes shapes, sizes the workspace,
+** runs the step, commits updates. On error writes a message into err and
+** leaves every shared variable untouched. */
+kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *inputs, char *err, size_t errn);
+void kl_plan_free(kl_plan *p); /* frees everything the plan owns, and p */
+
+#endif

@@ -1,0 +1,57 @@
+/* testutil.c -- helpers for the Check suites (no main: each suite has its own). */
+#include "tests/testutil.h"
+#include "runtime/rt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int kt_run(Suite *s) {
+  SRunner *sr = srunner_create(s);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed == 0 ? 0 : 1;
+}
+
+kiln_tensor *kt_tensor(kiln_dtype dt, int rank, const int64_t *shape, const double *vals) {
+  kiln_tensor *t = kiln_tensor_new(dt, rank, shape, NULL);
+  if (!t) return NULL;
+  for (int64_t i = 0; i < kiln_tensor_size(t); i++)
+    kl_convert(dt, kiln_tensor_data(t), i, KILN_FLOAT64, vals, i);
+  return t;
+}
+
+int kt_same_bits(const kiln_tensor *a, const kiln_tensor *b) {
+  if (kiln_tensor_dtype(a) != kiln_tensor_dtype(b) || kiln_tensor_rank(a) != kiln_tensor_rank(b))
+    return 0;
+  for (int i = 0; i < kiln_tensor_rank(a); i++)
+    if (kiln_tensor_dim(a, i) != kiln_tensor_dim(b, i)) return 0;
+  size_t n = (size_t)kiln_tensor_size(a) * kiln_dtype_size(kiln_tensor_dtype(a));
+  return n == 0 || memcmp(kiln_tensor_data(a), kiln_tensor_data(b), n) == 0;
+}
+
+double kt_rand(uint64_t *s) {
+  uint64_t x = *s;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *s = x;
+  return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+char *kt_read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
+    free(s);
+    s = NULL;
+  }
+  if (s) s[n] = 0;
+  fclose(f);
+  return s;
+}

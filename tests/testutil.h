@@ -1,0 +1,21 @@
+/* testutil.h -- small helpers shared by the Check suites. */
+#ifndef KILN_TESTUTIL_H
+#define KILN_TESTUTIL_H
+
+#include "kiln.h"
+
+#include <check.h>
+#include <stdint.h>
+
+/* Runs one suite (fork mode as CK_FORK says) and returns the exit status. */
+int kt_run(Suite *s);
+/* A tensor from doubles converted to dt (as kl_convert does). */
+kiln_tensor *kt_tensor(kiln_dtype dt, int rank, const int64_t *shape, const double *vals);
+/* Bit-exact comparison of two tensors' dtype, shape and data. */
+int kt_same_bits(const kiln_tensor *a, const kiln_tensor *b);
+/* xorshift64* in [0, 1), seeded. */
+double kt_rand(uint64_t *state);
+/* Reads a whole file into malloc'ed memory (NUL-terminated); NULL on error. */
+char *kt_read_file(const char *path);
+
+#endif
