@@ -47,7 +47,8 @@ static void parse_e(const char *s, decimal *dec) {
   for (; *s && *s != 'e'; s++)
     if (*s >= '0' && *s <= '9' && dec->n < (int)sizeof dec->d - 1) dec->d[dec->n++] = *s;
   dec->exp = *s == 'e' ? atoi(s + 1) : 0;
-  while (dec->n > 1 && dec->d[dec->n - 1] == '0') dec->n--;
+  while (dec->n > 1 && dec->d[dec->n - 1] == '0')
+    dec->n--;
   dec->d[dec->n] = '\0';
 }
 
@@ -65,16 +66,19 @@ static int round_trips(const decimal *dec, double a, int single) {
 ** len digits first); a carry out of the first digit moves the exponent. */
 static void bump(const decimal *dec, int len, decimal *out) {
   *out = *dec;
-  while (out->n < len) out->d[out->n++] = '0';
+  while (out->n < len)
+    out->d[out->n++] = '0';
   int i = len - 1;
-  while (i >= 0 && out->d[i] == '9') out->d[i--] = '0';
+  while (i >= 0 && out->d[i] == '9')
+    out->d[i--] = '0';
   if (i >= 0) {
     out->d[i]++;
   } else {
     out->d[0] = '1'; /* 99..9 + 1: one digit, one decade up */
     out->exp++;
   }
-  while (out->n > 1 && out->d[out->n - 1] == '0') out->n--;
+  while (out->n > 1 && out->d[out->n - 1] == '0')
+    out->n--;
   out->d[out->n] = '\0';
 }
 
@@ -122,13 +126,17 @@ static int layout_repr(double v, const decimal *dec, char *buf) {
     if (dec->exp < 0) {
       buf[k++] = '0';
       buf[k++] = '.';
-      for (int i = 0; i < -dec->exp - 1; i++) buf[k++] = '0';
-      for (int i = 0; i < dec->n; i++) buf[k++] = dec->d[i];
+      for (int i = 0; i < -dec->exp - 1; i++)
+        buf[k++] = '0';
+      for (int i = 0; i < dec->n; i++)
+        buf[k++] = dec->d[i];
     } else {
-      for (int i = 0; i <= dec->exp; i++) buf[k++] = i < dec->n ? dec->d[i] : '0';
+      for (int i = 0; i <= dec->exp; i++)
+        buf[k++] = i < dec->n ? dec->d[i] : '0';
       buf[k++] = '.';
       if (dec->n > dec->exp + 1) {
-        for (int i = dec->exp + 1; i < dec->n; i++) buf[k++] = dec->d[i];
+        for (int i = dec->exp + 1; i < dec->n; i++)
+          buf[k++] = dec->d[i];
       } else {
         buf[k++] = '0';
       }
@@ -139,7 +147,8 @@ static int layout_repr(double v, const decimal *dec, char *buf) {
   buf[k++] = dec->d[0];
   if (dec->n > 1) {
     buf[k++] = '.';
-    for (int i = 1; i < dec->n; i++) buf[k++] = dec->d[i];
+    for (int i = 1; i < dec->n; i++)
+      buf[k++] = dec->d[i];
   }
   k += snprintf(buf + k, 16, "e%c%02d", dec->exp < 0 ? '-' : '+', abs(dec->exp));
   return k;
@@ -176,7 +185,8 @@ typedef struct sbuf {
 static void sb_grow(sbuf *b, size_t extra) {
   if (b->oom || b->len + extra + 1 <= b->cap) return;
   size_t cap = b->cap ? b->cap : 256;
-  while (cap < b->len + extra + 1) cap *= 2;
+  while (cap < b->len + extra + 1)
+    cap *= 2;
   char *p = kl_realloc(b->p, cap);
   if (!p) {
     b->oom = 1;
@@ -220,21 +230,33 @@ static double load_float(kiln_dtype dt, const void *data, int64_t i) {
   return d;
 }
 
+/* Element i of an integer or bool array (bool: any non-zero byte is true). */
 static long long load_int(kiln_dtype dt, const void *data, int64_t i) {
   const char *p = data;
   size_t at = (size_t)i;
-  int8_t i8;
-  int16_t i16;
-  int32_t i32;
-  int64_t i64;
-  uint8_t u8;
   switch (dt) {
-  case KILN_BOOL: return memcpy(&u8, p + at, 1), u8 != 0;
-  case KILN_INT8: return memcpy(&i8, p + at, 1), i8;
-  case KILN_INT16: return memcpy(&i16, p + at * 2, 2), i16;
-  case KILN_INT32: return memcpy(&i32, p + at * 4, 4), i32;
-  case KILN_INT64: return memcpy(&i64, p + at * 8, 8), i64;
-  case KILN_UINT8: return memcpy(&u8, p + at, 1), u8;
+  case KILN_INT8: {
+    int8_t x;
+    memcpy(&x, p + at, sizeof x);
+    return x;
+  }
+  case KILN_INT16: {
+    int16_t x;
+    memcpy(&x, p + at * sizeof x, sizeof x);
+    return x;
+  }
+  case KILN_INT32: {
+    int32_t x;
+    memcpy(&x, p + at * sizeof x, sizeof x);
+    return x;
+  }
+  case KILN_INT64: {
+    int64_t x;
+    memcpy(&x, p + at * sizeof x, sizeof x);
+    return x;
+  }
+  case KILN_BOOL: return p[at] != 0;
+  case KILN_UINT8: return (unsigned char)p[at];
   default: return 0;
   }
 }
@@ -251,12 +273,15 @@ typedef struct parts {
 ** the sign already in o->ip); the point is whatever the locale made it. */
 static void split_rounded(const char *s, int sci, parts *o) {
   size_t k = strlen(o->ip);
-  for (; *s >= '0' && *s <= '9'; s++) o->ip[k++] = *s;
+  for (; *s >= '0' && *s <= '9'; s++)
+    o->ip[k++] = *s;
   o->ip[k] = '\0';
   k = 0;
   if (*s && *s != 'e')
-    for (s++; *s >= '0' && *s <= '9'; s++) o->fp[k++] = *s;
-  while (k > 0 && o->fp[k - 1] == '0') k--;
+    for (s++; *s >= '0' && *s <= '9'; s++)
+      o->fp[k++] = *s;
+  while (k > 0 && o->fp[k - 1] == '0')
+    k--;
   o->fp[k] = '\0';
   o->exp = sci && *s == 'e' ? atoi(s + 1) : 0;
 }
@@ -297,14 +322,18 @@ static void float_parts(double v, int single, int sci, parts *o) {
     o->ip[k++] = '0';
     o->ip[k] = '\0';
     int j = 0;
-    for (int i = 0; i < -dec.exp - 1; i++) o->fp[j++] = '0';
-    for (int i = 0; i < dec.n; i++) o->fp[j++] = dec.d[i];
+    for (int i = 0; i < -dec.exp - 1; i++)
+      o->fp[j++] = '0';
+    for (int i = 0; i < dec.n; i++)
+      o->fp[j++] = dec.d[i];
     o->fp[j] = '\0';
   } else {
-    for (int i = 0; i <= dec.exp; i++) o->ip[k++] = i < dec.n ? dec.d[i] : '0';
+    for (int i = 0; i <= dec.exp; i++)
+      o->ip[k++] = i < dec.n ? dec.d[i] : '0';
     o->ip[k] = '\0';
     int j = 0;
-    for (int i = dec.exp + 1; i < dec.n; i++) o->fp[j++] = dec.d[i];
+    for (int i = dec.exp + 1; i < dec.n; i++)
+      o->fp[j++] = dec.d[i];
     o->fp[j] = '\0';
   }
   o->exp = 0;
@@ -347,9 +376,7 @@ typedef struct walk {
   int summarize;
 } walk;
 
-static int cut(const walk *w, int axis) {
-  return w->summarize && w->shape[axis] > 2 * EDGE_ITEMS;
-}
+static int cut(const walk *w, int axis) { return w->summarize && w->shape[axis] > 2 * EDGE_ITEMS; }
 
 static int64_t shown_count(const walk *w, int axis) {
   return cut(w, axis) ? 2 * EDGE_ITEMS : w->shape[axis];
@@ -368,10 +395,12 @@ static void each_shown(const walk *w, void (*fn)(const walk *, int64_t, void *),
     if (shown_count(w, a) == 0) return;
   for (;;) {
     int64_t flat = 0;
-    for (int a = 0; a < w->rank; a++) flat += shown_index(w, a, pos[a]) * w->stride[a];
+    for (int a = 0; a < w->rank; a++)
+      flat += shown_index(w, a, pos[a]) * w->stride[a];
     fn(w, flat, arg);
     int a = w->rank - 1;
-    while (a >= 0 && ++pos[a] == shown_count(w, a)) pos[a--] = 0;
+    while (a >= 0 && ++pos[a] == shown_count(w, a))
+      pos[a--] = 0;
     if (a < 0) return;
   }
 }
@@ -489,7 +518,8 @@ static int format_word(const walk *w, const format *f, int64_t i, char *buf) {
 static void add_word(sbuf *b, const char *word, int n, int *col, int indent, int limit) {
   if (*col + n > limit && *col > indent) {
     if (!b->oom) {
-      while (b->len > 0 && b->p[b->len - 1] == ' ') b->len--; /* the separator goes */
+      while (b->len > 0 && b->p[b->len - 1] == ' ')
+        b->len--; /* the separator goes */
       b->p[b->len] = '\0';
     }
     sb_put(b, "\n", 1);
@@ -574,7 +604,8 @@ char *kl_array_str(kiln_dtype dt, int rank, const int64_t *shape, const void *da
   } else {
     walk w = {.dt = dt, .rank = rank, .shape = shape, .data = data, .summarize = size > THRESHOLD};
     w.stride[rank - 1] = 1;
-    for (int a = rank - 2; a >= 0; a--) w.stride[a] = w.stride[a + 1] * shape[a + 1];
+    for (int a = rank - 2; a >= 0; a--)
+      w.stride[a] = w.stride[a + 1] * shape[a + 1];
     format f;
     make_format(&w, &f);
     emit(&w, &f, &b, 0, 0);

@@ -238,7 +238,7 @@ static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
 }
 
 static kiln_status eval_reduce(const kiln_node *v, const kiln_tensor *x, kiln_tensor *out) {
-  int64_t shape[KILN_MAX_RANK], st[KILN_MAX_RANK], dst_st[KILN_MAX_RANK];
+  int64_t shape[KILN_MAX_RANK] = {0}, st[KILN_MAX_RANK], dst_st[KILN_MAX_RANK];
   int r = 0;
   for (int i = 0; i < x->rank; i++)
     if (!(v->p.axes >> i & 1u)) shape[r++] = x->shape[i];

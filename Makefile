@@ -1,0 +1,17 @@
+# Kiln: the two user commands. Everything else is CMake (build/).
+#   make demo   install missing packages, build, run the seed example
+#   make test   install missing packages, build, run every test (ctest)
+BUILD := build
+
+.PHONY: demo test
+demo:
+	@scripts/deps.sh
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j2
+	./$(BUILD)/examples/seed
+
+test:
+	@scripts/deps.sh
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j2
+	cd $(BUILD) && ctest --output-on-failure -j2
