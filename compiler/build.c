@@ -114,7 +114,7 @@ kiln_node *kl_cast(kiln_node *x, kiln_dtype dt, const char *file, int line) {
       static const int64_t hi[] = {1, 127, 32767, INT32_MAX, INT64_MAX, 255};
       if (v < lo[dt] || v > hi[dt]) {
         kl_error(x->ctx, KILN_TYPE, "literal %lld does not fit %s (built at %s:%d)",
-                 (long long)v, kiln_dtype_name(dt), file, line);
+                 (long long)v, kiln_dtype_name(dt), kl_basename(file), line);
         return NULL;
       }
     }
@@ -150,10 +150,10 @@ static kiln_dtype compute_dtype(int n, kiln_node *const *in, bool *all_weak) {
 static void broadcast_error(kiln_ctx *ctx, const char *what, kiln_node *a, kiln_node *b,
                             const char *file, int line) {
   char la[256], lb[256], sa[160], sb[160];
-  kl_error(ctx, KILN_SHAPE, "%s: shapes %s and %s cannot be broadcast: %s and %s (%s built at %s:%d)",
+  kl_error(ctx, KILN_SHAPE, "%s: shapes %s and %s cannot be broadcast: %s and %s, in %s built at %s:%d",
            what, kl_shape_str(sa, sizeof sa, a->type.rank, a->type.dims),
            kl_shape_str(sb, sizeof sb, b->type.rank, b->type.dims),
-           kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), what, file, line);
+           kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), what, kl_basename(file), line);
 }
 
 kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, int line) {
@@ -171,7 +171,7 @@ kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, 
   case KL_OP_POW:
     if (c == KILN_BOOL) {
       kl_error(ctx, KILN_TYPE, "%s: not defined for bool operands (%s, built at %s:%d)", what,
-               kl_node_label(in[0], lb, sizeof lb), file, line);
+               kl_node_label(in[0], lb, sizeof lb), kl_basename(file), line);
       return NULL;
     }
     break;
@@ -221,7 +221,7 @@ static int norm_axis(kiln_node *x, int axis, const char *what, const char *file,
   if (a < 0 || a >= r) {
     char lb[256];
     kl_error(x->ctx, KILN_SHAPE, "%s: axis %d is out of range for %s of rank %d (%s:%d)", what,
-             axis, kl_node_label(x, lb, sizeof lb), r, file, line);
+             axis, kl_node_label(x, lb, sizeof lb), r, kl_basename(file), line);
     return -1;
   }
   return a;
@@ -303,14 +303,14 @@ kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file
   if (ra < 1 || ra > 2 || rb < 1 || rb > 2) {
     kl_error(ctx, KILN_TYPE,
              "dot: supports vectors and matrices, got ranks %d and %d: %s and %s (dot built at %s:%d)",
-             ra, rb, kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), file, line);
+             ra, rb, kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), kl_basename(file), line);
     return NULL;
   }
   bool weak;
   kiln_dtype c = compute_dtype(2, in, &weak);
   if (c == KILN_BOOL) {
     kl_error(ctx, KILN_TYPE, "dot: bool operands are not supported, cast them first (%s:%d)",
-             file, line);
+             kl_basename(file), line);
     return NULL;
   }
   /* a is (m, k) or (k); b is (k, n) or (k); transposes swap a matrix's dims */
@@ -320,7 +320,7 @@ kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file
     kl_error(ctx, KILN_SHAPE, "dot: inner dimensions %lld and %lld differ: %s %s and %s %s (dot built at %s:%d)",
              (long long)ka, (long long)kb, kl_node_label(a, la, sizeof la),
              kl_shape_str(sa, sizeof sa, ra, a->type.dims), kl_node_label(b, lb, sizeof lb),
-             kl_shape_str(sb, sizeof sb, rb, b->type.dims), file, line);
+             kl_shape_str(sb, sizeof sb, rb, b->type.dims), kl_basename(file), line);
     return NULL;
   }
   kl_type t = {.dtype = (uint8_t)c};

@@ -125,7 +125,7 @@ void kiln_clear_error(kiln_ctx *ctx) {
 
 /* ------------------------------------------------------------------ text */
 
-static const char *basename_of(const char *file) {
+const char *kl_basename(const char *file) {
   if (!file) return "?";
   const char *s = strrchr(file, '/');
   return s ? s + 1 : file;
@@ -137,10 +137,17 @@ const char *kl_node_label(const kiln_node *v, char *buf, size_t n) {
     return buf;
   }
   const char *what = kl_ops[v->op].name;
+  if (v->op == KL_OP_CAST && !v->name && v->in[0]->name) {
+    /* a cast that promotion inserted: the user knows its operand */
+    char inner[200];
+    snprintf(buf, n, "%s as %s", kl_node_label(v->in[0], inner, sizeof inner),
+             kiln_dtype_name(v->type.dtype));
+    return buf;
+  }
   if (v->name)
-    snprintf(buf, n, "'%s' (%s built at %s:%d)", v->name, what, basename_of(v->file), v->line);
+    snprintf(buf, n, "'%s' (%s built at %s:%d)", v->name, what, kl_basename(v->file), v->line);
   else
-    snprintf(buf, n, "%s #%u (built at %s:%d)", what, v->id, basename_of(v->file), v->line);
+    snprintf(buf, n, "%s #%u (built at %s:%d)", what, v->id, kl_basename(v->file), v->line);
   return buf;
 }
 

@@ -142,12 +142,12 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
   if (!kl_node_ok(cost)) return KILN_MISUSE;
   kiln_ctx *ctx = cost->ctx;
   if (n_wrt < 0 || (n_wrt > 0 && (!wrt || !out_grads)))
-    return kl_error(ctx, KILN_MISUSE, "grad: bad wrt list (grad called at %s:%d)", file, line);
+    return kl_error(ctx, KILN_MISUSE, "grad: bad wrt list (grad called at %s:%d)", kl_basename(file), line);
   char lb[256], sb[160];
   for (int i = 0; i < n_wrt; i++) {
     if (!kl_node_ok(wrt[i]) || wrt[i]->ctx != ctx)
       return kl_error(ctx, KILN_MISUSE, "grad: wrt[%d] is not a node of this context (%s:%d)", i,
-                      file, line);
+                      kl_basename(file), line);
     if (!is_float(wrt[i]))
       return kl_error(ctx, KILN_TYPE, "grad: wrt %s is %s; gradients exist for float tensors only",
                       kl_node_label(wrt[i], lb, sizeof lb), kiln_dtype_name(wrt[i]->type.dtype));
@@ -222,7 +222,7 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
                           "grad: the cost %s does not depend on wrt %s (pass "
                           "KILN_GRAD_DISCONNECTED_ZERO for zeros; grad called at %s:%d)",
                           kl_node_label(cost, sb, sizeof sb), kl_node_label(wrt[i], lb, sizeof lb),
-                          file, line);
+                          kl_basename(file), line);
       break;
     }
     out_grads[i] = g;

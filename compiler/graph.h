@@ -100,6 +100,7 @@ kiln_status kl_error(kiln_ctx *ctx, kiln_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool kl_ctx_ok(const kiln_ctx *ctx);
 bool kl_node_ok(const kiln_node *v);
+const char *kl_basename(const char *file); /* "dir/seed.c" -> "seed.c" */
 /* "'x' (input built at seed.c:10)" or "mul #12 (built at seed.c:15)". */
 const char *kl_node_label(const kiln_node *v, char *buf, size_t n);
 const char *kl_type_str(const kl_type *t, char *buf, size_t n); /* "float32 (?, 4)" */

@@ -26,7 +26,9 @@
 **  - Graph builders chain. A builder given a NULL input returns NULL and
 **    leaves the first error in place, so code checks once, at
 **    kiln_function_new() or kiln_call(). Every builder is a macro that records
-**    __FILE__ and __LINE__ of the call, then calls the *_at function.
+**    __FILE__ and __LINE__ of the call, then calls the *_at function. The
+**    macros are variadic, so compound literals such as (double[]){1, 2} can
+**    be passed directly.
 **  - Nothing a caller does makes Kiln abort or exit. Handles that are NULL
 **    or belong to another context give KILN_MISUSE.
 **  - Thread safety: a context and everything it owns must be used by one
@@ -195,8 +197,7 @@ KILN_API int kiln_format_double(double v, char *buf, size_t n);
 ** be NULL) is copied and appears in messages and dumps. */
 KILN_API kiln_node *kiln_input_at(kiln_ctx *ctx, const char *name, kiln_dtype dtype, int rank,
                                   const int64_t *dims, const char *file, int line);
-#define kiln_input(ctx, name, dtype, rank, dims)                                                   \
-  kiln_input_at((ctx), (name), (dtype), (rank), (dims), __FILE__, __LINE__)
+#define kiln_input(...) kiln_input_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* Theano's shorthands: <prefix><kind>(ctx, name), prefix b=int8 w=int16
 ** i=int32 l=int64 f=float32 d=float64; kind scalar, vector, matrix, row (1,n),
@@ -245,8 +246,7 @@ KILN_API kiln_node *kiln_input_at(kiln_ctx *ctx, const char *name, kiln_dtype dt
 KILN_API kiln_node *kiln_shared_at(kiln_ctx *ctx, const char *name, kiln_dtype dtype, int rank,
                                    const int64_t *shape, const void *data, const char *file,
                                    int line);
-#define kiln_shared(ctx, name, dtype, rank, shape, data)                                           \
-  kiln_shared_at((ctx), (name), (dtype), (rank), (shape), (data), __FILE__, __LINE__)
+#define kiln_shared(...) kiln_shared_at(__VA_ARGS__, __FILE__, __LINE__)
 /* The current value of a shared variable, borrowed: valid until the next
 ** kiln_shared_set or kiln_call that updates it, or until the context is freed.
 ** NULL (and KILN_MISUSE in the context) if v is not a shared variable. */
@@ -261,19 +261,17 @@ KILN_API kiln_status kiln_shared_set(kiln_node *v, const kiln_tensor *t);
 /* A constant with an explicit dtype (not weak); data is copied. */
 KILN_API kiln_node *kiln_const_at(kiln_ctx *ctx, kiln_dtype dtype, int rank, const int64_t *shape,
                                   const void *data, const char *file, int line);
-#define kiln_const(ctx, dtype, rank, shape, data)                                                  \
-  kiln_const_at((ctx), (dtype), (rank), (shape), (data), __FILE__, __LINE__)
+#define kiln_const(...) kiln_const_at(__VA_ARGS__, __FILE__, __LINE__)
 /* A rank-0 constant of an explicit dtype holding v converted to it (as a C
 ** cast would; float->int saturates, NaN gives 0). */
 KILN_API kiln_node *kiln_scalar_at(kiln_ctx *ctx, kiln_dtype dtype, double v, const char *file,
                                    int line);
-#define kiln_scalar(ctx, dtype, v) kiln_scalar_at((ctx), (dtype), (v), __FILE__, __LINE__)
+#define kiln_scalar(...) kiln_scalar_at(__VA_ARGS__, __FILE__, __LINE__)
 /* Weak number literals: kiln_lit(ctx, 0.1) is a weak float, kiln_lit(ctx, 2)
 ** a weak integer (the C type of the argument decides, as in Python). */
 KILN_API kiln_node *kiln_flit_at(kiln_ctx *ctx, double v, const char *file, int line);
 KILN_API kiln_node *kiln_ilit_at(kiln_ctx *ctx, int64_t v, const char *file, int line);
-#define kiln_lit(ctx, v)                                                                           \
-  _Generic((v), float: kiln_flit_at, double: kiln_flit_at, long double: kiln_flit_at,             \
+#define kiln_lit(ctx, v) _Generic((v), float: kiln_flit_at, double: kiln_flit_at, long double: kiln_flit_at,             \
            default: kiln_ilit_at)((ctx), (v), __FILE__, __LINE__)
 
 /* ---------------------------------------------------------------- nodes */
@@ -306,21 +304,21 @@ KILN__B1(sqrt)
 KILN__B1(exp)
 KILN__B1(log)
 KILN__B1(abs)
-#define kiln_add(a, b) kiln_add_at((a), (b), __FILE__, __LINE__)
-#define kiln_sub(a, b) kiln_sub_at((a), (b), __FILE__, __LINE__)
-#define kiln_mul(a, b) kiln_mul_at((a), (b), __FILE__, __LINE__)
-#define kiln_div(a, b) kiln_div_at((a), (b), __FILE__, __LINE__)
+#define kiln_add(...) kiln_add_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_sub(...) kiln_sub_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_mul(...) kiln_mul_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_div(...) kiln_div_at(__VA_ARGS__, __FILE__, __LINE__)
 /* a ** b. Integers: exact by squaring; a negative exponent gives 1/a**-b
 ** truncated toward zero (1, -1 or 0; 0**negative gives 0). */
-#define kiln_pow(a, b) kiln_pow_at((a), (b), __FILE__, __LINE__)
-#define kiln_maximum(a, b) kiln_maximum_at((a), (b), __FILE__, __LINE__)
-#define kiln_minimum(a, b) kiln_minimum_at((a), (b), __FILE__, __LINE__)
-#define kiln_neg(a) kiln_neg_at((a), __FILE__, __LINE__)
-#define kiln_sqr(a) kiln_sqr_at((a), __FILE__, __LINE__)
-#define kiln_sqrt(a) kiln_sqrt_at((a), __FILE__, __LINE__)
-#define kiln_exp(a) kiln_exp_at((a), __FILE__, __LINE__)
-#define kiln_log(a) kiln_log_at((a), __FILE__, __LINE__)
-#define kiln_abs(a) kiln_abs_at((a), __FILE__, __LINE__)
+#define kiln_pow(...) kiln_pow_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_maximum(...) kiln_maximum_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_minimum(...) kiln_minimum_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_neg(...) kiln_neg_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_sqr(...) kiln_sqr_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_sqrt(...) kiln_sqrt_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_exp(...) kiln_exp_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_log(...) kiln_log_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_abs(...) kiln_abs_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* Reductions. kiln_sum/kiln_mean reduce every axis to a scalar; the _axis
 ** forms one axis (negative counts from the end), dropping it. */
@@ -328,16 +326,16 @@ KILN_API kiln_node *kiln_sum_at(kiln_node *x, const char *file, int line);
 KILN_API kiln_node *kiln_mean_at(kiln_node *x, const char *file, int line);
 KILN_API kiln_node *kiln_sum_axis_at(kiln_node *x, int axis, const char *file, int line);
 KILN_API kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, int line);
-#define kiln_sum(x) kiln_sum_at((x), __FILE__, __LINE__)
-#define kiln_mean(x) kiln_mean_at((x), __FILE__, __LINE__)
-#define kiln_sum_axis(x, axis) kiln_sum_axis_at((x), (axis), __FILE__, __LINE__)
-#define kiln_mean_axis(x, axis) kiln_mean_axis_at((x), (axis), __FILE__, __LINE__)
+#define kiln_sum(...) kiln_sum_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_mean(...) kiln_mean_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_sum_axis(...) kiln_sum_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_mean_axis(...) kiln_mean_axis_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* Dot product: vector.vector -> scalar, matrix.vector -> vector,
 ** matrix.matrix -> matrix (numpy.dot for ranks 1 and 2). Inner sizes must
 ** agree (KILN_SHAPE); other ranks give KILN_TYPE. */
 KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line);
-#define kiln_dot(a, b) kiln_dot_at((a), (b), __FILE__, __LINE__)
+#define kiln_dot(...) kiln_dot_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* ---------------------------------------------------------------- grad */
 
@@ -354,8 +352,7 @@ KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, in
 KILN_API kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt,
                                   kiln_node **out_grads, unsigned flags, const char *file,
                                   int line);
-#define kiln_grad(cost, n_wrt, wrt, out_grads, flags)                                              \
-  kiln_grad_at((cost), (n_wrt), (wrt), (out_grads), (flags), __FILE__, __LINE__)
+#define kiln_grad(...) kiln_grad_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* ---------------------------------------------------------------- function */
 

@@ -50,7 +50,7 @@ static kiln_status pair_error(kl_plan *p, const kl_shape_op *op, int x, int y, c
                               char *err, size_t n) {
   char a[160], b[160];
   const kl_shape_op *sx = &p->shape[x], *sy = &p->shape[y];
-  snprintf(err, n, "%s: shapes %s and %s %s: %s and %s (%s)", op->opname,
+  snprintf(err, n, "%s: shapes %s and %s %s: %s and %s, in %s", op->opname,
            kl_shape_str(a, sizeof a, sx->rank, dims_of(p, x)),
            kl_shape_str(b, sizeof b, sy->rank, dims_of(p, y)), why, sx->label, sy->label,
            op->label);
