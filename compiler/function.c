@@ -11,10 +11,12 @@
 ** value), so leaves that are update values are first copied to a slot.
 */
 #include "compiler/function.h"
+#include "compiler/passes/passes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static kiln_status fg_error(kiln_ctx *ctx, kiln_status st, const char *msg) {
   return kl_error(ctx, st, "%s", msg);
@@ -76,63 +78,6 @@ static kiln_status check_args(kiln_ctx *ctx, int n_in, kiln_node *const *in, int
   return KILN_OK;
 }
 
-/* ------------------------------------------------------ the function graph */
-
-static void fgraph_free(kl_fgraph *g) {
-  kl_free(g->nodes);
-  kl_free(g->home);
-  kl_free(g->local);
-  kl_free(g->copies);
-}
-
-static kiln_status collect(kl_fgraph *g, int n_in, kiln_node *const *in, int n_out,
-                           kiln_node *const *out, int n_upd, const kiln_update *upd) {
-  kiln_ctx *ctx = g->ctx;
-  uint32_t N = ctx->n_nodes;
-  g->local = kl_malloc(N * sizeof *g->local);
-  bool *mark = kl_calloc(N, sizeof *mark);
-  if (!g->local || !mark) {
-    kl_free(mark);
-    return fg_error(ctx, KILN_NOMEM, "function: out of memory");
-  }
-  for (int i = 0; i < n_out; i++) mark[out[i]->id] = true;
-  for (int u = 0; u < n_upd; u++) mark[upd[u].value->id] = true;
-  int n = 0;
-  for (uint32_t id = N; id-- > 0;)
-    if (mark[id]) {
-      n++;
-      kiln_node *v = ctx->nodes[id];
-      for (int k = 0; k < v->n_in; k++) mark[v->in[k]->id] = true;
-    }
-  g->nodes = kl_malloc((n ? n : 1) * sizeof *g->nodes);
-  if (!g->nodes) {
-    kl_free(mark);
-    return fg_error(ctx, KILN_NOMEM, "function: out of memory");
-  }
-  g->n = 0;
-  for (uint32_t id = 0; id < N; id++) {
-    g->local[id] = -1;
-    if (!mark[id]) continue;
-    g->local[id] = g->n;
-    g->nodes[g->n++] = ctx->nodes[id];
-  }
-  kl_free(mark);
-  /* every input the graph reads must be one of the function's inputs */
-  for (int i = 0; i < g->n; i++) {
-    kiln_node *v = g->nodes[i];
-    if (v->op != KL_OP_INPUT) continue;
-    bool listed = false;
-    for (int j = 0; j < n_in && !listed; j++) listed = in[j] == v;
-    if (!listed) {
-      char lb[256];
-      return kl_error(ctx, KILN_MISUSE,
-                      "function: the outputs depend on %s, which is not among the inputs",
-                      kl_node_label(v, lb, sizeof lb));
-    }
-  }
-  return KILN_OK;
-}
-
 /* ------------------------------------------------------------ the plan */
 
 static int add_buf(kl_plan *p, kl_buf_kind kind, int dtype, int node, int src) {
@@ -143,6 +88,21 @@ static int add_buf(kl_plan *p, kl_buf_kind kind, int dtype, int node, int src) {
   b->node = node;
   b->src = src;
   return p->n_bufs++;
+}
+
+/* Adds node to a workspace slot's list of occupants. */
+static bool slot_add(kl_buf *b, int node) {
+  int32_t *nn = kl_realloc(b->nodes, (size_t)(b->n_nodes + 1) * sizeof *nn);
+  if (!nn) return false;
+  b->nodes = nn;
+  b->nodes[b->n_nodes++] = node;
+  if (b->n_nodes == 1) b->node = node;
+  return true;
+}
+
+static int new_slot(kl_plan *p, int node) {
+  int b = add_buf(p, KL_BUF_WORK, 0, node, -1);
+  return slot_add(&p->bufs[b], node) ? b : -1;
 }
 
 static kl_shape_kind shape_kind(const kiln_node *v) {
@@ -158,25 +118,40 @@ static kl_shape_kind shape_kind(const kiln_node *v) {
   return KL_SH_SCALAR;
 }
 
-static kiln_status make_plan(kl_fgraph *g, int n_in, kiln_node *const *in, int n_out,
-                             kiln_node *const *out, int n_upd, const kiln_update *upd) {
+static int shared_buf(kl_fgraph *g, kiln_node *s) {
+  kl_plan *p = g->plan;
+  for (int b = 0; b < p->n_bufs; b++)
+    if (p->bufs[b].kind == KL_BUF_SHARED && p->bufs[b].shared == s->value) return b;
+  int b = add_buf(p, KL_BUF_SHARED, s->type.dtype, -1, -1);
+  p->bufs[b].shared = s->value;
+  return b;
+}
+
+#define NOMEM() fg_error(ctx, KILN_NOMEM, "function: out of memory")
+
+static kiln_status make_plan(kl_fgraph *g) {
   kiln_ctx *ctx = g->ctx;
   kl_plan *p = kl_calloc(1, sizeof *p);
   g->plan = p;
-  if (!p) return fg_error(ctx, KILN_NOMEM, "function: out of memory");
-  int max_bufs = g->n + n_out + n_upd;
-  p->n_nodes = g->n;
-  p->shape = kl_calloc(g->n ? g->n : 1, sizeof *p->shape);
+  if (!p) return NOMEM();
+  int n = g->n, n_in = g->n_inputs, n_out = g->n_outputs, n_upd = g->n_updates;
+  int max_bufs = n + n_out + 2 * n_upd;
+  p->n_nodes = n;
+  p->shape = kl_calloc(n ? n : 1, sizeof *p->shape);
+  p->shape_dtype = kl_calloc(n ? n : 1, 1);
   p->bufs = kl_calloc(max_bufs ? max_bufs : 1, sizeof *p->bufs);
   p->inputs = kl_calloc(n_in ? n_in : 1, sizeof *p->inputs);
   p->output_node = kl_calloc(n_out ? n_out : 1, sizeof *p->output_node);
   p->outputs = kl_calloc(n_out ? n_out : 1, sizeof *p->outputs);
   p->updates = kl_calloc(n_upd ? n_upd : 1, sizeof *p->updates);
-  g->home = kl_malloc((g->n ? g->n : 1) * sizeof *g->home);
+  g->home = kl_malloc((n ? n : 1) * sizeof *g->home);
   g->copies = kl_calloc(n_out + n_upd + 1, sizeof *g->copies);
-  if (!p->shape || !p->bufs || !p->inputs || !p->output_node || !p->outputs || !p->updates ||
-      !g->home || !g->copies)
-    return fg_error(ctx, KILN_NOMEM, "function: out of memory");
+  int *last = kl_malloc((n ? n : 1) * sizeof *last);
+  if (!p->shape || !p->shape_dtype || !p->bufs || !p->inputs || !p->output_node || !p->outputs ||
+      !p->updates || !g->home || !g->copies || !last) {
+    kl_free(last);
+    return NOMEM();
+  }
   p->n_outputs = n_out; /* so kl_plan_free releases what was made */
   p->n_inputs = n_in;
   p->n_updates = n_upd;
@@ -184,7 +159,7 @@ static kiln_status make_plan(kl_fgraph *g, int n_in, kiln_node *const *in, int n
 
   /* shape program */
   int dims = 0;
-  for (int i = 0; i < g->n; i++) {
+  for (int i = 0; i < n; i++) {
     kiln_node *v = g->nodes[i];
     kl_shape_op *op = &p->shape[i];
     op->kind = (uint8_t)shape_kind(v);
@@ -192,153 +167,250 @@ static kiln_status make_plan(kl_fgraph *g, int n_in, kiln_node *const *in, int n
     op->n_in = (uint8_t)v->n_in;
     op->mask = v->p.axes;
     op->flags = (uint8_t)((v->p.ta ? 1 : 0) | (v->p.tb ? 2 : 0));
-    for (int k = 0; k < v->n_in && k < 3; k++) op->in[k] = kl_fg_in(g, v, k);
+    for (int k = 0; k < v->n_in && k < 3; k++) op->in[k] = (int32_t)v->in[k]->id;
     for (int d = 0; d < KILN_MAX_RANK; d++) op->fixed[d] = d < v->type.rank ? v->type.dims[d] : KILN_DYN;
     op->dims_base = dims;
     dims += v->type.rank;
     op->opname = kl_ops[v->op].name;
     op->src = -1;
-    if (!(op->label = kl_strdup(kl_node_label(v, lb, sizeof lb))))
-      return fg_error(ctx, KILN_NOMEM, "function: out of memory");
+    p->shape_dtype[i] = v->type.dtype;
+    if (!(op->label = kl_strdup(kl_node_label(v, lb, sizeof lb)))) return NOMEM();
     if (v->op == KL_OP_INPUT)
       for (int j = 0; j < n_in; j++)
-        if (in[j] == v) op->src = j;
+        if (g->inputs[j] == v) op->src = j;
   }
   p->n_dims = dims;
   p->dims = kl_calloc(dims ? dims : 1, sizeof *p->dims);
-  if (!p->dims) return fg_error(ctx, KILN_NOMEM, "function: out of memory");
+  if (!p->dims) return NOMEM();
 
   for (int j = 0; j < n_in; j++) {
     kl_input_spec *s = &p->inputs[j];
-    s->dtype = in[j]->type.dtype;
-    s->rank = in[j]->type.rank;
-    memcpy(s->dims, in[j]->type.dims, sizeof s->dims);
-    if (!(s->label = kl_strdup(kl_node_label(in[j], lb, sizeof lb))))
-      return fg_error(ctx, KILN_NOMEM, "function: out of memory");
+    s->dtype = g->inputs[j]->type.dtype;
+    s->rank = g->inputs[j]->type.rank;
+    memcpy(s->dims, g->inputs[j]->type.dims, sizeof s->dims);
+    if (!(s->label = kl_strdup(kl_node_label(g->inputs[j], lb, sizeof lb)))) return NOMEM();
   }
 
-  /* buffers of leaves */
-  for (int i = 0; i < g->n; i++) {
+  /* leaves are read where they live; rank-0 constants are inlined */
+  for (int i = 0; i < n; i++) {
     kiln_node *v = g->nodes[i];
     g->home[i] = -1;
     if (v->op == KL_OP_INPUT) {
       g->home[i] = add_buf(p, KL_BUF_INPUT, v->type.dtype, i, p->shape[i].src);
     } else if (v->op == KL_OP_SHARED) {
-      g->home[i] = add_buf(p, KL_BUF_SHARED, v->type.dtype, i, -1);
-      p->bufs[g->home[i]].shared = v->value;
+      g->home[i] = shared_buf(g, v);
+      p->bufs[g->home[i]].node = i;
     } else if (v->op == KL_OP_CONST && v->type.rank > 0) {
       int b = add_buf(p, KL_BUF_CONST, v->type.dtype, i, -1);
       size_t bytes = (size_t)kl_type_static_size(&v->type) * kiln_dtype_size(v->type.dtype);
-      if (!(p->bufs[b].data = kl_aligned_alloc(bytes)))
-        return fg_error(ctx, KILN_NOMEM, "function: out of memory");
+      if (!(p->bufs[b].data = kl_aligned_alloc(bytes))) return NOMEM();
       memcpy(p->bufs[b].data, v->data, bytes);
       g->home[i] = b;
     }
   }
-  /* outputs: the first output of a computed node is its home */
+  /* outputs: the first output of a computed node is where it is stored */
   for (int k = 0; k < n_out; k++) {
-    int i = g->local[out[k]->id];
-    kl_tensor_init(&p->outputs[k], (kiln_dtype)out[k]->type.dtype);
+    int i = (int)g->outputs[k]->id;
+    kl_tensor_init(&p->outputs[k], (kiln_dtype)g->outputs[k]->type.dtype);
     p->outputs[k].borrowed = true;
     p->output_node[k] = i;
-    int b = add_buf(p, KL_BUF_OUTPUT, out[k]->type.dtype, i, k);
-    bool leaf = kl_ops[out[k]->op].kind == KL_LEAF;
-    if (!leaf && g->home[i] < 0)
+    int b = add_buf(p, KL_BUF_OUTPUT, g->outputs[k]->type.dtype, i, k);
+    bool computed = g->sched[i] == KL_S_ROOT || g->sched[i] == KL_S_SCALAR;
+    if (computed && g->home[i] < 0)
       g->home[i] = b;
     else
       g->copies[g->n_copies++] = (kl_copy){i, b};
   }
-  for (int i = 0; i < g->n; i++)
-    if (g->home[i] < 0 && kl_ops[g->nodes[i]->op].kind != KL_LEAF)
-      g->home[i] = add_buf(p, KL_BUF_WORK, g->nodes[i]->type.dtype, i, -1);
   for (int u = 0; u < n_upd; u++) {
-    int i = g->local[upd[u].value->id];
+    kiln_node *v = g->upd_value[u];
+    int i = (int)v->id;
     kl_update_spec *s = &p->updates[u];
-    s->target = upd[u].shared->value;
+    s->target = g->upd_shared[u]->value;
     s->node = i;
-    if (!(s->label = kl_strdup(kl_node_label(upd[u].shared, lb, sizeof lb))))
-      return fg_error(ctx, KILN_NOMEM, "function: out of memory");
-    if (kl_ops[upd[u].value->op].kind == KL_LEAF) {
-      s->buf = add_buf(p, KL_BUF_WORK, upd[u].value->type.dtype, i, -1);
+    if (!(s->label = kl_strdup(kl_node_label(g->upd_shared[u], lb, sizeof lb)))) return NOMEM();
+    if (g->inplace[i]) {
+      g->home[i] = shared_buf(g, g->upd_shared[u]);
+      s->buf = -1;
+    } else if (g->sched[i] == KL_S_LEAF) {
+      /* a commit must not read a variable another commit changed: copy first */
+      if ((s->buf = new_slot(p, i)) < 0) return NOMEM();
       g->copies[g->n_copies++] = (kl_copy){i, s->buf};
     } else {
+      if (g->home[i] < 0 && (g->home[i] = new_slot(p, i)) < 0) return NOMEM();
       s->buf = g->home[i];
     }
   }
+  /* intermediate kernel results share workspace slots when their lives do
+  ** not overlap: a value is live from its kernel to the last kernel reading it */
+  for (int i = n; i-- > 0;) {
+    last[i] = i;
+    for (int j = i + 1; j < n; j++)
+      for (int k = 0; k < g->nodes[j]->n_in; k++)
+        if (g->nodes[j]->in[k]->id == (uint32_t)i && kl_reads_value(g->nodes[j], k)) {
+          int at = g->sched[j] == KL_S_FUSED ? last[j] : j; /* fused: read where evaluated */
+          if (at > last[i]) last[i] = at;
+        }
+  }
+  int *free_after = kl_malloc((max_bufs ? max_bufs : 1) * sizeof *free_after);
+  if (!free_after) {
+    kl_free(last);
+    return NOMEM();
+  }
+  for (int i = 0; i < n; i++) {
+    if (g->sched[i] != KL_S_ROOT || g->home[i] >= 0 || g->nodes[i]->type.rank == 0) continue;
+    int b = -1;
+    for (int c = 0; c < p->n_bufs && b < 0; c++)
+      if (p->bufs[c].kind == KL_BUF_WORK && p->bufs[c].src == -2 && free_after[c] < i) b = c;
+    if (b >= 0) {
+      if (!slot_add(&p->bufs[b], i)) b = -1, i = n;
+    } else if ((b = new_slot(p, i)) >= 0) {
+      p->bufs[b].src = -2; /* reusable */
+    }
+    if (b < 0) {
+      kl_free(free_after);
+      kl_free(last);
+      return NOMEM();
+    }
+    free_after[b] = last[i];
+    g->home[i] = b;
+  }
+  kl_free(free_after);
+  kl_free(last);
   p->ptrs = kl_calloc(p->n_bufs ? p->n_bufs : 1, sizeof *p->ptrs);
   p->offsets = kl_calloc(p->n_bufs ? p->n_bufs : 1, sizeof *p->offsets);
-  if (!p->ptrs || !p->offsets) return fg_error(ctx, KILN_NOMEM, "function: out of memory");
+  if (!p->ptrs || !p->offsets) return NOMEM();
   return KILN_OK;
 }
 
-/* ------------------------------------------------------------- dumping */
-
-typedef struct sbuf {
-  char *s;
-  size_t len, cap;
-  bool oom;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-  if (b->oom) return;
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if (b->s && b->len + (size_t)n < b->cap) {
-      b->len += (size_t)n;
-      return;
+/* The kernel plan as text (stage "plan"). */
+static char *plan_text(const kl_fgraph *g) {
+  static const char *const bufkind[] = {"input", "shared", "const", "output", "slot"};
+  size_t cap = 4096, len = 0;
+  char *s = kl_malloc(cap);
+  if (!s) return NULL;
+  s[0] = 0;
+#define OUT(...)                                                                                   \
+  do {                                                                                             \
+    int w_ = snprintf(s + len, cap - len, __VA_ARGS__);                                            \
+    while (w_ >= 0 && len + (size_t)w_ >= cap) {                                                   \
+      char *ns_ = kl_realloc(s, cap * 2);                                                          \
+      if (!ns_) {                                                                                  \
+        kl_free(s);                                                                                \
+        return NULL;                                                                               \
+      }                                                                                            \
+      s = ns_;                                                                                     \
+      cap *= 2;                                                                                    \
+      w_ = snprintf(s + len, cap - len, __VA_ARGS__);                                              \
+    }                                                                                              \
+    if (w_ > 0) len += (size_t)w_;                                                                 \
+  } while (0)
+  int kern = 0;
+  char sh[160];
+  for (int i = 0; i < g->n; i++) {
+    const kiln_node *v = g->nodes[i];
+    if (g->sched[i] == KL_S_SCALAR) {
+      OUT("scalar   %%%d = %s%s%s%s\n", i, kl_ops[v->op].name, v->name ? " '" : "",
+          v->name ? v->name : "", v->name ? "'" : "");
+      continue;
     }
-    size_t cap = b->cap ? b->cap * 2 : 1024;
-    while (cap < b->len + (size_t)n + 1) cap *= 2;
-    char *s = kl_realloc(b->s, cap);
-    if (!s) {
-      b->oom = true;
-      return;
+    if (g->sched[i] != KL_S_ROOT) continue;
+    kl_opkind kd = kl_ops[v->op].kind;
+    const kiln_node *space = (kd == KL_REDUCE || kd == KL_LIKE) ? v->in[0] : v;
+    const char *what = kd == KL_REDUCE ? "reduce" : kd == KL_LIKE ? "sum_like" : kd == KL_DOT ? "dot" : "elementwise";
+    OUT("kernel %d: %%%d = %s%s%s%s, %s loop over %s", kern++, i, kl_ops[v->op].name,
+        v->name ? " '" : "", v->name ? v->name : "", v->name ? "'" : "", what,
+        kl_shape_str(sh, sizeof sh, space->type.rank, space->type.dims));
+    /* the nodes it evaluates inline */
+    bool any = false;
+    for (int j = 0; j < i; j++) {
+      if (g->sched[j] != KL_S_FUSED) continue;
+      /* is j reached from i through fused nodes? */
+      bool reach = false;
+      int stack[64], sp = 0;
+      stack[sp++] = i;
+      while (sp > 0 && !reach) {
+        const kiln_node *x = g->nodes[stack[--sp]];
+        for (int k = 0; k < x->n_in; k++) {
+          int y = (int)x->in[k]->id;
+          if (!kl_reads_value(x, k)) continue;
+          if (y == j) reach = true;
+          else if (g->sched[y] == KL_S_FUSED && sp < 64) stack[sp++] = y;
+        }
+      }
+      if (reach) {
+        OUT("%s%%%d %s", any ? " " : "; fused: ", j, kl_ops[g->nodes[j]->op].name);
+        any = true;
+      }
     }
-    b->s = s;
-    b->cap = cap;
+    if (g->home[i] < 0) OUT(" -> register\n");
+    else if (g->inplace[i]) {
+      const char *var = "?";
+      for (int u = 0; u < g->n_updates; u++)
+        if (g->upd_value[u] == v) var = g->upd_shared[u]->name ? g->upd_shared[u]->name : "?";
+      OUT(" -> in place into '%s'\n", var);
+    }
+    else OUT(" -> buf %d (%s)\n", g->home[i], bufkind[g->plan->bufs[g->home[i]].kind]);
+  }
+  for (int c = 0; c < g->n_copies; c++) OUT("copy     %%%d -> buf %d\n", g->copies[c].node, g->copies[c].buf);
+  for (int b = 0; b < g->plan->n_bufs; b++) {
+    const kl_buf *bf = &g->plan->bufs[b];
+    OUT("buf %d: %s", b, bufkind[bf->kind]);
+    for (int j = 0; j < bf->n_nodes; j++) OUT("%s%%%d", j ? " " : " for ", bf->nodes[j]);
+    OUT("\n");
+  }
+  for (int u = 0; u < g->n_updates; u++)
+    OUT("update %s <- %%%u%s\n", g->plan->updates[u].label, g->upd_value[u]->id,
+        g->plan->updates[u].buf < 0 ? " (in place)" : "");
+#undef OUT
+  return s;
+}
+/* ------------------------------------------------------------ public API */
+
+/* ------------------------------------------------------------ dumping */
+
+/* Writes every stage to $KILN_DUMP_DIR/<name>.<stage>. Dumping is a
+** debugging aid: a failure to write is reported on stderr, not as an error
+** of kiln_function_new. */
+static void dump_to_dir(kiln_function *f, const char *dir) {
+  for (int i = 0; i < f->log.n; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.%s", dir, f->name, f->log.stages[i].name);
+    FILE *out = fopen(path, "w");
+    if (!out || fputs(f->log.stages[i].text, out) < 0)
+      fprintf(stderr, "kiln: cannot write %s\n", path);
+    if (out) fclose(out);
+  }
+  static const struct {
+    kiln_stage stage;
+    const char *suffix;
+  } llvm_stages[] = {{KILN_STAGE_LLVM_IR, "ll"}, {KILN_STAGE_LLVM_OPT, "opt.ll"}, {KILN_STAGE_ASM, "s"}};
+  for (size_t i = 0; i < sizeof llvm_stages / sizeof llvm_stages[0]; i++) {
+    char path[4096], err[256];
+    kiln_status st;
+    snprintf(path, sizeof path, "%s/%s.%s", dir, f->name, llvm_stages[i].suffix);
+    const char *text = kl_backend_text(f->code, llvm_stages[i].stage, &st, err, sizeof err);
+    FILE *out = text ? fopen(path, "w") : NULL;
+    if (!out || fputs(text, out) < 0) fprintf(stderr, "kiln: cannot write %s\n", path);
+    if (out) fclose(out);
   }
 }
 
-char *kl_fgraph_text(const kl_fgraph *g) {
-  sbuf b = {0};
-  char ty[200];
-  for (int i = 0; i < g->n; i++) {
-    const kiln_node *v = g->nodes[i];
-    sb_printf(&b, "%%%d = %s", i, kl_ops[v->op].name);
-    if (v->op == KL_OP_CAST) sb_printf(&b, "{%s}", kiln_dtype_name(v->type.dtype));
-    if (kl_ops[v->op].kind == KL_REDUCE || kl_ops[v->op].kind == KL_BCAST ||
-        kl_ops[v->op].kind == KL_COUNT)
-      sb_printf(&b, "{axes=0x%x}", v->p.axes);
-    if (v->op == KL_OP_DOT && (v->p.ta || v->p.tb))
-      sb_printf(&b, "{%s%s}", v->p.ta ? "ta" : "", v->p.tb ? "tb" : "");
-    if (v->op == KL_OP_CONST && v->type.rank == 0) {
-      char num[40];
-      if (kl_dtype_is_float((kiln_dtype)v->type.dtype))
-        kiln_format_double(kl_load_f64((kiln_dtype)v->type.dtype, v->data, 0), num, sizeof num);
-      else
-        snprintf(num, sizeof num, "%lld", (long long)kl_load_i64((kiln_dtype)v->type.dtype, v->data, 0));
-      sb_printf(&b, "{%s}", num);
-    }
-    sb_printf(&b, "(");
-    for (int k = 0; k < v->n_in; k++) sb_printf(&b, "%s%%%d", k ? ", " : "", kl_fg_in(g, v, k));
-    sb_printf(&b, ") : %s", kl_type_str(&v->type, ty, sizeof ty));
-    if (v->name) sb_printf(&b, " '%s'", v->name);
-    const char *f = v->file ? strrchr(v->file, '/') : NULL;
-    sb_printf(&b, "  @ %s:%d", f ? f + 1 : v->file ? v->file : "?", v->line);
-    if (v->origin) sb_printf(&b, "  [%s]", v->origin);
-    sb_printf(&b, "\n");
-  }
-  if (b.oom) {
-    kl_free(b.s);
-    return NULL;
-  }
-  if (!b.s) return kl_strdup("");
-  return b.s;
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void print_timing(const kiln_function *f, double graph_s, double plan_s, double llvm_s,
+                         double total_s) {
+  fprintf(stderr, "kiln: timing of function '%s'\n", f->name);
+  fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "copy graph", graph_s * 1e3);
+  for (int p = 0; p < f->log.n_passes; p++)
+    if (f->log.pass_names[p])
+      fprintf(stderr, "kiln:   pass %-11s %9.3f ms\n", f->log.pass_names[p], f->log.seconds[p] * 1e3);
+  fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "plan", plan_s * 1e3);
+  fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "LLVM + JIT", llvm_s * 1e3);
+  fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "total", total_s * 1e3);
 }
 
 /* ------------------------------------------------------------ public API */
@@ -347,15 +419,56 @@ kiln_function *kiln_function_new(kiln_ctx *ctx, const char *name, int n_inputs,
                                  kiln_node *const *inputs, int n_outputs,
                                  kiln_node *const *outputs, int n_updates,
                                  const kiln_update *updates) {
+  return kiln_function_new_opts(ctx, name, n_inputs, inputs, n_outputs, outputs, n_updates, updates,
+                                NULL);
+}
+
+kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inputs,
+                                      kiln_node *const *inputs, int n_outputs,
+                                      kiln_node *const *outputs, int n_updates,
+                                      const kiln_update *updates, const kiln_options *opts) {
   if (!kl_ctx_ok(ctx)) return NULL;
+  kiln_options o = {.size = sizeof o};
+  if (opts) {
+    if (opts->size != sizeof *opts) {
+      kl_error(ctx, KILN_MISUSE, "function: kiln_options.size is %zu, expected %zu", opts->size,
+               sizeof *opts);
+      return NULL;
+    }
+    o = *opts;
+    if (o.llvm_opt_level < 0 || o.llvm_opt_level > 3) {
+      kl_error(ctx, KILN_MISUSE, "function: llvm_opt_level %d is outside 0..3", o.llvm_opt_level);
+      return NULL;
+    }
+  }
   if (check_args(ctx, n_inputs, inputs, n_outputs, outputs, n_updates, updates)) return NULL;
-  kl_fgraph g = {.ctx = ctx};
-  kiln_function *f = NULL;
-  kiln_status st = collect(&g, n_inputs, inputs, n_outputs, outputs, n_updates, updates);
-  if (!st) st = make_plan(&g, n_inputs, inputs, n_outputs, outputs, n_updates, updates);
+  double t0 = now();
+  kl_fgraph g;
+  kiln_function *f = kl_calloc(1, sizeof *f);
+  kiln_status st = f ? KILN_OK : fg_error(ctx, KILN_NOMEM, "function: out of memory");
+  if (!st) {
+    f->ctx = ctx;
+    if (!(f->name = kl_strdup(name ? name : "f"))) st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
+  }
+  if (!st) st = kl_fg_build(&g, ctx, n_inputs, inputs, n_outputs, outputs, n_updates, updates);
+  else memset(&g, 0, sizeof g);
+  if (!st && kl_fg_sort(&g) != KILN_OK) st = ctx->status;
+  if (!st && kl_log_add(&f->log, "graph", kl_fg_text(&g)) != KILN_OK)
+    st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
+  double t1 = now();
+  g.fast_math = o.fast_math != 0;
+  g.no_optimize = o.no_optimize != 0;
+  g.llvm_opt_level = o.llvm_opt_level ? o.llvm_opt_level : 2;
+  if (!st) st = kl_pipeline_run(&g, &f->log);
+  double t2 = now();
+  if (!st) st = make_plan(&g);
+  if (!st && (kl_log_add(&f->log, "opt", kl_fg_text(&g)) != KILN_OK ||
+              kl_log_add(&f->log, "plan", plan_text(&g)) != KILN_OK ||
+              kl_log_add(&f->log, "dot", kl_fg_dot(&g, f->name)) != KILN_OK))
+    st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
   if (!st && ctx->n_fns == ctx->cap_fns) {
     int cap = ctx->cap_fns ? ctx->cap_fns * 2 : 8;
-    kiln_function **nf = kl_realloc(ctx->fns, cap * sizeof *nf);
+    kiln_function **nf = kl_realloc(ctx->fns, (size_t)cap * sizeof *nf);
     if (!nf)
       st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
     else {
@@ -363,36 +476,33 @@ kiln_function *kiln_function_new(kiln_ctx *ctx, const char *name, int n_inputs,
       ctx->cap_fns = cap;
     }
   }
-  if (!st) {
-    f = kl_calloc(1, sizeof *f);
-    if (f) {
-      f->ctx = ctx;
-      f->name = kl_strdup(name ? name : "f");
-      f->graph_text = kl_fgraph_text(&g);
-    }
-    if (!f || !f->name || !f->graph_text) st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
-  }
+  double t3 = now(), llvm_s = 0;
   if (!st) {
     char sym[64];
     snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
     void *fn = NULL;
-    st = kl_backend_compile(ctx, &g, sym, &f->code, &fn);
+    st = kl_backend_compile(ctx, &g, sym, &f->code, &fn, &llvm_s);
     g.plan->step = (kl_step_fn)fn;
   }
   if (st) {
     if (f) {
       kl_free(f->name);
-      kl_free(f->graph_text);
+      kl_log_free(&f->log);
       kl_free(f);
     }
     kl_plan_free(g.plan);
-    fgraph_free(&g);
+    kl_fg_free(&g);
     return NULL;
   }
   f->plan = g.plan;
   f->magic = KL_MAGIC_FN;
-  fgraph_free(&g);
+  kl_fg_free(&g);
   ctx->fns[ctx->n_fns++] = f;
+  const char *dir = getenv("KILN_DUMP_DIR");
+  if (dir && *dir) dump_to_dir(f, dir);
+  const char *timing = getenv("KILN_TIMING");
+  if (timing && *timing && strcmp(timing, "0") != 0)
+    print_timing(f, t1 - t0, t3 - t2, llvm_s, now() - t0);
   kiln_clear_error(ctx);
   return f;
 }
@@ -412,7 +522,7 @@ void kiln_function_free(kiln_function *f) {
   kl_backend_code_free(f->code);
   kl_plan_free(f->plan);
   kl_free(f->name);
-  kl_free(f->graph_text);
+  kl_log_free(&f->log);
   f->magic = 0;
   kl_free(f);
 }
@@ -432,17 +542,38 @@ kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
 int kiln_function_n_inputs(const kiln_function *f) { return fn_ok(f) ? f->plan->n_inputs : -1; }
 int kiln_function_n_outputs(const kiln_function *f) { return fn_ok(f) ? f->plan->n_outputs : -1; }
 
+static const char *const stage_names[KILN_N_STAGES] = {"graph", "ll", "opt.ll", "s", "opt", "plan", "dot"};
+
+int kiln_function_n_dumps(const kiln_function *f) { return fn_ok(f) ? f->log.n + 3 : -1; }
+
+const char *kiln_function_dump_name(const kiln_function *f, int i) {
+  if (!fn_ok(f) || i < 0) return NULL;
+  if (i < f->log.n) return f->log.stages[i].name;
+  i -= f->log.n;
+  return i < 3 ? stage_names[KILN_STAGE_LLVM_IR + i] : NULL;
+}
+
+kiln_status kiln_function_dump_named(const kiln_function *f, const char *stage, FILE *out) {
+  if (!fn_ok(f)) return KILN_MISUSE;
+  if (!stage || !out) return kl_error(f->ctx, KILN_MISUSE, "function_dump: NULL stage or stream");
+  const char *text = NULL;
+  for (int i = 0; i < f->log.n && !text; i++)
+    if (strcmp(f->log.stages[i].name, stage) == 0) text = f->log.stages[i].text;
+  for (int s = KILN_STAGE_LLVM_IR; s <= KILN_STAGE_ASM && !text; s++)
+    if (strcmp(stage_names[s], stage) == 0) {
+      kiln_status st = KILN_OK;
+      char err[512] = "";
+      text = kl_backend_text(f->code, (kiln_stage)s, &st, err, sizeof err);
+      if (!text) return kl_error(f->ctx, st ? st : KILN_LLVM, "function_dump: %s", err);
+    }
+  if (!text) return kl_error(f->ctx, KILN_MISUSE, "function_dump: no stage '%s' in '%s'", stage, f->name);
+  if (fputs(text, out) < 0) return kl_error(f->ctx, KILN_ERROR, "function_dump: write failed");
+  return KILN_OK;
+}
+
 kiln_status kiln_function_dump(const kiln_function *f, kiln_stage stage, FILE *out) {
   if (!fn_ok(f)) return KILN_MISUSE;
   if (!out || (unsigned)stage >= KILN_N_STAGES)
     return kl_error(f->ctx, KILN_MISUSE, "function_dump: bad stage or NULL stream");
-  const char *text = f->graph_text;
-  if (stage != KILN_STAGE_GRAPH) {
-    kiln_status st = KILN_OK;
-    char err[512] = "";
-    text = kl_backend_text(f->code, stage, &st, err, sizeof err);
-    if (!text) return kl_error(f->ctx, st ? st : KILN_LLVM, "function_dump: %s", err);
-  }
-  if (fputs(text, out) < 0) return kl_error(f->ctx, KILN_ERROR, "function_dump: write failed");
-  return KILN_OK;
+  return kiln_function_dump_named(f, stage_names[stage], out);
 }

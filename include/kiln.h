@@ -371,6 +371,23 @@ KILN_API kiln_function *kiln_function_new(kiln_ctx *ctx, const char *name, int n
                                           kiln_node *const *inputs, int n_outputs,
                                           kiln_node *const *outputs, int n_updates,
                                           const kiln_update *updates);
+/* Options of kiln_function_new_opts. Set size to sizeof(kiln_options); a
+** zeroed struct (with size set) means: optimize, IEEE arithmetic, LLVM -O2. */
+typedef struct kiln_options {
+  size_t size;         /* sizeof(kiln_options): lets the struct grow */
+  int no_optimize;     /* 1: no graph rewrites and no fusion, each node its own loop */
+  int fast_math;       /* 1: also rewrites that are not IEEE-exact (x*0 -> 0, x-x -> 0) */
+  int llvm_opt_level;  /* 0..3 for LLVM's pipeline; 0 here means the default, 2 */
+} kiln_options;
+
+/* kiln_function_new with options (opts may be NULL: the defaults).
+** KILN_MISUSE if opts->size is not a size this library knows. */
+KILN_API kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inputs,
+                                               kiln_node *const *inputs, int n_outputs,
+                                               kiln_node *const *outputs, int n_updates,
+                                               const kiln_update *updates,
+                                               const kiln_options *opts);
+
 /* Frees a function and its compiled code. NULL is a no-op. */
 KILN_API void kiln_function_free(kiln_function *f);
 
@@ -386,18 +403,38 @@ KILN_API kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *input
 KILN_API int kiln_function_n_inputs(const kiln_function *f);
 KILN_API int kiln_function_n_outputs(const kiln_function *f);
 
-/* What kiln_function_dump can show. */
+/* What kiln_function_dump can show. Every stage is also written, for each
+** function compiled while the environment variable KILN_DUMP_DIR names a
+** directory, to the file <dir>/<function name>.<stage name>; the stage
+** names are given in brackets. KILN_TIMING=1 prints the time of every
+** compiler pass and of LLVM to stderr. */
 typedef enum kiln_stage {
-  KILN_STAGE_GRAPH = 0, /* the function graph, one node per line */
-  KILN_STAGE_LLVM_IR,   /* the LLVM module as generated, before LLVM's passes */
-  KILN_STAGE_LLVM_OPT,  /* the LLVM module after LLVM's passes (what runs) */
-  KILN_STAGE_ASM,       /* host assembly of the optimized module */
+  KILN_STAGE_GRAPH = 0, /* [graph] the function graph as built, one node per line */
+  KILN_STAGE_LLVM_IR,   /* [ll] the LLVM module as generated, before LLVM's passes */
+  KILN_STAGE_LLVM_OPT,  /* [opt.ll] the LLVM module after LLVM's passes (what runs) */
+  KILN_STAGE_ASM,       /* [s] host assembly of the optimized module */
+  KILN_STAGE_OPT_GRAPH, /* [opt] the graph after Kiln's passes, with its schedule */
+  KILN_STAGE_PLAN,      /* [plan] kernels (loop nests), scalars, buffers, updates */
+  KILN_STAGE_DOT,       /* [dot] Graphviz drawing of the optimized graph */
   KILN_N_STAGES
 } kiln_stage;
 
 /* Writes a stage of the function to out. KILN_MISUSE on bad arguments,
-** KILN_ERROR on an I/O error, KILN_LLVM if the assembly cannot be made. */
+** KILN_ERROR on an I/O error, KILN_LLVM if the assembly cannot be made.
+** The graph text has one node per line:
+**   %4 = mul(%3, %2) : float64 (4,) 'y'  @ seed.c:41  <fused>  [rule that made it]
+** with the node's id, op, operands, dtype and shape ('?' for a dynamic
+** size), name, where it was built, how it is computed (after fusion) and
+** which rewrite made it. */
 KILN_API kiln_status kiln_function_dump(const kiln_function *f, kiln_stage stage, FILE *out);
+
+/* Every stage by name, including the graph after each pass that changed it:
+** "pass.NN.<pass>" (NN counts the passes that changed something). The
+** number of names, the i-th name (NULL past the end), and the named stage. */
+KILN_API int kiln_function_n_dumps(const kiln_function *f);
+KILN_API const char *kiln_function_dump_name(const kiln_function *f, int i);
+KILN_API kiln_status kiln_function_dump_named(const kiln_function *f, const char *stage,
+                                              FILE *out);
 
 #ifdef __cplusplus
 }

@@ -166,7 +166,11 @@ static kiln_status place_buffers(kl_plan *p, const kiln_tensor *const *in, char 
   for (int b = 0; b < p->n_bufs; b++) {
     const kl_buf *bf = &p->bufs[b];
     if (bf->kind != KL_BUF_WORK) continue;
-    size_t bytes = node_bytes(p, bf->node, bf->dtype);
+    size_t bytes = 0;
+    for (int j = 0; j < bf->n_nodes; j++) {
+      size_t b2 = node_bytes(p, bf->nodes[j], p->shape_dtype[bf->nodes[j]]);
+      if (b2 > bytes) bytes = b2;
+    }
     size_t rounded = (bytes + KL_ALIGN - 1) / KL_ALIGN * KL_ALIGN;
     if (bytes == SIZE_MAX || rounded < bytes || total + rounded < total) {
       snprintf(err, n, "call: the workspace would exceed the address space");
@@ -214,7 +218,7 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
   p->step(p->ptrs, p->dims);
   for (int u = 0; u < p->n_updates; u++) {
     kiln_tensor *t = p->updates[u].target;
-    memcpy(t->data, p->ptrs[p->updates[u].buf], kl_tensor_nbytes(t));
+    if (p->updates[u].buf >= 0) memcpy(t->data, p->ptrs[p->updates[u].buf], kl_tensor_nbytes(t));
   }
   return KILN_OK;
 }
@@ -223,8 +227,11 @@ void kl_plan_free(kl_plan *p) {
   if (!p) return;
   for (int i = 0; i < p->n_nodes; i++) kl_free(p->shape[i].label);
   kl_free(p->shape);
-  for (int b = 0; b < p->n_bufs; b++)
+  for (int b = 0; b < p->n_bufs; b++) {
     if (p->bufs[b].kind == KL_BUF_CONST) kl_aligned_free(p->bufs[b].data);
+    kl_free(p->bufs[b].nodes);
+  }
+  kl_free(p->shape_dtype);
   kl_free(p->bufs);
   for (int i = 0; i < p->n_inputs; i++) kl_free(p->inputs[i].label);
   kl_free(p->inputs);

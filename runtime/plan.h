@@ -52,6 +52,10 @@ typedef struct kl_buf {
   int32_t src;  /* input / output index */
   kiln_tensor *shared; /* KL_BUF_SHARED */
   void *data;          /* KL_BUF_CONST (owned) */
+  /* KL_BUF_WORK: a slot several nodes take in turn (their lives do not
+  ** overlap); it is as large as the largest of them at the call's shapes */
+  int32_t n_nodes;
+  int32_t *nodes; /* owned; node is nodes[0] */
 } kl_buf;
 
 typedef struct kl_input_spec {
@@ -62,7 +66,7 @@ typedef struct kl_input_spec {
 
 typedef struct kl_update_spec {
   kiln_tensor *target; /* the shared variable's storage */
-  int32_t buf;         /* the workspace buffer holding its new value */
+  int32_t buf;         /* the buffer holding its new value; -1: written in place */
   int32_t node;        /* the value's node, whose shape must equal target's */
   char *label;         /* the shared variable, for messages */
 } kl_update_spec;
@@ -71,6 +75,7 @@ typedef struct kl_plan {
   kl_step_fn step;
   int n_nodes;
   kl_shape_op *shape;
+  uint8_t *shape_dtype; /* dtype of each node */
   int n_dims;
   int n_bufs;
   kl_buf *bufs;

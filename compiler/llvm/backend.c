@@ -6,20 +6,23 @@
 **
 ** %bufs[b] is buffer b of the plan, %dims the dimensions the runtime computed
 ** for every node. Static dimensions are emitted as constants, dynamic ones
-** are loaded from %dims. Each computed node becomes one loop nest (fusion is
-** a later pass's business): elementwise nodes loop over their output with
-** broadcast strides (0 where an operand's dimension is 1), reductions zero
-** their output and then add every input element into it in increasing index
-** order, dot runs a triple loop with a register accumulator. Loop counters
-** and accumulators are allocas in the entry block; LLVM's mem2reg turns them
-** into SSA values. Arithmetic carries no fast-math flags, so LLVM neither
-** reassociates nor contracts into fma.
+** are loaded from %dims. The schedule (compiler/passes/fuse.c) says how each
+** node is computed: rank-0 nodes in straight-line code with their values in
+** registers; every kernel root as one loop nest that evaluates the nodes
+** fused into it inline; elementwise kernels loop over their output with
+** broadcast strides (0 where an operand's size is 1); reductions add every
+** source element into the output in increasing index order (a rank-0 sum
+** in a register); dot runs a triple loop with a register accumulator. Loop
+** counters and accumulators are allocas in the entry block; LLVM's mem2reg
+** turns them into SSA values. Arithmetic carries no fast-math flags, so LLVM
+** neither reassociates nor contracts into fma.
 */
 #include "compiler/function.h"
 #include "compiler/llvm/jit.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct em {
   LLVMContextRef c;
@@ -31,6 +34,12 @@ typedef struct em {
   const kl_fgraph *g;
   LLVMValueRef *base; /* per buffer: its pointer, loaded in the entry block */
   LLVMValueRef ipow;  /* internal i64 ipow(i64, i64), made on first use */
+  LLVMValueRef *reg;  /* per node: its value in a register (rank 0), or NULL */
+  LLVMValueRef (*st)[KILN_MAX_RANK]; /* per node: broadcast strides, once computed */
+  bool *has_st;
+  LLVMValueRef *memo; /* per node: its value in the current loop body */
+  int (*memo_map)[KILN_MAX_RANK];
+  LLVMValueRef idx[KILN_MAX_RANK]; /* the current loop indices */
 } em;
 
 /* ----------------------------------------------------------------- types */
@@ -129,29 +138,8 @@ static void loop_end(em *e, loop *l) {
   LLVMPositionBuilderAtEnd(e->b, l->exit);
 }
 
-/* A loop nest over R dims D[]; operand k's offset advances by S[k][d] per
-** step of dimension d. body() gets the K offsets. */
-typedef void (*body_fn)(em *e, void *ud, LLVMValueRef *off);
-
-static void nest(em *e, int R, LLVMValueRef *D, int K, LLVMValueRef (*S)[KILN_MAX_RANK],
-                 body_fn body, void *ud) {
-  loop l[KILN_MAX_RANK];
-  LLVMValueRef off[4];
-  for (int k = 0; k < K; k++) off[k] = ci64(e, 0);
-  for (int d = 0; d < R; d++) {
-    LLVMValueRef i = loop_begin(e, &l[d], D[d]);
-    for (int k = 0; k < K; k++) off[k] = LLVMBuildAdd(e->b, off[k], LLVMBuildMul(e->b, i, S[k][d], ""), "");
-  }
-  body(e, ud, off);
-  for (int d = R; d-- > 0;) loop_end(e, &l[d]);
-}
-
-/* Strides of operand j (right-aligned, broadcasting) in the iteration of node i. */
-static void operand_strides(em *e, int i, int j, LLVMValueRef *S) {
-  int R = node(e, i)->type.rank, r = node(e, j)->type.rank;
-  LLVMValueRef st[KILN_MAX_RANK];
-  strides(e, j, true, st);
-  for (int d = 0; d < R; d++) S[d] = d - (R - r) >= 0 ? st[d - (R - r)] : ci64(e, 0);
+static LLVMValueRef zero_of(em *e, int dt) {
+  return kl_dtype_is_float((kiln_dtype)dt) ? LLVMConstReal(lty(e, dt), 0.0) : LLVMConstInt(lty(e, dt), 0, 0);
 }
 
 /* ------------------------------------------------------------ scalar ops */
@@ -319,125 +307,173 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
 }
 
 /* ---------------------------------------------------------------- kernels */
+/*
+** A kernel is a loop nest computing one root node. The nodes fused into it
+** are evaluated inline at each iteration (eval), each at an "index map":
+** which loop index drives each of its axes. Materialized operands (leaves,
+** earlier kernels' results) are loaded with broadcast strides (0 where their
+** size is 1); scalars come from registers. Strides are computed once, in
+** straight-line code before the first loop that needs them.
+*/
 
-typedef struct kctx {
-  int i;        /* the node */
-  int n_ops;    /* operands read (offsets 0..n_ops-1), then the destination */
-  int ops[3];
-  int dst_buf;
-} kctx;
+static void prepare(em *e, int j);
 
-static void elem_body(em *e, void *ud, LLVMValueRef *off) {
-  kctx *k = ud;
-  const kiln_node *v = node(e, k->i);
-  LLVMValueRef x[3];
-  for (int j = 0; j < k->n_ops; j++) x[j] = load_node(e, k->ops[j], off[j]);
-  int dt = v->in[v->n_in - 1]->type.dtype;
-  LLVMValueRef r = emit_scalar(e, v, dt, x);
-  LLVMBuildStore(e->b, r, elem_ptr(e, k->dst_buf, v->type.dtype, off[k->n_ops]));
+/* Strides of a materialized node, computed at the current (top-level) point. */
+static void need_strides(em *e, int j) {
+  if (e->has_st[j] || node(e, j)->type.rank == 0 || e->reg[j]) return;
+  strides(e, j, true, e->st[j]);
+  e->has_st[j] = true;
 }
 
-static void emit_elem(em *e, int i) {
-  const kiln_node *v = node(e, i);
-  kctx k = {.i = i, .n_ops = v->n_in, .dst_buf = e->g->home[i]};
-  LLVMValueRef D[KILN_MAX_RANK], S[4][KILN_MAX_RANK];
-  for (int d = 0; d < v->type.rank; d++) D[d] = dim(e, i, d);
-  for (int j = 0; j < v->n_in; j++) {
-    k.ops[j] = kl_fg_in(e->g, v, j);
-    operand_strides(e, i, k.ops[j], S[j]);
+/* Before a kernel's loops: strides of everything its root will load. */
+static void prepare(em *e, int j) {
+  const kiln_node *v = node(e, j);
+  if (e->g->sched[j] != KL_S_FUSED) {
+    need_strides(e, j);
+    return;
   }
-  strides(e, i, false, S[v->n_in]);
-  nest(e, v->type.rank, D, v->n_in + 1, S, elem_body, &k);
+  for (int k = 0; k < v->n_in; k++)
+    if (kl_reads_value(v, k)) prepare(e, (int)v->in[k]->id);
 }
 
-static void copy_body(em *e, void *ud, LLVMValueRef *off) {
-  kctx *k = ud;
-  const kiln_node *v = node(e, k->i);
-  LLVMBuildStore(e->b, load_node(e, k->ops[0], off[0]), elem_ptr(e, k->dst_buf, v->type.dtype, off[1]));
+static void prepare_operands(em *e, int j) {
+  const kiln_node *v = node(e, j);
+  for (int k = 0; k < v->n_in; k++)
+    if (kl_reads_value(v, k)) prepare(e, (int)v->in[k]->id);
 }
 
-/* Copies node i (or, with axes, node src placed into i's shape) to dst. */
-static void emit_copy(em *e, int i, int src, uint32_t bcast_axes, int dst) {
+static LLVMValueRef eval(em *e, int j, const int *m);
+
+/* The index map of operand k of v, given v's map m. */
+static void operand_map(const kiln_node *v, int k, const int *m, int *mk) {
+  const kiln_node *x = v->in[k];
+  if (v->op == KL_OP_BCAST) {
+    for (int d = 0, t = 0; d < v->type.rank; d++)
+      if (!(v->p.axes >> d & 1u)) mk[t++] = m[d];
+  } else {
+    for (int a = 0; a < x->type.rank; a++) mk[a] = m[a + v->type.rank - x->type.rank];
+  }
+}
+
+/* v's own operation at the element its map m designates. */
+static LLVMValueRef compute(em *e, int j, const int *m) {
+  const kiln_node *v = node(e, j);
+  LLVMValueRef x[3] = {NULL, NULL, NULL};
+  for (int k = 0; k < v->n_in && k < 3; k++) {
+    if (!kl_reads_value(v, k)) continue;
+    int mk[KILN_MAX_RANK];
+    operand_map(v, k, m, mk);
+    x[k] = eval(e, (int)v->in[k]->id, mk);
+  }
+  if (v->op == KL_OP_BCAST) return x[0];
+  return emit_scalar(e, v, v->in[v->n_in - 1]->type.dtype, x);
+}
+
+static LLVMValueRef eval(em *e, int j, const int *m) {
+  const kiln_node *v = node(e, j);
+  if (e->reg[j]) return e->reg[j];
+  if (v->op == KL_OP_CONST && v->type.rank == 0) return const_of(e, v);
+  if (e->g->sched[j] == KL_S_FUSED) {
+    int r = v->type.rank;
+    if (e->memo[j] && memcmp(e->memo_map[j], m, (size_t)r * sizeof *m) == 0) return e->memo[j];
+    LLVMValueRef val = compute(e, j, m);
+    e->memo[j] = val;
+    memcpy(e->memo_map[j], m, (size_t)r * sizeof *m);
+    return val;
+  }
+  LLVMValueRef off = ci64(e, 0);
+  for (int a = 0; a < v->type.rank; a++)
+    off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[m[a]], e->st[j][a], ""), "");
+  return LLVMBuildLoad2(e->b, lty(e, v->type.dtype), elem_ptr(e, e->g->home[j], v->type.dtype, off), "");
+}
+
+/* Opens loops over dims D[0..R-1], setting e->idx; a fresh body for memo. */
+static void open_loops(em *e, loop *l, int R, const LLVMValueRef *D) {
+  for (int d = 0; d < R; d++) e->idx[d] = loop_begin(e, &l[d], D[d]);
+  memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+}
+
+static void close_loops(em *e, loop *l, int R) {
+  for (int d = R; d-- > 0;) loop_end(e, &l[d]);
+  memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+}
+
+static LLVMValueRef flat_offset(em *e, int R, const LLVMValueRef *st) {
+  LLVMValueRef off = ci64(e, 0);
+  for (int d = 0; d < R; d++) off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[d], st[d], ""), "");
+  return off;
+}
+
+static const int identity[KILN_MAX_RANK] = {0, 1, 2, 3, 4, 5, 6, 7};
+
+static void store_home(em *e, int i, LLVMValueRef val, LLVMValueRef off) {
   const kiln_node *v = node(e, i);
-  kctx k = {.i = i, .n_ops = 1, .ops = {src}, .dst_buf = dst};
-  LLVMValueRef D[KILN_MAX_RANK], S[2][KILN_MAX_RANK], st[KILN_MAX_RANK];
-  for (int d = 0; d < v->type.rank; d++) D[d] = dim(e, i, d);
-  strides(e, src, true, st);
-  for (int d = 0, s = 0; d < v->type.rank; d++)
-    S[0][d] = (bcast_axes >> d & 1u) ? ci64(e, 0) : st[s++];
-  strides(e, i, false, S[1]);
-  nest(e, v->type.rank, D, 2, S, copy_body, &k);
+  LLVMBuildStore(e->b, val, elem_ptr(e, e->g->home[i], v->type.dtype, off));
 }
 
-static LLVMValueRef zero_of(em *e, int dt) {
-  return kl_dtype_is_float((kiln_dtype)dt) ? LLVMConstReal(lty(e, dt), 0.0) : LLVMConstInt(lty(e, dt), 0, 0);
-}
-
-static void zero_body(em *e, void *ud, LLVMValueRef *off) {
-  kctx *k = ud;
-  int dt = node(e, k->i)->type.dtype;
-  LLVMBuildStore(e->b, zero_of(e, dt), elem_ptr(e, k->dst_buf, dt, off[0]));
-}
-
-static void acc_body(em *e, void *ud, LLVMValueRef *off) {
-  kctx *k = ud;
-  int dt = node(e, k->i)->type.dtype;
-  LLVMValueRef p = elem_ptr(e, k->dst_buf, dt, off[1]);
-  LLVMValueRef cur = LLVMBuildLoad2(e->b, lty(e, dt), p, "");
-  LLVMValueRef x = load_node(e, k->ops[0], off[0]);
-  LLVMValueRef s = kl_dtype_is_float((kiln_dtype)dt) ? LLVMBuildFAdd(e->b, cur, x, "")
-                   : dt == KILN_BOOL ? LLVMBuildOr(e->b, cur, x, "") : LLVMBuildAdd(e->b, cur, x, "");
-  LLVMBuildStore(e->b, s, p);
-}
-
-/* out = 0; for every element of the source in C order: out[...] += x. The
-** destination offset uses dst_st[d] per source dimension (0 when summed). */
-static void emit_accumulate(em *e, int i, int src, LLVMValueRef *dst_st) {
-  const kiln_node *v = node(e, i), *x = node(e, src);
-  kctx k = {.i = i, .n_ops = 1, .ops = {src}, .dst_buf = e->g->home[i]};
-  LLVMValueRef D[KILN_MAX_RANK], S[2][KILN_MAX_RANK];
-  for (int d = 0; d < v->type.rank; d++) D[d] = dim(e, i, d);
-  strides(e, i, false, S[0]);
-  nest(e, v->type.rank, D, 1, S, zero_body, &k);
-  for (int d = 0; d < x->type.rank; d++) D[d] = dim(e, src, d);
-  strides(e, src, false, S[0]);
-  for (int d = 0; d < x->type.rank; d++) S[1][d] = dst_st[d];
-  nest(e, x->type.rank, D, 2, S, acc_body, &k);
-}
-
-static void emit_reduce(em *e, int i) {
+/* An elementwise kernel (or a materialized broadcast): out[i] = root(i). */
+static void emit_elem_kernel(em *e, int i) {
   const kiln_node *v = node(e, i);
-  int src = kl_fg_in(e->g, v, 0);
-  LLVMValueRef ost[KILN_MAX_RANK], dst[KILN_MAX_RANK];
+  int R = v->type.rank;
+  LLVMValueRef D[KILN_MAX_RANK], ost[KILN_MAX_RANK];
+  loop l[KILN_MAX_RANK];
+  prepare_operands(e, i);
+  for (int d = 0; d < R; d++) D[d] = dim(e, i, d);
   strides(e, i, false, ost);
-  for (int d = 0, o = 0; d < node(e, src)->type.rank; d++)
-    dst[d] = (v->p.axes >> d & 1u) ? ci64(e, 0) : ost[o++];
-  emit_accumulate(e, i, src, dst);
+  open_loops(e, l, R, D);
+  store_home(e, i, compute(e, i, identity), flat_offset(e, R, ost));
+  close_loops(e, l, R);
 }
 
-static void emit_sum_like(em *e, int i) {
-  const kiln_node *v = node(e, i);
-  int src = kl_fg_in(e->g, v, 0);
-  int R = node(e, src)->type.rank, r = v->type.rank;
-  LLVMValueRef ost[KILN_MAX_RANK], dst[KILN_MAX_RANK];
-  strides(e, i, true, ost); /* 0 where the target's size is 1: summed */
-  for (int d = 0; d < R; d++) dst[d] = d - (R - r) >= 0 ? ost[d - (R - r)] : ci64(e, 0);
-  emit_accumulate(e, i, src, dst);
+static LLVMValueRef add_of(em *e, int dt, LLVMValueRef a, LLVMValueRef b) {
+  if (kl_dtype_is_float((kiln_dtype)dt)) return LLVMBuildFAdd(e->b, a, b, "");
+  return dt == KILN_BOOL ? LLVMBuildOr(e->b, a, b, "") : LLVMBuildAdd(e->b, a, b, "");
 }
 
-static void emit_count(em *e, int i) {
+/* sum and sum_like: loop over the source in C order adding each element
+** into the output at dst offsets (0 along summed axes). A rank-0 result is
+** accumulated in a register. */
+static void emit_reduce_kernel(em *e, int i) {
   const kiln_node *v = node(e, i);
-  int src = kl_fg_in(e->g, v, 0);
-  LLVMValueRef n = ci64(e, 1);
-  for (int d = 0; d < node(e, src)->type.rank; d++)
-    if (v->p.axes >> d & 1u) n = LLVMBuildMul(e->b, n, dim(e, src, d), "");
-  LLVMValueRef x = emit_cast(e, n, KILN_INT64, v->type.dtype);
-  LLVMBuildStore(e->b, x, elem_ptr(e, e->g->home[i], v->type.dtype, ci64(e, 0)));
+  int src = (int)v->in[0]->id, R = node(e, src)->type.rank, r = v->type.rank, dt = v->type.dtype;
+  LLVMValueRef D[KILN_MAX_RANK], dst[KILN_MAX_RANK], ost[KILN_MAX_RANK];
+  loop l[KILN_MAX_RANK];
+  prepare(e, src);
+  for (int d = 0; d < R; d++) D[d] = dim(e, src, d);
+  if (r == 0) {
+    LLVMValueRef acc = alloca_of(e, lty(e, dt));
+    LLVMBuildStore(e->b, zero_of(e, dt), acc);
+    open_loops(e, l, R, D);
+    LLVMValueRef x = eval(e, src, identity);
+    LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), x), acc);
+    close_loops(e, l, R);
+    e->reg[i] = LLVMBuildLoad2(e->b, lty(e, dt), acc, "");
+    if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
+    return;
+  }
+  if (v->op == KL_OP_SUM) {
+    strides(e, i, false, ost);
+    for (int d = 0, o = 0; d < R; d++) dst[d] = (v->p.axes >> d & 1u) ? ci64(e, 0) : ost[o++];
+  } else { /* sum_like: 0 where the target's size is 1, and on leading axes */
+    strides(e, i, true, ost);
+    for (int d = 0; d < R; d++) dst[d] = d - (R - r) >= 0 ? ost[d - (R - r)] : ci64(e, 0);
+  }
+  LLVMValueRef od[KILN_MAX_RANK], cst[KILN_MAX_RANK];
+  for (int d = 0; d < r; d++) od[d] = dim(e, i, d);
+  strides(e, i, false, cst);
+  open_loops(e, l, r, od);
+  store_home(e, i, zero_of(e, dt), flat_offset(e, r, cst));
+  close_loops(e, l, r);
+  open_loops(e, l, R, D);
+  LLVMValueRef x = eval(e, src, identity);
+  LLVMValueRef p = elem_ptr(e, e->g->home[i], dt, flat_offset(e, R, dst));
+  LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), p, ""), x), p);
+  close_loops(e, l, R);
 }
 
 static void emit_dot(em *e, int i) {
   const kiln_node *v = node(e, i);
-  int ia = kl_fg_in(e->g, v, 0), ib = kl_fg_in(e->g, v, 1);
+  int ia = (int)v->in[0]->id, ib = (int)v->in[1]->id;
   const kiln_node *a = node(e, ia), *b = node(e, ib);
   int dt = v->type.dtype;
   bool ta = v->p.ta, tb = v->p.tb, fl = kl_dtype_is_float((kiln_dtype)dt);
@@ -464,10 +500,48 @@ static void emit_dot(em *e, int i) {
                       : LLVMBuildAdd(e->b, cur, LLVMBuildMul(e->b, x, y, ""), "");
   LLVMBuildStore(e->b, s, acc);
   loop_end(e, &lp);
-  LLVMValueRef o = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, ii, n, ""), jj, "");
-  LLVMBuildStore(e->b, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), elem_ptr(e, e->g->home[i], dt, o));
+  if (v->type.rank > 0) {
+    LLVMValueRef o = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, ii, n, ""), jj, "");
+    store_home(e, i, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), o);
+  }
   loop_end(e, &lj);
   loop_end(e, &li);
+  if (v->type.rank == 0) {
+    e->reg[i] = LLVMBuildLoad2(e->b, lty(e, dt), acc, "");
+    if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
+  }
+}
+
+/* A rank-0 node in straight-line code: its value stays in a register. */
+static void emit_scalar_node(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  LLVMValueRef val;
+  if (v->op == KL_OP_COUNT) {
+    int src = (int)v->in[0]->id;
+    LLVMValueRef n = ci64(e, 1);
+    for (int d = 0; d < node(e, src)->type.rank; d++)
+      if (v->p.axes >> d & 1u) n = LLVMBuildMul(e->b, n, dim(e, src, d), "");
+    val = emit_cast(e, n, KILN_INT64, v->type.dtype);
+  } else {
+    val = compute(e, i, identity);
+  }
+  e->reg[i] = val;
+  if (e->g->home[i] >= 0) store_home(e, i, val, ci64(e, 0));
+}
+
+/* dst buffer <- node j's value, element by element. */
+static void emit_copy(em *e, int j, int dst) {
+  const kiln_node *v = node(e, j);
+  int R = v->type.rank;
+  LLVMValueRef D[KILN_MAX_RANK], ost[KILN_MAX_RANK];
+  loop l[KILN_MAX_RANK];
+  prepare(e, j);
+  for (int d = 0; d < R; d++) D[d] = dim(e, j, d);
+  strides(e, j, false, ost);
+  open_loops(e, l, R, D);
+  LLVMValueRef x = eval(e, j, identity);
+  LLVMBuildStore(e->b, x, elem_ptr(e, dst, v->type.dtype, flat_offset(e, R, ost)));
+  close_loops(e, l, R);
 }
 
 /* ---------------------------------------------------------------- module */
@@ -485,8 +559,15 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   e.ptr = LLVMPointerTypeInContext(e.c, 0);
   e.vd = LLVMVoidTypeInContext(e.c);
   const kl_plan *p = g->plan;
+  int n = g->n ? g->n : 1;
   e.base = kl_calloc(p->n_bufs ? p->n_bufs : 1, sizeof *e.base);
-  if (!e.base) {
+  e.reg = kl_calloc(n, sizeof *e.reg);
+  e.st = kl_calloc(n, sizeof *e.st);
+  e.has_st = kl_calloc(n, sizeof *e.has_st);
+  e.memo = kl_calloc(n, sizeof *e.memo);
+  e.memo_map = kl_calloc(n, sizeof *e.memo_map);
+  if (!e.base || !e.reg || !e.st || !e.has_st || !e.memo || !e.memo_map) {
+    kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo), kl_free(e.memo_map);
     snprintf(err, errn, "out of memory lowering");
     return KILN_NOMEM;
   }
@@ -496,8 +577,18 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   e.dims = LLVMGetParam(e.fn, 1);
   LLVMSetValueName2(bufs, "bufs", 4);
   LLVMSetValueName2(e.dims, "dims", 4);
-  unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
-  LLVMAddAttributeAtIndex(e.fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(e.c, nounwind, 0));
+  static const char *const fn_attrs[] = {"nounwind"};
+  static const char *const param_attrs[] = {"noalias", "nocapture", "readonly"};
+  for (size_t a = 0; a < sizeof fn_attrs / sizeof *fn_attrs; a++)
+    LLVMAddAttributeAtIndex(e.fn, LLVMAttributeFunctionIndex,
+        LLVMCreateEnumAttribute(e.c, LLVMGetEnumAttributeKindForName(fn_attrs[a], strlen(fn_attrs[a])), 0));
+  /* the step reads pointers and sizes through its two arguments and never
+  ** writes them, so stores to buffers cannot change a size: loads of dims
+  ** hoist out of loops */
+  for (unsigned i = 1; i <= 2; i++)
+    for (size_t a = 0; a < sizeof param_attrs / sizeof *param_attrs; a++)
+      LLVMAddAttributeAtIndex(e.fn, i,
+          LLVMCreateEnumAttribute(e.c, LLVMGetEnumAttributeKindForName(param_attrs[a], strlen(param_attrs[a])), 0));
   e.b = LLVMCreateBuilderInContext(e.c);
   e.ab = LLVMCreateBuilderInContext(e.c);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e.c, e.fn, "entry");
@@ -510,35 +601,51 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
     e.base[b] = LLVMBuildLoad2(e.ab, e.ptr, slot, nm);
   }
   LLVMPositionBuilderAtEnd(e.b, start);
-  kiln_status st = KILN_OK;
-  for (int i = 0; i < g->n && st == KILN_OK; i++) {
+  /* rank-0 leaves are read once, before any update writes in place */
+  for (int i = 0; i < g->n; i++) {
     const kiln_node *v = g->nodes[i];
+    if (g->sched[i] == KL_S_LEAF && v->type.rank == 0 && g->home[i] >= 0)
+      e.reg[i] = load_node(&e, i, ci64(&e, 0));
+  }
+  /* copies of leaves (outputs or updates that are inputs or variables) come
+  ** first too, for the same reason */
+  for (int c = 0; c < g->n_copies; c++)
+    if (g->sched[g->copies[c].node] == KL_S_LEAF) emit_copy(&e, g->copies[c].node, g->copies[c].buf);
+  for (int i = 0; i < g->n; i++) {
+    const kiln_node *v = g->nodes[i];
+    if (g->sched[i] == KL_S_SCALAR) {
+      emit_scalar_node(&e, i);
+      continue;
+    }
+    if (g->sched[i] != KL_S_ROOT) continue;
     switch (kl_ops[v->op].kind) {
-    case KL_LEAF: break;
-    case KL_ELEM: emit_elem(&e, i); break;
-    case KL_BCAST: emit_copy(&e, i, kl_fg_in(g, v, 0), v->p.axes, g->home[i]); break;
-    case KL_REDUCE: emit_reduce(&e, i); break;
-    case KL_LIKE: emit_sum_like(&e, i); break;
-    case KL_COUNT: emit_count(&e, i); break;
+    case KL_ELEM:
+    case KL_BCAST: emit_elem_kernel(&e, i); break;
+    case KL_REDUCE:
+    case KL_LIKE: emit_reduce_kernel(&e, i); break;
     case KL_DOT: emit_dot(&e, i); break;
+    default: break;
     }
   }
-  for (int c = 0; c < g->n_copies; c++) emit_copy(&e, g->copies[c].node, g->copies[c].node, 0, g->copies[c].buf);
+  for (int c = 0; c < g->n_copies; c++)
+    if (g->sched[g->copies[c].node] != KL_S_LEAF) emit_copy(&e, g->copies[c].node, g->copies[c].buf);
   LLVMBuildRetVoid(e.b);
   LLVMPositionBuilderAtEnd(e.ab, entry);
   LLVMBuildBr(e.ab, start);
   LLVMDisposeBuilder(e.b);
   LLVMDisposeBuilder(e.ab);
-  kl_free(e.base);
-  return st;
+  kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo), kl_free(e.memo_map);
+  return KILN_OK;
 }
 
 /* --------------------------------------------------------------- backend */
 
 kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol,
-                               struct kl_jit_code **out_code, void **out_fn) {
+                               struct kl_jit_code **out_code, void **out_fn, double *out_secs) {
   char err[1024] = "";
   kiln_status st;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   *out_code = NULL;
   *out_fn = NULL;
   if (!ctx->jit && (st = kl_jit_new(&ctx->jit, err, sizeof err)) != KILN_OK)
@@ -550,9 +657,11 @@ kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *sy
     kl_llmod_dispose(&m);
     return kl_error(ctx, st, "function: %s", err);
   }
-  kl_jit_opts opts = {.opt_level = 2};
+  kl_jit_opts opts = {.opt_level = g->llvm_opt_level};
   st = kl_jit_add(ctx->jit, &m, symbol, &opts, out_code, out_fn, err, sizeof err); /* takes m */
   if (st != KILN_OK) return kl_error(ctx, st, "function: %s", err);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (out_secs) *out_secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
   return KILN_OK;
 }
 

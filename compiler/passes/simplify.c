@@ -1,0 +1,147 @@
+/*
+** simplify.c -- algebraic simplification, as a table of rules. Each rule
+** has a one-line description, recorded on the nodes it makes and shown in
+** dumps. Rules marked fast_math change IEEE results (x*0 is not 0 when x is
+** NaN or inf) and run only when the function asks for fast math.
+** Needs: canonical form (constants on the right). Guarantees: without fast
+** math, every value bit-identical.
+*/
+#include "compiler/passes/passes.h"
+
+#include <math.h>
+#include <string.h>
+
+bool kl_is_scalar_const(const kiln_node *v, double *out) {
+  if (v->op != KL_OP_CONST || kl_type_static_size(&v->type) != 1) return false;
+  *out = kl_load_f64((kiln_dtype)v->type.dtype, v->data, 0);
+  return true;
+}
+
+static bool is_const(const kiln_node *v, double want) {
+  double x;
+  return kl_is_scalar_const(v, &x) && x == want;
+}
+
+static bool is_neg_zero(const kiln_node *v) {
+  double x;
+  return kl_is_scalar_const(v, &x) && x == 0.0 && signbit(x);
+}
+
+static bool is_float(const kiln_node *v) { return kl_dtype_is_float((kiln_dtype)v->type.dtype); }
+
+/* x when replacing v by x keeps v's type, else NULL */
+static kiln_node *keep(kiln_node *v, kiln_node *x) {
+  return kl_same_type(&v->type, &x->type) ? x : NULL;
+}
+
+static kiln_node *mul_one(kl_fgraph *g, kiln_node *v) {
+  return v->op == KL_OP_MUL && is_const(v->in[1], 1.0) ? keep(v, v->in[0]) : NULL;
+}
+static kiln_node *div_one(kl_fgraph *g, kiln_node *v) {
+  return v->op == KL_OP_DIV && is_const(v->in[1], 1.0) ? keep(v, v->in[0]) : NULL;
+}
+static kiln_node *add_neg_zero(kl_fgraph *g, kiln_node *v) {
+  if (v->op != KL_OP_ADD) return NULL;
+  if (is_float(v) ? is_neg_zero(v->in[1]) : is_const(v->in[1], 0.0)) return keep(v, v->in[0]);
+  return NULL;
+}
+static kiln_node *neg_neg(kl_fgraph *g, kiln_node *v) {
+  return v->op == KL_OP_NEG && v->in[0]->op == KL_OP_NEG ? keep(v, v->in[0]->in[0]) : NULL;
+}
+static kiln_node *pow_one(kl_fgraph *g, kiln_node *v) {
+  return v->op == KL_OP_POW && is_const(v->in[1], 1.0) ? keep(v, v->in[0]) : NULL;
+}
+static kiln_node *same_operands(kl_fgraph *g, kiln_node *v) {
+  if ((v->op == KL_OP_MAX || v->op == KL_OP_MIN) && v->in[0] == v->in[1]) return keep(v, v->in[0]);
+  if (v->op == KL_OP_WHERE && v->in[1] == v->in[2]) return keep(v, v->in[1]);
+  return NULL;
+}
+/* A cast there and back is the identity when the middle dtype holds every
+** value of the first exactly. */
+static bool widens(int from, int to) {
+  if (from == to) return true;
+  switch (from) {
+  case KILN_BOOL: return true;
+  case KILN_INT8: return to == KILN_INT16 || to == KILN_INT32 || to == KILN_INT64 || kl_dtype_is_float((kiln_dtype)to);
+  case KILN_UINT8: return to != KILN_INT8 && to != KILN_BOOL;
+  case KILN_INT16: return to == KILN_INT32 || to == KILN_INT64 || kl_dtype_is_float((kiln_dtype)to);
+  case KILN_INT32: return to == KILN_INT64 || to == KILN_FLOAT64;
+  case KILN_FLOAT32: return to == KILN_FLOAT64;
+  default: return false;
+  }
+}
+static kiln_node *cast_roundtrip(kl_fgraph *g, kiln_node *v) {
+  if (v->op != KL_OP_CAST || v->in[0]->op != KL_OP_CAST) return NULL;
+  kiln_node *x = v->in[0]->in[0];
+  if (x->type.dtype != v->type.dtype || !widens(x->type.dtype, v->in[0]->type.dtype)) return NULL;
+  return keep(v, x);
+}
+static kiln_node *sum_no_axes(kl_fgraph *g, kiln_node *v) {
+  return v->op == KL_OP_SUM && v->p.axes == 0 ? keep(v, v->in[0]) : NULL;
+}
+
+/* fast math only */
+static kiln_node *zero_like(kl_fgraph *g, kiln_node *v) {
+  kl_type t = {.dtype = v->type.dtype};
+  unsigned char zero[8] = {0};
+  kiln_node *z = kl_fg_const(g, &t, zero, v);
+  if (!z || v->type.rank == 0) return z;
+  kiln_node *in[2] = {z, v};
+  kl_params p = {.axes = (1u << v->type.rank) - 1u};
+  return kl_fg_add(g, KL_OP_BCAST, 2, in, &v->type, &p, v);
+}
+static kiln_node *mul_zero(kl_fgraph *g, kiln_node *v) {
+  if (v->op != KL_OP_MUL || !is_const(v->in[1], 0.0) || !kl_same_type(&v->type, &v->in[0]->type))
+    return NULL;
+  return zero_like(g, v->in[0]);
+}
+static kiln_node *sub_self(kl_fgraph *g, kiln_node *v) {
+  if (v->op != KL_OP_SUB || v->in[0] != v->in[1]) return NULL;
+  return zero_like(g, v->in[0]);
+}
+static kiln_node *add_zero(kl_fgraph *g, kiln_node *v) {
+  return v->op == KL_OP_ADD && is_const(v->in[1], 0.0) ? keep(v, v->in[0]) : NULL;
+}
+
+typedef struct rule {
+  const char *desc;
+  bool fast_math;
+  kiln_node *(*apply)(kl_fgraph *g, kiln_node *v);
+} rule;
+
+static const rule rules[] = {
+    {"simplify: x * 1 -> x", false, mul_one},
+    {"simplify: x / 1 -> x", false, div_one},
+    {"simplify: x + (-0.0) -> x (x + 0 for integers)", false, add_neg_zero},
+    {"simplify: neg(neg(x)) -> x", false, neg_neg},
+    {"simplify: x ** 1 -> x", false, pow_one},
+    {"simplify: maximum(x, x), minimum(x, x), where(c, x, x) -> x", false, same_operands},
+    {"simplify: cast(cast(x, wider), back) -> x", false, cast_roundtrip},
+    {"simplify: sum over no axes -> x", false, sum_no_axes},
+    {"simplify (fast math): x * 0 -> 0", true, mul_zero},
+    {"simplify (fast math): x - x -> 0", true, sub_self},
+    {"simplify (fast math): x + 0 -> x", true, add_zero},
+};
+
+bool kl_pass_simplify(kl_fgraph *g) {
+  bool changed = false;
+  int n = g->n;
+  for (int i = 0; i < n; i++) {
+    kiln_node *v = g->nodes[i];
+    for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
+      if (rules[r].fast_math && !g->fast_math) continue;
+      g->rule = rules[r].desc;
+      unsigned errs = g->ctx->n_errors;
+      kiln_node *x = rules[r].apply(g, v);
+      g->rule = NULL;
+      if (g->ctx->n_errors != errs) return changed;
+      if (x) {
+        kl_fg_replace(g, v, x);
+        changed = true;
+        break;
+      }
+    }
+  }
+  if (changed) kl_fg_sort(g);
+  return changed;
+}
