@@ -175,6 +175,14 @@ kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, 
       return NULL;
     }
     break;
+  case KL_OP_INTDIV:
+  case KL_OP_MOD:
+    if (!kl_dtype_is_int(c)) {
+      kl_error(ctx, KILN_TYPE, "%s: needs integer operands, got %s (%s, built at %s:%d)", what,
+               kiln_dtype_name(c), kl_node_label(in[0], lb, sizeof lb), kl_basename(file), line);
+      return NULL;
+    }
+    break;
   case KL_OP_DIV:
   case KL_OP_SQRT:
   case KL_OP_EXP:
@@ -349,6 +357,8 @@ BIN(sub, SUB)
 BIN(mul, MUL)
 BIN(div, DIV)
 BIN(pow, POW)
+BIN(intdiv, INTDIV)
+BIN(mod, MOD)
 BIN(maximum, MAX)
 BIN(minimum, MIN)
 UN(neg, NEG)

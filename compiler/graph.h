@@ -144,5 +144,7 @@ kiln_status kl_eval_node(const kiln_node *v, const kiln_tensor *const *in, kiln_
 
 /* Integer power as the JIT computes it (compiler/ops/eval.c). */
 int64_t kl_ipow(int64_t x, int64_t y);
+/* Floor division (or, with want_mod, its remainder) as the JIT computes it. */
+int64_t kl_floordiv(int64_t x, int64_t y, bool want_mod);
 
 #endif

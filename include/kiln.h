@@ -296,6 +296,8 @@ KILN__B2(sub)
 KILN__B2(mul)
 KILN__B2(div)
 KILN__B2(pow)
+KILN__B2(intdiv)
+KILN__B2(mod)
 KILN__B2(maximum)
 KILN__B2(minimum)
 KILN__B1(neg) /* KILN_TYPE for bool */
@@ -311,6 +313,13 @@ KILN__B1(abs)
 /* a ** b. Integers: exact by squaring; a negative exponent gives 1/a**-b
 ** truncated toward zero (1, -1 or 0; 0**negative gives 0). */
 #define kiln_pow(...) kiln_pow_at(__VA_ARGS__, __FILE__, __LINE__)
+/* Floor division and its remainder on integer tensors (numpy's // and %):
+** a // b rounds toward minus infinity, a % b has the sign of b. Dividing by
+** zero gives 0 for both (numpy does the same, with a warning); the one
+** overflowing case, the minimum integer // -1, wraps to itself. Float or
+** bool operands give KILN_TYPE. */
+#define kiln_intdiv(...) kiln_intdiv_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_mod(...) kiln_mod_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_maximum(...) kiln_maximum_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_minimum(...) kiln_minimum_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_neg(...) kiln_neg_at(__VA_ARGS__, __FILE__, __LINE__)

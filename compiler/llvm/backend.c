@@ -294,6 +294,29 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
       LLVMIntPredicate p = op == KL_OP_MAX ? (u ? LLVMIntUGE : LLVMIntSGE) : (u ? LLVMIntULE : LLVMIntSLE);
       return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, p, a, b, ""), a, b, "");
     }
+    case KL_OP_INTDIV:
+    case KL_OP_MOD: {
+      /* in i64, with a divisor that cannot trap: 0 and -1 are handled by
+      ** selects (x // 0 = x % 0 = 0; x // -1 = -x wrapping, x % -1 = 0) */
+      LLVMValueRef x = LLVMBuildIntCast2(e->b, a, e->i64, !u, ""), y = LLVMBuildIntCast2(e->b, b, e->i64, !u, "");
+      LLVMValueRef z64 = ci64(e, 0), one = ci64(e, 1), m1 = ci64(e, -1);
+      LLVMValueRef y0 = LLVMBuildICmp(e->b, LLVMIntEQ, y, z64, ""), ym1 = LLVMBuildICmp(e->b, LLVMIntEQ, y, m1, "");
+      LLVMValueRef safe = LLVMBuildSelect(e->b, LLVMBuildOr(e->b, y0, ym1, ""), one, y, "");
+      LLVMValueRef q = LLVMBuildSDiv(e->b, x, safe, ""), r = LLVMBuildSRem(e->b, x, safe, "");
+      LLVMValueRef adj = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntNE, r, z64, ""),
+                                      LLVMBuildICmp(e->b, LLVMIntNE, LLVMBuildICmp(e->b, LLVMIntSLT, r, z64, ""),
+                                                    LLVMBuildICmp(e->b, LLVMIntSLT, safe, z64, ""), ""), "");
+      LLVMValueRef res;
+      if (op == KL_OP_INTDIV) {
+        res = LLVMBuildSelect(e->b, adj, LLVMBuildSub(e->b, q, one, ""), q, "");
+        res = LLVMBuildSelect(e->b, ym1, LLVMBuildSub(e->b, z64, x, ""), res, "");
+      } else {
+        res = LLVMBuildSelect(e->b, adj, LLVMBuildAdd(e->b, r, safe, ""), r, "");
+        res = LLVMBuildSelect(e->b, ym1, z64, res, "");
+      }
+      res = LLVMBuildSelect(e->b, y0, z64, res, "");
+      return LLVMBuildTrunc(e->b, res, t, "");
+    }
     case KL_OP_POW: {
       LLVMValueRef f = ipow_fn(e);
       LLVMTypeRef ft = LLVMFunctionType(e->i64, (LLVMTypeRef[]){e->i64, e->i64}, 2, 0);

@@ -71,6 +71,19 @@ int64_t kl_ipow(int64_t x, int64_t y) {
   return (int64_t)r;
 }
 
+/* numpy's floor division and remainder: x // 0 and x % 0 are 0; the one
+** overflow, INT64_MIN // -1, wraps (narrower dtypes wrap when stored). */
+int64_t kl_floordiv(int64_t x, int64_t y, bool want_mod) {
+  if (y == 0) return 0;
+  if (y == -1) return want_mod ? 0 : (int64_t)(0 - (uint64_t)x);
+  int64_t q = x / y, r = x % y;
+  if (r != 0 && ((r < 0) != (y < 0))) {
+    q -= 1;
+    r += y;
+  }
+  return want_mod ? r : q;
+}
+
 static int64_t int_op(kl_opcode op, const int64_t *a) {
   uint64_t x = (uint64_t)a[0], y = (uint64_t)a[1];
   switch (op) {
@@ -82,6 +95,8 @@ static int64_t int_op(kl_opcode op, const int64_t *a) {
   case KL_OP_SUB: return (int64_t)(x - y);
   case KL_OP_MUL: return (int64_t)(x * y);
   case KL_OP_POW: return kl_ipow(a[0], a[1]);
+  case KL_OP_INTDIV:
+  case KL_OP_MOD: return kl_floordiv(a[0], a[1], op == KL_OP_MOD);
   case KL_OP_MAX: return a[0] >= a[1] ? a[0] : a[1];
   case KL_OP_MIN: return a[0] <= a[1] ? a[0] : a[1];
   default: return 0;
