@@ -92,6 +92,10 @@ typedef struct kl_plan {
   size_t *offsets;
   void *work;
   size_t work_cap;
+  /* the input shapes of the last successful call: when a call repeats them,
+  ** every shape, buffer size and pointer but the inputs' is still valid */
+  bool warm;
+  int64_t *last_dims; /* n_inputs * KILN_MAX_RANK */
 } kl_plan;
 
 /* Runs one call: checks inputs, computes shapes, sizes the workspace,
