@@ -11,6 +11,7 @@ command -v make >/dev/null 2>&1 || missing="$missing make"
 [ -x /usr/lib/llvm-19/bin/llvm-config ] || command -v llvm-config-19 >/dev/null 2>&1 ||
   missing="$missing llvm-19-dev"
 pkg-config --exists check 2>/dev/null || missing="$missing check"
+pkg-config --exists zlib 2>/dev/null || [ -f /usr/include/zlib.h ] || missing="$missing zlib1g-dev"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ]; then
   echo "deps: installing$missing"
