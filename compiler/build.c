@@ -183,7 +183,9 @@ kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, 
       return NULL;
     }
     break;
-  case KL_OP_DIV:
+  case KL_OP_DIV: /* numpy's true division: integers and bool divide as float64 */
+    c = out = kl_dtype_is_float(c) ? c : KILN_FLOAT64;
+    break;
   case KL_OP_SQRT:
   case KL_OP_EXP:
   case KL_OP_LOG:

@@ -66,11 +66,11 @@ static kiln_status check_args(kiln_ctx *ctx, int n_in, kiln_node *const *in, int
     char ta[200], tb[200];
     kl_type vt = v->type;
     vt.weak = false;
-    bool same = vt.dtype == s->type.dtype && vt.rank == s->type.rank;
-    for (int d = 0; same && d < vt.rank; d++)
-      same = vt.dims[d] == KILN_DYN || vt.dims[d] == s->type.dims[d];
-    if (!same)
-      return kl_error(ctx, KILN_TYPE,
+    bool same = vt.dtype == s->type.dtype && vt.rank == s->type.rank, dims_ok = true;
+    for (int d = 0; same && dims_ok && d < vt.rank; d++)
+      dims_ok = vt.dims[d] == KILN_DYN || vt.dims[d] == s->type.dims[d];
+    if (!same || !dims_ok) /* dtype/rank: a type error; static sizes: a shape error */
+      return kl_error(ctx, same ? KILN_SHAPE : KILN_TYPE,
                       "function: update %d: %s has type %s but its new value %s has type %s", u,
                       kl_node_label(s, la, sizeof la), kl_type_str(&s->type, ta, sizeof ta),
                       kl_node_label(v, lb, sizeof lb), kl_type_str(&v->type, tb, sizeof tb));

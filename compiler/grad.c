@@ -161,7 +161,7 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
                     kl_node_label(cost, lb, sizeof lb), kiln_dtype_name(cost->type.dtype));
 
   uint32_t n = cost->id + 1;
-  bool *depends = kl_calloc(n, 2 * sizeof(bool));
+  bool *depends = kl_calloc(n, 3 * sizeof(bool));
   kiln_node **gsum = kl_calloc(n, sizeof *gsum);
   if (!depends || !gsum) {
     kl_free(depends);
@@ -169,17 +169,28 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
     return kl_error(ctx, KILN_NOMEM, "grad: out of memory");
   }
   bool *reach = depends + n;
+  /* conn: the cost depends on the node's value, not only on its shape (the
+  ** "like" operand of broadcast and sum_like, count's operand). A wrt that is
+  ** connected but receives no gradient (its paths pass through comparisons
+  ** or integers) gets zeros, as in Theano; only an unconnected one is an
+  ** error. */
+  bool *conn = depends + 2 * n;
   for (int i = 0; i < n_wrt; i++)
     if (wrt[i]->id < n) depends[wrt[i]->id] = true;
   for (uint32_t id = 0; id < n; id++) {
     kiln_node *v = ctx->nodes[id];
     for (int k = 0; k < v->n_in && !depends[id]; k++) depends[id] = depends[v->in[k]->id];
   }
-  reach[cost->id] = true;
+  reach[cost->id] = conn[cost->id] = true;
   for (uint32_t id = n; id-- > 0;) {
     kiln_node *v = ctx->nodes[id];
     if (reach[id])
       for (int k = 0; k < v->n_in; k++) reach[v->in[k]->id] = true;
+    kl_opkind kind = kl_ops[v->op].kind;
+    if (conn[id])
+      for (int k = 0; k < v->n_in; k++)
+        if (!(kind == KL_COUNT || ((kind == KL_BCAST || kind == KL_LIKE) && k == 1)))
+          conn[v->in[k]->id] = true;
   }
 
   char origin[300];
@@ -214,7 +225,8 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
   if (st == KILN_OK && ctx->n_errors != errs) st = ctx->status;
   for (int i = 0; i < n_wrt && st == KILN_OK; i++) {
     kiln_node *g = wrt[i]->id < n ? gsum[wrt[i]->id] : NULL;
-    if (!g && (flags & KILN_GRAD_DISCONNECTED_ZERO)) g = kl_zeros_like(wrt[i], file, line);
+    if (!g && ((flags & KILN_GRAD_DISCONNECTED_ZERO) || (wrt[i]->id < n && conn[wrt[i]->id])))
+      g = kl_zeros_like(wrt[i], file, line);
     if (!g) {
       st = ctx->n_errors != errs
                ? ctx->status

@@ -94,8 +94,8 @@ struct kiln_ctx {
 };
 
 /* ---- errors (compiler/ctx.c) */
-/* Records an error (the first since the last clear wins for builders; a
-** later failing call replaces it). Returns st. */
+/* Records an error, replacing the previous one (builders given a NULL
+** input record nothing, so along a chain the first error stays). Returns st. */
 kiln_status kl_error(kiln_ctx *ctx, kiln_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool kl_ctx_ok(const kiln_ctx *ctx);
@@ -117,7 +117,8 @@ kiln_node *kl_scalar_const(kiln_ctx *ctx, kiln_dtype dt, double v, const char *f
 
 /* ---- types (compiler/types.c) */
 kiln_dtype kl_promote(kiln_dtype a, kiln_dtype b);
-/* dtype of sqrt/exp/log/div results: floats stay, small ints -> float32, others float64. */
+/* dtype of sqrt/exp/log results: floats stay, small ints -> float32, others float64
+** (div is true division: integers divide as float64). */
 kiln_dtype kl_float_of(kiln_dtype dt);
 /* numpy broadcast of two static types' dims into out; false if they cannot. */
 bool kl_broadcast_dims(const kl_type *a, const kl_type *b, kl_type *out);

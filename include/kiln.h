@@ -341,7 +341,8 @@ KILN_API kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, 
 #define kiln_mean_axis(...) kiln_mean_axis_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* Dot product: vector.vector -> scalar, matrix.vector -> vector,
-** matrix.matrix -> matrix (numpy.dot for ranks 1 and 2). Inner sizes must
+** vector.matrix -> vector, matrix.matrix -> matrix (numpy.dot for ranks 1
+** and 2). Inner sizes must
 ** agree (KILN_SHAPE); other ranks give KILN_TYPE. */
 KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line);
 #define kiln_dot(...) kiln_dot_at(__VA_ARGS__, __FILE__, __LINE__)
@@ -355,7 +356,8 @@ KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, in
 
 /* Reverse-mode gradients of the scalar cost with respect to each of
 ** wrt[0..n_wrt-1], written to out_grads[i] (cleared to NULL first). Each
-** gradient has its wrt's shape and the dtype of the cost's computation.
+** gradient has its wrt's shape and dtype. A wrt the cost reaches only
+** through comparisons or integers gets zeros, as in Theano.
 ** Returns KILN_OK, KILN_NOGRAD (non-scalar cost, disconnected wrt, an op
 ** without a gradient), KILN_TYPE (integer cost) or KILN_MISUSE. */
 KILN_API kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt,
@@ -367,7 +369,7 @@ KILN_API kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *
 
 typedef struct kiln_update {
   kiln_node *shared; /* a shared variable */
-  kiln_node *value;  /* its new value: same dtype and rank, broadcast to its shape */
+  kiln_node *value;  /* its new value: same dtype, rank and shape */
 } kiln_update;
 
 /* Compiles a function of the given inputs (kiln_input nodes, each at most

@@ -251,7 +251,7 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
 
 void kl_plan_free(kl_plan *p) {
   if (!p) return;
-  for (int i = 0; i < p->n_nodes; i++) kl_free(p->shape[i].label);
+  for (int i = 0; p->shape && i < p->n_nodes; i++) kl_free(p->shape[i].label);
   kl_free(p->shape);
   for (int b = 0; b < p->n_bufs; b++) {
     if (p->bufs[b].kind == KL_BUF_CONST) kl_aligned_free(p->bufs[b].data);

@@ -152,6 +152,20 @@ static LLVMValueRef intrinsic(em *e, const char *name, LLVMTypeRef *tys, int nt,
   return LLVMBuildCall2(e->b, ft, f, args, (unsigned)na, "");
 }
 
+/* libm's pow/powf as an opaque call (nobuiltin), the function the reference
+** evaluator calls: llvm.pow with a constant exponent would be rewritten
+** (x**2 -> x*x, x**0.5 -> sqrt, x**-1 -> 1/x), which rounds differently. */
+static LLVMValueRef libm_pow(em *e, int dt, LLVMValueRef *args) {
+  const char *name = dt == KILN_FLOAT32 ? "powf" : "pow";
+  LLVMTypeRef t = lty(e, dt), ft = LLVMFunctionType(t, (LLVMTypeRef[]){t, t}, 2, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(e->m, name);
+  if (!f) f = LLVMAddFunction(e->m, name, ft);
+  LLVMValueRef call = LLVMBuildCall2(e->b, ft, f, args, 2, "");
+  unsigned nb = LLVMGetEnumAttributeKindForName("nobuiltin", 9);
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(e->c, nb, 0));
+  return call;
+}
+
 /* i64 ipow(i64 x, i64 y): kl_ipow in IR, internal to the module. */
 static LLVMValueRef ipow_fn(em *e) {
   if (e->ipow) return e->ipow;
@@ -251,7 +265,7 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_SUB: return LLVMBuildFSub(e->b, a, b, "");
     case KL_OP_MUL: return LLVMBuildFMul(e->b, a, b, "");
     case KL_OP_DIV: return LLVMBuildFDiv(e->b, a, b, "");
-    case KL_OP_POW: return intrinsic(e, "llvm.pow", &t, 1, x, 2);
+    case KL_OP_POW: return libm_pow(e, dt, x);
     case KL_OP_MAX:
     case KL_OP_MIN: {
       /* (a >= b || a is NaN) ? a : b -- NaN from either side propagates */
