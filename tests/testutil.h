@@ -11,7 +11,8 @@
 int kt_run(Suite *s);
 /* A tensor from doubles converted to dt (as kl_convert does). */
 kiln_tensor *kt_tensor(kiln_dtype dt, int rank, const int64_t *shape, const double *vals);
-/* Bit-exact comparison of two tensors' dtype, shape and data. */
+/* Bit-exact comparison of two tensors' dtype, shape and data, except that
+** any NaN equals any NaN (IEEE 754 leaves NaN sign and payload open). */
 int kt_same_bits(const kiln_tensor *a, const kiln_tensor *b);
 /* xorshift64* in [0, 1), seeded. */
 double kt_rand(uint64_t *state);
