@@ -11,6 +11,7 @@
 */
 #include "compiler/graph.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -237,23 +238,50 @@ static int norm_axis(kiln_node *x, int axis, const char *what, const char *file,
   return a;
 }
 
-static kl_type reduced_type(const kl_type *x, uint32_t axes, kiln_dtype dt) {
+/* The type of a reduction over axes: the reduced axes dropped, or with
+** keepdims kept with size 1. */
+static kl_type reduced_type(const kl_type *x, uint32_t axes, bool keepdims, kiln_dtype dt) {
   kl_type t = {.dtype = (uint8_t)dt};
   for (int i = 0; i < x->rank; i++)
-    if (!(axes >> i & 1u)) t.dims[t.rank++] = x->dims[i];
+    if (!(axes >> i & 1u))
+      t.dims[t.rank++] = x->dims[i];
+    else if (keepdims)
+      t.dims[t.rank++] = 1;
   return t;
 }
 
-kiln_node *kl_reduce(kl_opcode op, kiln_node *x, uint32_t axes, const char *file, int line) {
+bool kl_reduce_needs_elements(int op) {
+  return op == KL_OP_RMAX || op == KL_OP_RMIN || op == KL_OP_ARGMAX || op == KL_OP_ARGMIN;
+}
+
+/* Type rules of the reductions (numpy): sum and prod of bool and integers
+** accumulate in int64, of floats in their dtype; max and min keep the dtype;
+** argmax and argmin give int64 indices and compare in the input's dtype. */
+kiln_node *kl_reduce_kd(kl_opcode op, kiln_node *x, uint32_t axes, bool keepdims,
+                        const char *file, int line) {
   kiln_ctx *ctx = common_ctx(kl_ops[op].name, 1, &x);
   if (!ctx) return NULL;
-  kiln_dtype dt = (kiln_dtype)x->type.dtype;
-  if (!kl_dtype_is_float(dt)) dt = KILN_INT64; /* numpy sums integers in int64 */
+  kiln_dtype dt = (kiln_dtype)x->type.dtype, out;
+  if ((op == KL_OP_SUM || op == KL_OP_PROD) && !kl_dtype_is_float(dt)) dt = KILN_INT64;
+  out = op == KL_OP_ARGMAX || op == KL_OP_ARGMIN ? KILN_INT64 : dt;
+  if (kl_reduce_needs_elements(op))
+    for (int i = 0; i < x->type.rank; i++)
+      if ((axes >> i & 1u) && x->type.dims[i] == 0) {
+        char lb[256];
+        kl_error(ctx, KILN_SHAPE,
+                 "%s: cannot reduce over axis %d of size 0 (the reduction has no identity): %s "
+                 "(%s:%d)", kl_ops[op].name, i, kl_node_label(x, lb, sizeof lb), kl_basename(file), line);
+        return NULL;
+      }
   x = kl_cast(x, dt, file, line);
   if (!x) return NULL;
-  kl_type t = reduced_type(&x->type, axes, dt);
-  kl_params p = {.axes = axes};
+  kl_type t = reduced_type(&x->type, axes, keepdims, out);
+  kl_params p = {.axes = axes, .keepdims = keepdims};
   return kl_node_new(ctx, op, 1, &x, &t, &p, file, line);
+}
+
+kiln_node *kl_reduce(kl_opcode op, kiln_node *x, uint32_t axes, const char *file, int line) {
+  return kl_reduce_kd(op, x, axes, false, file, line);
 }
 
 static kiln_node *count_of(kiln_node *x, uint32_t axes, kiln_dtype dt, const char *file,
@@ -263,12 +291,13 @@ static kiln_node *count_of(kiln_node *x, uint32_t axes, kiln_dtype dt, const cha
   return kl_node_new(x->ctx, KL_OP_COUNT, 1, &x, &t, &p, file, line);
 }
 
-static kiln_node *mean_of(kiln_node *x, uint32_t axes, const char *file, int line) {
+static kiln_node *mean_of(kiln_node *x, uint32_t axes, bool keepdims, const char *file,
+                          int line) {
   if (!common_ctx("mean", 1, &x)) return NULL;
   kiln_dtype dt = kl_dtype_is_float((kiln_dtype)x->type.dtype) ? (kiln_dtype)x->type.dtype
                                                                 : KILN_FLOAT64;
   kiln_node *xc = kl_cast(x, dt, file, line);
-  kiln_node *s = kl_reduce(KL_OP_SUM, xc, axes, file, line);
+  kiln_node *s = kl_reduce_kd(KL_OP_SUM, xc, axes, keepdims, file, line);
   if (!s) return NULL;
   kiln_node *n = count_of(xc, axes, dt, file, line);
   kiln_node *in[2] = {s, n};
@@ -383,13 +412,115 @@ kiln_node *kiln_sum_axis_at(kiln_node *x, int axis, const char *file, int line) 
 
 kiln_node *kiln_mean_at(kiln_node *x, const char *file, int line) {
   if (!common_ctx("mean", 1, &x)) return NULL;
-  return mean_of(x, (1u << x->type.rank) - 1u, file, line);
+  return mean_of(x, (1u << x->type.rank) - 1u, false, file, line);
 }
 
 kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, int line) {
   if (!common_ctx("mean", 1, &x)) return NULL;
   int a = norm_axis(x, axis, "mean", file, line);
-  return a < 0 ? NULL : mean_of(x, 1u << a, file, line);
+  return a < 0 ? NULL : mean_of(x, 1u << a, false, file, line);
+}
+
+/* logsumexp over axes, stably: m + log(sum(exp(x - m))) with m the maximum
+** over the axes (kept, so it broadcasts against x), replaced by 0 where it
+** is not finite: a row of -inf gives log(0) + 0 = -inf rather than
+** -inf - -inf = NaN, a row holding +inf gives +inf, a NaN gives NaN (scipy's
+** rule). Integers are converted to float first (x - m would wrap). Without
+** keepdims the result is squeezed by a max over the kept size-1 axes, which
+** returns its one element exactly. Built from primitives, so its gradient
+** (softmax) follows by composition. */
+static kiln_node *logsumexp_of(kiln_node *x, uint32_t axes, bool keepdims, const char *file,
+                               int line) {
+  kiln_ctx *ctx = x->ctx;
+  kiln_node *xf = kl_cast(x, kl_float_of((kiln_dtype)x->type.dtype), file, line);
+  kiln_node *m = xf ? kl_reduce_kd(KL_OP_RMAX, xf, axes, true, file, line) : NULL;
+  if (!m) return NULL;
+  kiln_node *am = kl_elem(KL_OP_ABS, 1, &m, file, line);
+  kiln_node *lt[2] = {am, kiln_flit_at(ctx, INFINITY, file, line)};
+  kiln_node *fin = am && lt[1] ? kl_elem(KL_OP_LT, 2, lt, file, line) : NULL;
+  kiln_node *wh[3] = {fin, m, kiln_flit_at(ctx, 0.0, file, line)};
+  kiln_node *ms = fin && wh[2] ? kl_elem(KL_OP_WHERE, 3, wh, file, line) : NULL;
+  kiln_node *d[2] = {xf, ms};
+  kiln_node *sh = ms ? kl_elem(KL_OP_SUB, 2, d, file, line) : NULL;
+  kiln_node *ex = sh ? kl_elem(KL_OP_EXP, 1, &sh, file, line) : NULL;
+  kiln_node *s = ex ? kl_reduce_kd(KL_OP_SUM, ex, axes, true, file, line) : NULL;
+  kiln_node *ls = s ? kl_elem(KL_OP_LOG, 1, &s, file, line) : NULL;
+  kiln_node *ad[2] = {ls, ms};
+  kiln_node *r = ls ? kl_elem(KL_OP_ADD, 2, ad, file, line) : NULL;
+  if (!r || keepdims) return r;
+  return kl_reduce_kd(KL_OP_RMAX, r, axes, false, file, line);
+}
+
+static const char *const reduce_names[] = {"sum",  "mean",   "max",    "min",
+                                           "prod", "argmax", "argmin", "logsumexp"};
+
+kiln_node *kiln_reduce_at(kiln_node *x, kiln_reduce_op op, int n_axes, const int *axes,
+                          int keepdims, const char *file, int line) {
+  bool op_ok = (unsigned)op < KILN_N_REDUCE_OPS;
+  const char *what = op_ok ? reduce_names[op] : "reduce";
+  kiln_ctx *ctx = common_ctx(what, 1, &x);
+  if (!ctx) return NULL;
+  char lb[256];
+  if (!op_ok || n_axes < 0 || (n_axes > 0 && !axes)) {
+    kl_error(ctx, KILN_MISUSE, "%s: %s (of %s, %s:%d)", what,
+             !op_ok ? "not a kiln_reduce_op" : "bad axis list (negative count or NULL axes)",
+             kl_node_label(x, lb, sizeof lb), kl_basename(file), line);
+    return NULL;
+  }
+  int r = x->type.rank;
+  uint32_t all = (1u << r) - 1u, mask = n_axes == 0 ? all : 0;
+  for (int i = 0; i < n_axes; i++) {
+    int a = norm_axis(x, axes[i], what, file, line);
+    if (a < 0) return NULL;
+    if (mask >> a & 1u) {
+      kl_error(ctx, KILN_SHAPE, "%s: axis %d (given as %d) is listed twice for %s of rank %d (%s:%d)",
+               what, a, axes[i], kl_node_label(x, lb, sizeof lb), r, kl_basename(file), line);
+      return NULL;
+    }
+    mask |= 1u << a;
+  }
+  bool kd = keepdims != 0;
+  switch (op) {
+  case KILN_SUM: return kl_reduce_kd(KL_OP_SUM, x, mask, kd, file, line);
+  case KILN_MEAN: return mean_of(x, mask, kd, file, line);
+  case KILN_MAX: return kl_reduce_kd(KL_OP_RMAX, x, mask, kd, file, line);
+  case KILN_MIN: return kl_reduce_kd(KL_OP_RMIN, x, mask, kd, file, line);
+  case KILN_PROD: return kl_reduce_kd(KL_OP_PROD, x, mask, kd, file, line);
+  case KILN_ARGMAX:
+  case KILN_ARGMIN:
+    /* numpy: the index along one axis, or into the flattened array */
+    if (mask != all && (mask & (mask - 1u)) != 0) {
+      kl_error(ctx, KILN_SHAPE,
+               "%s: reduces one axis or all axes (numpy), not %d of the %d axes of %s (%s:%d)",
+               what, __builtin_popcount(mask), r, kl_node_label(x, lb, sizeof lb),
+               kl_basename(file), line);
+      return NULL;
+    }
+    return kl_reduce_kd(op == KILN_ARGMAX ? KL_OP_ARGMAX : KL_OP_ARGMIN, x, mask, kd, file, line);
+  case KILN_LOGSUMEXP: return logsumexp_of(x, mask, kd, file, line);
+  default: return NULL;
+  }
+}
+
+#define RED_ALL(fn, OP)                                                                            \
+  kiln_node *kiln_##fn##_at(kiln_node *x, const char *file, int line) {                           \
+    return kiln_reduce_at(x, OP, 0, NULL, 0, file, line);                                          \
+  }
+#define RED_AXIS(fn, OP)                                                                           \
+  kiln_node *kiln_##fn##_at(kiln_node *x, int axis, const char *file, int line) {                 \
+    return kiln_reduce_at(x, OP, 1, &axis, 0, file, line);                                         \
+  }
+RED_ALL(max, KILN_MAX)
+RED_ALL(min, KILN_MIN)
+RED_ALL(prod, KILN_PROD)
+RED_AXIS(max_axis, KILN_MAX)
+RED_AXIS(min_axis, KILN_MIN)
+RED_AXIS(prod_axis, KILN_PROD)
+RED_AXIS(argmax, KILN_ARGMAX)
+RED_AXIS(argmin, KILN_ARGMIN)
+
+kiln_node *kiln_logsumexp_at(kiln_node *x, int axis, int keepdims, const char *file, int line) {
+  return kiln_reduce_at(x, KILN_LOGSUMEXP, 1, &axis, keepdims, file, line);
 }
 
 kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {

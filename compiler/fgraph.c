@@ -283,7 +283,8 @@ static void op_text(sbuf *b, const kiln_node *v) {
   sb_printf(b, "%s", kl_ops[v->op].name);
   if (v->op == KL_OP_CAST) sb_printf(b, "{%s}", kiln_dtype_name(v->type.dtype));
   kl_opkind kd = kl_ops[v->op].kind;
-  if (kd == KL_REDUCE || kd == KL_BCAST || kd == KL_COUNT) sb_printf(b, "{axes=0x%x}", v->p.axes);
+  if (kd == KL_REDUCE || kd == KL_BCAST || kd == KL_COUNT)
+    sb_printf(b, "{axes=0x%x%s}", v->p.axes, v->p.keepdims ? ",keepdims" : "");
   if (v->op == KL_OP_DOT && (v->p.ta || v->p.tb))
     sb_printf(b, "{%s%s}", v->p.ta ? "ta" : "", v->p.tb ? "tb" : "");
   if (v->op == KL_OP_CONST) {

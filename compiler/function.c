@@ -167,6 +167,9 @@ static kiln_status make_plan(kl_fgraph *g) {
     op->n_in = (uint8_t)v->n_in;
     op->mask = v->p.axes;
     op->flags = (uint8_t)((v->p.ta ? 1 : 0) | (v->p.tb ? 2 : 0));
+    if (kl_ops[v->op].kind == KL_REDUCE)
+      op->flags |= (uint8_t)((v->p.keepdims ? KL_SHF_KEEPDIMS : 0) |
+                             (kl_reduce_needs_elements(v->op) ? KL_SHF_NONEMPTY : 0));
     for (int k = 0; k < v->n_in && k < 3; k++) op->in[k] = (int32_t)v->in[k]->id;
     for (int d = 0; d < KILN_MAX_RANK; d++) op->fixed[d] = d < v->type.rank ? v->type.dims[d] : KILN_DYN;
     op->dims_base = dims;

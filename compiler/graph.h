@@ -44,6 +44,7 @@ typedef struct kl_params {
   uint32_t axes; /* REDUCE/COUNT: reduced axes of the input; BCAST: axes of
                     the output that input 0 lacks */
   bool ta, tb;   /* DOT: transpose a / b */
+  bool keepdims; /* REDUCE: the reduced axes stay, with size 1 (numpy's keepdims) */
 } kl_params;
 
 #define KL_MAGIC_NODE 0x4b4c4e44u /* "KLND" */
@@ -129,6 +130,13 @@ int64_t kl_type_static_size(const kl_type *t); /* -1 if any dim is dynamic */
 kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, int line);
 kiln_node *kl_cast(kiln_node *x, kiln_dtype dt, const char *file, int line);
 kiln_node *kl_reduce(kl_opcode op, kiln_node *x, uint32_t axes, const char *file, int line);
+/* kl_reduce with numpy's keepdims: the reduced axes stay with size 1. */
+kiln_node *kl_reduce_kd(kl_opcode op, kiln_node *x, uint32_t axes, bool keepdims,
+                        const char *file, int line);
+/* Reductions without an identity (max, min, argmax, argmin): reducing an
+** axis of size 0 is a KILN_SHAPE error, at build time for static sizes and
+** from the shape program at call time. */
+bool kl_reduce_needs_elements(int op);
 kiln_node *kl_bcast(kiln_node *g, kiln_node *like, uint32_t axes, const char *file, int line);
 kiln_node *kl_sum_like(kiln_node *g, kiln_node *like, const char *file, int line);
 kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file, int line);

@@ -340,6 +340,76 @@ KILN_API kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, 
 #define kiln_sum_axis(...) kiln_sum_axis_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_mean_axis(...) kiln_mean_axis_at(__VA_ARGS__, __FILE__, __LINE__)
 
+/* The general reduction: op over the axes axes[0..n_axes-1] of x (negative
+** axes count from the end; n_axes 0, axes NULL: every axis -- not numpy's
+** axis=(), which reduces none). With keepdims != 0 the reduced axes stay,
+** with size 1, as numpy's keepdims=True. A repeated or out-of-range axis is
+** KILN_SHAPE, naming x; a bad op or axis list KILN_MISUSE.
+**
+** Every reduction visits the elements of each output in increasing index
+** order (row-major over the reduced axes), so results never depend on
+** threads or vector width.
+**  KILN_SUM, KILN_MEAN  as kiln_sum/kiln_mean above (mean = sum / count).
+**  KILN_MAX, KILN_MIN   keep the dtype. numpy's rules: the fold of
+**      maximum/minimum (below) from the first element: NaN propagates (the
+**      first NaN is the result), between equal values (-0.0, 0.0) the first
+**      stays; bool max is any, min is all. An axis of size 0 has no result:
+**      KILN_SHAPE when the graph is built (static size) or at the call.
+**      Gradient: g goes to every element equal to the result (Theano's
+**      rule; with ties each tied element gets all of g; a NaN result passes
+**      no gradient).
+**  KILN_PROD  starts at 1; bool and integers multiply in int64 (numpy), so
+**      prod of int8 [100, 100] is 10000, and int64 wraps (two's complement).
+**      Gradient, safe at zeros: with no zero among the reduced elements g *
+**      prod / x; with exactly one zero, that element gets g * (product of
+**      the others) and the others 0; with two or more zeros all get 0.
+**  KILN_ARGMAX, KILN_ARGMIN  int64 index of the first maximum / minimum
+**      along ONE axis, or (all axes) into the row-major flattened array
+**      (numpy allows nothing else: KILN_SHAPE). A NaN counts as the extreme:
+**      the index of the first NaN. An axis of size 0 is KILN_SHAPE as for
+**      max. No gradient: kiln_grad fails with KILN_NOGRAD naming the argmax
+**      when the cost depends on its value and a wrt reaches its input.
+**  KILN_LOGSUMEXP  log(sum(exp(x))) computed as m + log(sum(exp(x - m)))
+**      with m the maximum over the axes, replaced by 0 where not finite:
+**      all -inf gives -inf (not NaN), +inf gives +inf, NaN gives NaN.
+**      Integers become float as for exp. An axis of size 0 is KILN_SHAPE
+**      (through max). Its gradient, softmax, follows from the parts. */
+typedef enum kiln_reduce_op {
+  KILN_SUM = 0,
+  KILN_MEAN,
+  KILN_MAX,
+  KILN_MIN,
+  KILN_PROD,
+  KILN_ARGMAX,
+  KILN_ARGMIN,
+  KILN_LOGSUMEXP,
+  KILN_N_REDUCE_OPS
+} kiln_reduce_op;
+KILN_API kiln_node *kiln_reduce_at(kiln_node *x, kiln_reduce_op op, int n_axes, const int *axes,
+                                   int keepdims, const char *file, int line);
+#define kiln_reduce(...) kiln_reduce_at(__VA_ARGS__, __FILE__, __LINE__)
+/* Shorthands: every axis to a scalar, or one axis dropped (as kiln_sum and
+** kiln_sum_axis); argmax/argmin along one axis; logsumexp along one axis. */
+KILN_API kiln_node *kiln_max_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_min_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_prod_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_max_axis_at(kiln_node *x, int axis, const char *file, int line);
+KILN_API kiln_node *kiln_min_axis_at(kiln_node *x, int axis, const char *file, int line);
+KILN_API kiln_node *kiln_prod_axis_at(kiln_node *x, int axis, const char *file, int line);
+KILN_API kiln_node *kiln_argmax_at(kiln_node *x, int axis, const char *file, int line);
+KILN_API kiln_node *kiln_argmin_at(kiln_node *x, int axis, const char *file, int line);
+KILN_API kiln_node *kiln_logsumexp_at(kiln_node *x, int axis, int keepdims, const char *file,
+                                      int line);
+#define kiln_max(...) kiln_max_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_min(...) kiln_min_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_prod(...) kiln_prod_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_max_axis(...) kiln_max_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_min_axis(...) kiln_min_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_prod_axis(...) kiln_prod_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_argmax(...) kiln_argmax_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_argmin(...) kiln_argmin_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_logsumexp(...) kiln_logsumexp_at(__VA_ARGS__, __FILE__, __LINE__)
+
 /* Dot product: vector.vector -> scalar, matrix.vector -> vector,
 ** vector.matrix -> vector, matrix.matrix -> matrix (numpy.dot for ranks 1
 ** and 2). Inner sizes must

@@ -104,8 +104,21 @@ static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *
     case KL_SH_REDUCE: {
       const kl_shape_op *s = &p->shape[op->in[0]];
       const int64_t *sd = dims_of(p, op->in[0]);
-      for (int j = 0, k = 0; j < s->rank; j++)
-        if (!(op->mask >> j & 1u)) d[k++] = sd[j];
+      for (int j = 0, k = 0; j < s->rank; j++) {
+        if (!(op->mask >> j & 1u)) {
+          d[k++] = sd[j];
+          continue;
+        }
+        if ((op->flags & KL_SHF_NONEMPTY) && sd[j] == 0) {
+          char a[160];
+          snprintf(err, n,
+                   "%s: cannot reduce over axis %d of size 0 (the reduction has no identity): "
+                   "%s has shape %s, in %s",
+                   op->opname, j, s->label, kl_shape_str(a, sizeof a, s->rank, sd), op->label);
+          return KILN_SHAPE;
+        }
+        if (op->flags & KL_SHF_KEEPDIMS) d[k++] = 1;
+      }
       break;
     }
     case KL_SH_LIKE: {

@@ -20,6 +20,7 @@
 #include "compiler/function.h"
 #include "compiler/llvm/jit.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -467,30 +468,134 @@ static LLVMValueRef add_of(em *e, int dt, LLVMValueRef a, LLVMValueRef b) {
   return dt == KILN_BOOL ? LLVMBuildOr(e->b, a, b, "") : LLVMBuildAdd(e->b, a, b, "");
 }
 
-/* sum and sum_like: loop over the source in C order adding each element
-** into the output at dst offsets (0 along summed axes). A rank-0 result is
-** accumulated in a register. */
+/* The value a reduction starts from: 0 for sum, 1 for prod; for max and
+** min (and argmax/argmin) the lowest (highest) value of the dtype, -inf
+** (+inf) for floats. maximum(lowest, x) is x bit for bit for every x,
+** NaN and -inf included, so starting there is starting from the first
+** element, as the reference evaluator does; an empty max never runs (the
+** shape program rejects it). */
+static LLVMValueRef reduce_start(em *e, int op, int dt) {
+  static const int64_t lo[] = {0, INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN, 0};
+  static const int64_t hi[] = {1, INT8_MAX, INT16_MAX, INT32_MAX, INT64_MAX, UINT8_MAX};
+  bool fl = kl_dtype_is_float((kiln_dtype)dt);
+  LLVMTypeRef t = lty(e, dt);
+  switch (op) {
+  case KL_OP_PROD: return fl ? LLVMConstReal(t, 1.0) : LLVMConstInt(t, 1, 0);
+  case KL_OP_RMAX:
+  case KL_OP_ARGMAX: return fl ? LLVMConstReal(t, -HUGE_VAL) : LLVMConstInt(t, (unsigned long long)lo[dt], 1);
+  case KL_OP_RMIN:
+  case KL_OP_ARGMIN: return fl ? LLVMConstReal(t, HUGE_VAL) : LLVMConstInt(t, (unsigned long long)hi[dt], 1);
+  default: return zero_of(e, dt);
+  }
+}
+
+/* acc combined with x: add for sums, and for prod, max and min exactly the
+** elementwise mul, maximum and minimum (NaN propagates, the first of equal
+** values stays: acc is the first operand). */
+static LLVMValueRef reduce_combine(em *e, int op, int dt, LLVMValueRef acc, LLVMValueRef x) {
+  if (op != KL_OP_PROD && op != KL_OP_RMAX && op != KL_OP_RMIN) return add_of(e, dt, acc, x);
+  kiln_node elem = {.op = (uint16_t)(op == KL_OP_PROD ? KL_OP_MUL : op == KL_OP_RMAX ? KL_OP_MAX : KL_OP_MIN)};
+  elem.type.dtype = (uint8_t)dt;
+  LLVMValueRef xs[3] = {acc, x, NULL};
+  return emit_scalar(e, &elem, dt, xs);
+}
+
+/* argmax/argmin: a loop nest over the source's kept axes (outside, in
+** order) with the reduced axes inside, so each output element's running
+** extreme, its index and the position within the reduced axes live in
+** registers. x replaces the extreme when it is strictly greater (smaller),
+** or is the first NaN: ties keep the first index, as numpy. The index is
+** the row-major position within the reduced axes (one axis, or all axes:
+** numpy's flattened index). */
+static void emit_arg_kernel(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  int src = (int)v->in[0]->id, R = node(e, src)->type.rank, r = v->type.rank;
+  int xdt = node(e, src)->type.dtype;
+  bool is_max = v->op == KL_OP_ARGMAX, fl = kl_dtype_is_float((kiln_dtype)xdt);
+  LLVMTypeRef xt = lty(e, xdt);
+  LLVMValueRef D[KILN_MAX_RANK], ost[KILN_MAX_RANK];
+  loop l[KILN_MAX_RANK];
+  prepare(e, src);
+  for (int d = 0; d < R; d++) D[d] = dim(e, src, d);
+  strides(e, i, false, ost);
+  LLVMValueRef acc = alloca_of(e, xt), best = alloca_of(e, e->i64), pos = alloca_of(e, e->i64);
+  int nl = 0, n_kept;
+  for (int d = 0; d < R; d++)
+    if (!(v->p.axes >> d & 1u)) e->idx[d] = loop_begin(e, &l[nl++], D[d]);
+  n_kept = nl;
+  LLVMBuildStore(e->b, reduce_start(e, v->op, xdt), acc);
+  LLVMBuildStore(e->b, ci64(e, 0), best);
+  LLVMBuildStore(e->b, ci64(e, 0), pos);
+  for (int d = 0; d < R; d++)
+    if (v->p.axes >> d & 1u) e->idx[d] = loop_begin(e, &l[nl++], D[d]);
+  memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+  LLVMValueRef x = eval(e, src, identity);
+  LLVMValueRef a = LLVMBuildLoad2(e->b, xt, acc, ""), p = LLVMBuildLoad2(e->b, e->i64, pos, "");
+  LLVMValueRef take;
+  if (fl) {
+    take = LLVMBuildFCmp(e->b, is_max ? LLVMRealOGT : LLVMRealOLT, x, a, "");
+    LLVMValueRef first_nan = LLVMBuildAnd(e->b, LLVMBuildFCmp(e->b, LLVMRealUNO, x, x, ""),
+                                          LLVMBuildFCmp(e->b, LLVMRealORD, a, a, ""), "");
+    take = LLVMBuildOr(e->b, take, first_nan, "");
+  } else {
+    bool u = is_unsigned(xdt);
+    take = LLVMBuildICmp(e->b, is_max ? (u ? LLVMIntUGT : LLVMIntSGT) : (u ? LLVMIntULT : LLVMIntSLT), x, a, "");
+  }
+  LLVMBuildStore(e->b, LLVMBuildSelect(e->b, take, x, a, ""), acc);
+  LLVMBuildStore(e->b, LLVMBuildSelect(e->b, take, p, LLVMBuildLoad2(e->b, e->i64, best, ""), ""), best);
+  LLVMBuildStore(e->b, LLVMBuildNUWAdd(e->b, p, ci64(e, 1), ""), pos);
+  memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+  while (nl > n_kept) loop_end(e, &l[--nl]);
+  if (r > 0) {
+    LLVMValueRef off = ci64(e, 0);
+    for (int d = 0, o = 0; d < R; d++) {
+      bool red = v->p.axes >> d & 1u;
+      if (!red) off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[d], ost[o], ""), "");
+      if (!red || v->p.keepdims) o++;
+    }
+    store_home(e, i, LLVMBuildLoad2(e->b, e->i64, best, ""), off);
+  }
+  while (nl > 0) loop_end(e, &l[--nl]);
+  if (r == 0) {
+    e->reg[i] = LLVMBuildLoad2(e->b, e->i64, best, "");
+    if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
+  }
+}
+
+/* Reductions and sum_like: loop over the source in C order combining each
+** element into the output at dst offsets (0 along reduced axes), after
+** setting every output element to the op's start value. A rank-0 result is
+** accumulated in a register. argmax/argmin have their own loop nest. */
 static void emit_reduce_kernel(em *e, int i) {
   const kiln_node *v = node(e, i);
+  if (v->op == KL_OP_ARGMAX || v->op == KL_OP_ARGMIN) {
+    emit_arg_kernel(e, i);
+    return;
+  }
   int src = (int)v->in[0]->id, R = node(e, src)->type.rank, r = v->type.rank, dt = v->type.dtype;
+  int op = v->op;
   LLVMValueRef D[KILN_MAX_RANK], dst[KILN_MAX_RANK], ost[KILN_MAX_RANK];
   loop l[KILN_MAX_RANK];
   prepare(e, src);
   for (int d = 0; d < R; d++) D[d] = dim(e, src, d);
   if (r == 0) {
     LLVMValueRef acc = alloca_of(e, lty(e, dt));
-    LLVMBuildStore(e->b, zero_of(e, dt), acc);
+    LLVMBuildStore(e->b, reduce_start(e, op, dt), acc);
     open_loops(e, l, R, D);
     LLVMValueRef x = eval(e, src, identity);
-    LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), x), acc);
+    LLVMBuildStore(e->b, reduce_combine(e, op, dt, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), x), acc);
     close_loops(e, l, R);
     e->reg[i] = LLVMBuildLoad2(e->b, lty(e, dt), acc, "");
     if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
     return;
   }
-  if (v->op == KL_OP_SUM) {
+  if (op != KL_OP_SUM_LIKE) { /* with keepdims the output has every axis, reduced ones of size 1 */
     strides(e, i, false, ost);
-    for (int d = 0, o = 0; d < R; d++) dst[d] = (v->p.axes >> d & 1u) ? ci64(e, 0) : ost[o++];
+    for (int d = 0, o = 0; d < R; d++) {
+      bool red = v->p.axes >> d & 1u;
+      dst[d] = red ? ci64(e, 0) : ost[o];
+      if (!red || v->p.keepdims) o++;
+    }
   } else { /* sum_like: 0 where the target's size is 1, and on leading axes */
     strides(e, i, true, ost);
     for (int d = 0; d < R; d++) dst[d] = d - (R - r) >= 0 ? ost[d - (R - r)] : ci64(e, 0);
@@ -499,12 +604,12 @@ static void emit_reduce_kernel(em *e, int i) {
   for (int d = 0; d < r; d++) od[d] = dim(e, i, d);
   strides(e, i, false, cst);
   open_loops(e, l, r, od);
-  store_home(e, i, zero_of(e, dt), flat_offset(e, r, cst));
+  store_home(e, i, reduce_start(e, op, dt), flat_offset(e, r, cst));
   close_loops(e, l, r);
   open_loops(e, l, R, D);
   LLVMValueRef x = eval(e, src, identity);
   LLVMValueRef p = elem_ptr(e, e->g->home[i], dt, flat_offset(e, R, dst));
-  LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), p, ""), x), p);
+  LLVMBuildStore(e->b, reduce_combine(e, op, dt, LLVMBuildLoad2(e->b, lty(e, dt), p, ""), x), p);
   close_loops(e, l, R);
 }
 

@@ -252,16 +252,124 @@ static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
   } while (next_index(src->rank, src->shape, idx));
 }
 
-static kiln_status eval_reduce(const kiln_node *v, const kiln_tensor *x, kiln_tensor *out) {
+/* Folds src into dst with the elementwise op (mul, maximum, minimum) at the
+** offsets dst_st gives, in increasing index order of src. With seen (one
+** flag per dst element, all false) each dst element starts as its first
+** source element; without, from dst's current value. */
+static void fold(kl_opcode op, kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
+                 const int64_t *dst_st, bool *seen) {
+  if (src->size == 0) return;
+  int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
+  do {
+    int64_t off = 0;
+    for (int d = 0; d < src->rank; d++) off += idx[d] * dst_st[d];
+    if (seen && !seen[off]) {
+      seen[off] = true;
+      kl_convert(dt, dst->data, off, dt, src->data, i);
+    } else if (dt == KILN_FLOAT64) {
+      double a[2] = {((double *)dst->data)[off], ((const double *)src->data)[i]};
+      ((double *)dst->data)[off] = f64_op(op, a);
+    } else if (dt == KILN_FLOAT32) {
+      float a[2] = {((float *)dst->data)[off], ((const float *)src->data)[i]};
+      ((float *)dst->data)[off] = f32_op(op, a);
+    } else {
+      int64_t a[2] = {kl_load_i64(dt, dst->data, off), kl_load_i64(dt, src->data, i)};
+      store_i64(dt, dst->data, off, int_op(op, a));
+    }
+    i++;
+  } while (next_index(src->rank, src->shape, idx));
+}
+
+/* argmax/argmin: for each output element the row-major position, within
+** the reduced axes, of the first source element that is strictly greater
+** (smaller) than every one before it, or the first NaN. */
+static kiln_status arg_fold(bool is_max, kiln_tensor *dst, const kiln_tensor *src,
+                            const int64_t *dst_st, uint32_t axes) {
+  kiln_dtype dt = (kiln_dtype)src->dtype;
+  int64_t *best = kl_malloc((size_t)(dst->size ? dst->size : 1) * sizeof *best);
+  if (!best) return KILN_NOMEM;
+  for (int64_t j = 0; j < dst->size; j++) best[j] = -1;
+  int64_t rst[KILN_MAX_RANK], s = 1; /* row-major strides over the reduced axes */
+  for (int d = src->rank - 1; d >= 0; d--) {
+    rst[d] = (axes >> d & 1u) ? s : 0;
+    if (axes >> d & 1u) s *= src->shape[d];
+  }
+  int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
+  if (src->size > 0) do {
+    int64_t off = 0, pos = 0;
+    for (int d = 0; d < src->rank; d++) off += idx[d] * dst_st[d], pos += idx[d] * rst[d];
+    bool take = best[off] < 0;
+    if (!take && kl_dtype_is_float(dt)) {
+      double x = kl_load_f64(dt, src->data, i), b = kl_load_f64(dt, src->data, best[off]);
+      take = (is_max ? x > b : x < b) || (isnan(x) && !isnan(b));
+    } else if (!take) {
+      int64_t x = kl_load_i64(dt, src->data, i), b = kl_load_i64(dt, src->data, best[off]);
+      take = is_max ? x > b : x < b;
+    }
+    if (take) {
+      best[off] = i;
+      ((int64_t *)dst->data)[off] = pos;
+    }
+    i++;
+  } while (next_index(src->rank, src->shape, idx));
+  kl_free(best);
+  return KILN_OK;
+}
+
+/* Every reduction: the output has x's shape without the reduced axes (with
+** keepdims, with them at size 1); each output element combines its source
+** elements in increasing index order. sum starts at +0.0 (0), prod at 1;
+** max and min start from the first element and so need one (an axis of
+** size 0 is a shape error, as numpy's "zero-size array to reduction
+** operation maximum which has no identity"). */
+static kiln_status eval_reduce(const kiln_node *v, const kiln_tensor *x, kiln_tensor *out,
+                               char *err, size_t errn) {
   int64_t shape[KILN_MAX_RANK] = {0}, st[KILN_MAX_RANK], dst_st[KILN_MAX_RANK];
   int r = 0;
-  for (int i = 0; i < x->rank; i++)
-    if (!(v->p.axes >> i & 1u)) shape[r++] = x->shape[i];
-  if (kl_tensor_reshape(out, (kiln_dtype)v->type.dtype, r, shape) != KILN_OK) return KILN_NOMEM;
+  uint32_t axes = v->p.axes;
+  for (int i = 0; i < x->rank; i++) {
+    if (!(axes >> i & 1u))
+      shape[r++] = x->shape[i];
+    else if (v->p.keepdims)
+      shape[r++] = 1;
+    if ((axes >> i & 1u) && x->shape[i] == 0 && kl_reduce_needs_elements(v->op)) {
+      snprintf(err, errn, "%s: cannot reduce over axis %d of size 0 (the reduction has no identity)",
+               kl_ops[v->op].name, i);
+      return KILN_SHAPE;
+    }
+  }
+  kiln_dtype dt = (kiln_dtype)v->type.dtype;
+  if (kl_tensor_reshape(out, dt, r, shape) != KILN_OK) return KILN_NOMEM;
   strides_of(r, shape, st);
-  for (int i = 0, k = 0; i < x->rank; i++) dst_st[i] = (v->p.axes >> i & 1u) ? 0 : st[k++];
-  accumulate((kiln_dtype)v->type.dtype, out, x, dst_st);
-  return KILN_OK;
+  for (int i = 0, k = 0; i < x->rank; i++) {
+    bool red = axes >> i & 1u;
+    if (!red || v->p.keepdims) k++;
+    dst_st[i] = red ? 0 : st[k - 1];
+  }
+  switch ((kl_opcode)v->op) {
+  case KL_OP_SUM: accumulate(dt, out, x, dst_st); return KILN_OK;
+  case KL_OP_PROD: {
+    for (int64_t j = 0; j < out->size; j++) {
+      double one = 1.0;
+      kl_convert(dt, out->data, j, KILN_FLOAT64, &one, 0);
+    }
+    fold(KL_OP_MUL, dt, out, x, dst_st, NULL);
+    return KILN_OK;
+  }
+  case KL_OP_RMAX:
+  case KL_OP_RMIN: {
+    bool *seen = kl_calloc((size_t)(out->size ? out->size : 1), sizeof *seen);
+    if (!seen) return KILN_NOMEM;
+    fold(v->op == KL_OP_RMAX ? KL_OP_MAX : KL_OP_MIN, dt, out, x, dst_st, seen);
+    kl_free(seen);
+    return KILN_OK;
+  }
+  case KL_OP_ARGMAX:
+  case KL_OP_ARGMIN: return arg_fold(v->op == KL_OP_ARGMAX, out, x, dst_st, axes);
+  default: break;
+  }
+  snprintf(err, errn, "internal: %s is not a reduction", kl_ops[v->op].name);
+  return KILN_INTERNAL;
 }
 
 static kiln_status eval_sum_like(const kiln_node *v, const kiln_tensor *g, const kiln_tensor *like,
@@ -370,7 +478,7 @@ kiln_status kl_eval_node(const kiln_node *v, const kiln_tensor *const *in, kiln_
     memcpy(out->data, v->data, kl_tensor_nbytes(out));
     return KILN_OK;
   case KL_ELEM: return eval_elem(v, in, out, err, errn);
-  case KL_REDUCE: return eval_reduce(v, in[0], out);
+  case KL_REDUCE: return eval_reduce(v, in[0], out, err, errn);
   case KL_LIKE: return eval_sum_like(v, in[0], in[1], out, err, errn);
   case KL_BCAST: return eval_bcast(v, in[0], in[1], out, err, errn);
   case KL_DOT: return eval_dot(v, in[0], in[1], out, err, errn);
