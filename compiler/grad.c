@@ -37,6 +37,37 @@ static kiln_node *to_shape(kiln_node *g, kiln_node *x, const gctx *gc) {
   return kl_sum_like(g, x, gc->file, gc->line);
 }
 
+/* y, a value with the shape of reduction v's output, broadcast to the shape
+** of v's input (the reduced axes inserted again, or stretched from size 1
+** with keepdims). */
+static kiln_node *expand(kiln_node *y, const kiln_node *v, const gctx *gc) {
+  return kl_bcast(y, v->in[0], v->p.keepdims ? 0u : v->p.axes, gc->file, gc->line);
+}
+
+/* The gradient of p = prod(x) over axes, safe at zeros (Theano's rule):
+** with no zero among an output's elements, g * p / x; with exactly one zero,
+** the zero gets g times the product of the others and the others 0 (p is
+** 0, and each of their partial products holds the zero); with two or more
+** zeros every partial product is 0. */
+static kiln_node *prod_grad(kiln_node *v, kiln_node *g, const gctx *gc) {
+  kiln_ctx *ctx = v->ctx;
+  kiln_node *x = v->in[0];
+  uint32_t ax = v->p.axes;
+  kiln_node *is0 = bin(KL_OP_EQ, x, lit(ctx, 0.0, gc), gc);
+  /* zero count and the product of the nonzero elements, kept at size 1 */
+  kiln_node *nz = kl_reduce_kd(KL_OP_SUM, is0, ax, true, gc->file, gc->line);
+  kiln_node *pnz = kl_reduce_kd(KL_OP_PROD, where(is0, lit(ctx, 1.0, gc), x, gc), ax, true, gc->file, gc->line);
+  kiln_node *nzb = kl_bcast(nz, x, 0u, gc->file, gc->line);
+  kiln_node *pnzb = kl_bcast(pnz, x, 0u, gc->file, gc->line);
+  kiln_node *gb = expand(g, v, gc);
+  kiln_node *none = bin(KL_OP_MUL, gb, bin(KL_OP_DIV, expand(v, v, gc), x, gc), gc);
+  kiln_node *one = where(is0, bin(KL_OP_MUL, gb, pnzb, gc), lit(ctx, 0.0, gc), gc);
+  kiln_node *z = lit(ctx, 0.0, gc);
+  return where(bin(KL_OP_EQ, nzb, kiln_ilit_at(ctx, 0, gc->file, gc->line), gc), none,
+               where(bin(KL_OP_EQ, nzb, kiln_ilit_at(ctx, 1, gc->file, gc->line), gc), one, z, gc),
+               gc);
+}
+
 /* Fills gin[k] (for inputs with need[k]) with the gradient of v's input k
 ** given g, the gradient of v. A NULL gin[k] with need[k] means disconnected;
 ** an error is in the context. */
@@ -96,10 +127,15 @@ static void grad_rule(kiln_node *v, kiln_node *g, const bool *need, kiln_node **
     if (need[2]) gin[2] = to_shape(where(a, z, g, gc), v->in[2], gc);
     break;
   }
-  case KL_OP_BCAST:
-    gin[0] = to_shape(kl_reduce(KL_OP_SUM, g, v->p.axes, gc->file, gc->line), a, gc);
+  case KL_OP_BCAST: /* no axes (keepdims reductions): only stretched size-1 dims */
+    gin[0] = to_shape(v->p.axes ? kl_reduce(KL_OP_SUM, g, v->p.axes, gc->file, gc->line) : g, a, gc);
     break;
-  case KL_OP_SUM: gin[0] = kl_bcast(g, a, v->p.axes, gc->file, gc->line); break;
+  case KL_OP_SUM: gin[0] = expand(g, v, gc); break;
+  case KL_OP_RMAX:
+  case KL_OP_RMIN: /* g to every element equal to the result (Theano's rule) */
+    gin[0] = where(bin(KL_OP_EQ, a, expand(v, v, gc), gc), expand(g, v, gc), lit(ctx, 0.0, gc), gc);
+    break;
+  case KL_OP_PROD: gin[0] = prod_grad(v, g, gc); break;
   case KL_OP_SUM_LIKE: {
     uint32_t lead = (1u << (a->type.rank - b->type.rank)) - 1u;
     gin[0] = kl_bcast(g, a, lead, gc->file, gc->line);
@@ -202,7 +238,11 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
   gsum[cost->id] = kl_scalar_const(ctx, (kiln_dtype)cost->type.dtype, 1.0, file, line);
   for (uint32_t id = n; id-- > 0 && ctx->n_errors == errs;) {
     kiln_node *v = ctx->nodes[id];
-    if (!reach[id] || !depends[id] || !gsum[id] || v->n_in == 0) continue;
+    /* an op without a gradient (argmax) fails as soon as the cost depends
+    ** on its value and a wrt reaches its float input, even when its output
+    ** is an integer that would otherwise pass no gradient */
+    bool blocked = conn[id] && !kl_ops[v->op].has_grad;
+    if (!reach[id] || !depends[id] || (!gsum[id] && !blocked) || v->n_in == 0) continue;
     bool need[3] = {false, false, false}, any = false;
     for (int k = 0; k < v->n_in && k < 3; k++) {
       need[k] = depends[v->in[k]->id] && is_float(v->in[k]);
