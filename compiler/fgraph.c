@@ -163,17 +163,25 @@ kiln_status kl_fg_sort(kl_fgraph *g) {
     return kl_error(g->ctx, KILN_NOMEM, "out of memory in the optimizer");
   }
   for (int i = 0; i < n; i++) g->nodes[i]->id = (uint32_t)i;
-  /* reachability from the sinks */
+  /* reachability from the sinks; a node is marked when pushed, so it is
+  ** pushed once and the stack never holds more than n (outputs and update
+  ** values may repeat, and outnumber the nodes after folding and CSE) */
   int sp = 0;
-  for (int k = 0; k < g->n_outputs; k++) stack[sp++] = g->outputs[k];
-  for (int u = 0; u < g->n_updates; u++) stack[sp++] = g->upd_value[u];
+#define PUSH_NEW(w)                                                                                \
+  do {                                                                                             \
+    kiln_node *w_ = (w);                                                                           \
+    if (!state[w_->id]) {                                                                          \
+      state[w_->id] = 1;                                                                           \
+      stack[sp++] = w_;                                                                            \
+    }                                                                                              \
+  } while (0)
+  for (int k = 0; k < g->n_outputs; k++) PUSH_NEW(g->outputs[k]);
+  for (int u = 0; u < g->n_updates; u++) PUSH_NEW(g->upd_value[u]);
   while (sp > 0) {
     kiln_node *v = stack[--sp];
-    if (state[v->id]) continue;
-    state[v->id] = 1;
-    for (int k = 0; k < v->n_in; k++)
-      if (!state[v->in[k]->id]) stack[sp++] = v->in[k];
+    for (int k = 0; k < v->n_in; k++) PUSH_NEW(v->in[k]);
   }
+#undef PUSH_NEW
   /* stable topological order: depth-first post-order, roots in index order */
   int m = 0;
   for (int i = 0; i < n; i++) {
