@@ -146,12 +146,9 @@ static kiln_status make_plan(kl_fgraph *g) {
   p->updates = kl_calloc(n_upd ? n_upd : 1, sizeof *p->updates);
   g->home = kl_malloc((n ? n : 1) * sizeof *g->home);
   g->copies = kl_calloc(n_out + n_upd + 1, sizeof *g->copies);
-  int *last = kl_malloc((n ? n : 1) * sizeof *last);
   if (!p->shape || !p->shape_dtype || !p->bufs || !p->inputs || !p->output_node || !p->outputs ||
-      !p->updates || !g->home || !g->copies || !last) {
-    kl_free(last);
+      !p->updates || !g->home || !g->copies)
     return NOMEM();
-  }
   p->n_outputs = n_out; /* so kl_plan_free releases what was made */
   p->n_inputs = n_in;
   p->n_updates = n_upd;
@@ -242,6 +239,8 @@ static kiln_status make_plan(kl_fgraph *g) {
   }
   /* intermediate kernel results share workspace slots when their lives do
   ** not overlap: a value is live from its kernel to the last kernel reading it */
+  int *last = kl_malloc((n ? n : 1) * sizeof *last);
+  if (!last) return NOMEM();
   for (int i = n; i-- > 0;) {
     last[i] = i;
     for (int j = i + 1; j < n; j++)
