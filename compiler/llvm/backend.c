@@ -467,6 +467,55 @@ static LLVMValueRef add_of(em *e, int dt, LLVMValueRef a, LLVMValueRef b) {
   return dt == KILN_BOOL ? LLVMBuildOr(e->b, a, b, "") : LLVMBuildAdd(e->b, a, b, "");
 }
 
+/* A float sum down to one value, in the blocked order of compiler/ops/eval.c
+** (blocked_sum): outer axes in C order; along the last axis blocks of
+** LANES elements go to LANES register accumulators (LLVM's SLP vectorizer
+** turns them into vector adds), the rest to a tail sum; then a fixed tree
+** and lanes[0] + tail. */
+#define LANES 16
+static void emit_blocked_sum(em *e, int i, int src, int R, const LLVMValueRef *D) {
+  int dt = node(e, i)->type.dtype;
+  LLVMTypeRef t = lty(e, dt);
+  LLVMValueRef lane[LANES], tail = alloca_of(e, t);
+  for (int j = 0; j < LANES; j++) {
+    lane[j] = alloca_of(e, t);
+    LLVMBuildStore(e->b, zero_of(e, dt), lane[j]);
+  }
+  LLVMBuildStore(e->b, zero_of(e, dt), tail);
+  int outer = R > 0 ? R - 1 : 0;
+  LLVMValueRef nl = R > 0 ? D[R - 1] : ci64(e, 1);
+  LLVMValueRef nb = LLVMBuildSDiv(e->b, nl, ci64(e, LANES), "");
+  LLVMValueRef cut = LLVMBuildMul(e->b, nb, ci64(e, LANES), "");
+  loop l[KILN_MAX_RANK], lb, lt;
+  open_loops(e, l, outer, D);
+  if (R > 0) {
+    LLVMValueRef b = loop_begin(e, &lb, nb);
+    LLVMValueRef base = LLVMBuildMul(e->b, b, ci64(e, LANES), "");
+    for (int j = 0; j < LANES; j++) {
+      e->idx[R - 1] = LLVMBuildAdd(e->b, base, ci64(e, j), "");
+      memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+      LLVMValueRef x = eval(e, src, identity);
+      LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, t, lane[j], ""), x), lane[j]);
+    }
+    loop_end(e, &lb);
+    /* the tail: k from cut to nl */
+    LLVMValueRef rest = LLVMBuildSub(e->b, nl, cut, "");
+    LLVMValueRef k = loop_begin(e, &lt, rest);
+    e->idx[R - 1] = LLVMBuildAdd(e->b, cut, k, "");
+    memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+  }
+  LLVMValueRef x = eval(e, src, identity);
+  LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, t, tail, ""), x), tail);
+  if (R > 0) loop_end(e, &lt);
+  close_loops(e, l, outer);
+  LLVMValueRef v[LANES];
+  for (int j = 0; j < LANES; j++) v[j] = LLVMBuildLoad2(e->b, t, lane[j], "");
+  for (int w = LANES / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; j++) v[j] = add_of(e, dt, v[j], v[j + w]);
+  e->reg[i] = add_of(e, dt, v[0], LLVMBuildLoad2(e->b, t, tail, ""));
+  if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
+}
+
 /* sum and sum_like: loop over the source in C order adding each element
 ** into the output at dst offsets (0 along summed axes). A rank-0 result is
 ** accumulated in a register. */
@@ -477,6 +526,10 @@ static void emit_reduce_kernel(em *e, int i) {
   loop l[KILN_MAX_RANK];
   prepare(e, src);
   for (int d = 0; d < R; d++) D[d] = dim(e, src, d);
+  if (r == 0 && kl_dtype_is_float((kiln_dtype)dt)) {
+    emit_blocked_sum(e, i, src, R, D);
+    return;
+  }
   if (r == 0) {
     LLVMValueRef acc = alloca_of(e, lty(e, dt));
     LLVMBuildStore(e->b, zero_of(e, dt), acc);

@@ -240,9 +240,46 @@ static void acc_into(kiln_dtype dt, void *dst, int64_t j, const void *src, int64
 /* Iterates over src's shape, adding each element into dst at the offset
 ** given by per-axis dst strides (0 on summed axes): the fixed order of every
 ** sum in Kiln, increasing index order per output element. */
+/* The order of a float sum down to one value (KL_LANES lanes): along the
+** last axis, element k with k < n - n % KL_LANES goes to lane k % KL_LANES,
+** the others to a tail sum; rows are visited in C order, each lane and the
+** tail adding in that order from +0.0. Then lanes combine as a tree (lane j
+** += lane j + w for w = 8, 4, 2, 1) and the result is lanes[0] + tail. The
+** order depends on the shape only, never on vector width or threads; a
+** last axis shorter than KL_LANES is summed in plain index order. */
+#define KL_LANES 16
+static void blocked_sum(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src) {
+  int64_t nl = src->rank ? src->shape[src->rank - 1] : 1, cut = nl - nl % KL_LANES;
+  double l64[KL_LANES] = {0}, t64 = 0;
+  float l32[KL_LANES] = {0}, t32 = 0;
+  for (int64_t i = 0; i < src->size; i++) {
+    int64_t k = i % nl;
+    if (dt == KILN_FLOAT64) {
+      double x = ((const double *)src->data)[i];
+      if (k < cut) l64[k % KL_LANES] = l64[k % KL_LANES] + x;
+      else t64 = t64 + x;
+    } else {
+      float x = ((const float *)src->data)[i];
+      if (k < cut) l32[k % KL_LANES] = l32[k % KL_LANES] + x;
+      else t32 = t32 + x;
+    }
+  }
+  for (int w = KL_LANES / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; j++) {
+      l64[j] = l64[j] + l64[j + w];
+      l32[j] = l32[j] + l32[j + w];
+    }
+  if (dt == KILN_FLOAT64) ((double *)dst->data)[0] = l64[0] + t64;
+  else ((float *)dst->data)[0] = l32[0] + t32;
+}
+
 static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
                        const int64_t *dst_st) {
   memset(dst->data, 0, kl_tensor_nbytes(dst));
+  if (dst->rank == 0 && kl_dtype_is_float(dt)) {
+    if (src->size > 0) blocked_sum(dt, dst, src);
+    return;
+  }
   if (src->size == 0) return;
   int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
   do {
