@@ -37,9 +37,15 @@ typedef struct em {
   LLVMValueRef *reg;  /* per node: its value in a register (rank 0), or NULL */
   LLVMValueRef (*st)[KILN_MAX_RANK]; /* per node: broadcast strides, once computed */
   bool *has_st;
+  LLVMValueRef (*st_fast)[KILN_MAX_RANK]; /* the same, assuming no dynamic size is 1 */
+  bool fast;          /* emitting the version that uses st_fast */
+  bool collect;       /* prepare() gathers the condition for the fast version */
+  LLVMValueRef kcond; /* that condition: every dynamic size read is not 1 */
   LLVMValueRef *memo; /* per node: its value in the current loop body */
   int (*memo_map)[KILN_MAX_RANK];
   LLVMValueRef idx[KILN_MAX_RANK]; /* the current loop indices */
+  LLVMBasicBlockRef join, other, fast_end; /* emit_kernel's versions */
+  LLVMValueRef fast_reg;
 } em;
 
 /* ----------------------------------------------------------------- types */
@@ -357,9 +363,24 @@ static void prepare(em *e, int j);
 
 /* Strides of a materialized node, computed at the current (top-level) point. */
 static void need_strides(em *e, int j) {
-  if (e->has_st[j] || node(e, j)->type.rank == 0 || e->reg[j]) return;
-  strides(e, j, true, e->st[j]);
-  e->has_st[j] = true;
+  const kiln_node *v = node(e, j);
+  if (v->type.rank == 0 || e->reg[j]) return;
+  if (!e->has_st[j]) {
+    strides(e, j, true, e->st[j]);
+    /* with no dynamic size equal to 1, a dynamic dimension never broadcasts */
+    LLVMValueRef s = ci64(e, 1);
+    for (int d = v->type.rank - 1; d >= 0; d--) {
+      e->st_fast[j][d] = v->type.dims[d] == 1 ? ci64(e, 0) : s;
+      s = LLVMBuildMul(e->b, s, dim(e, j, d), "");
+    }
+    e->has_st[j] = true;
+  }
+  if (e->collect)
+    for (int d = 0; d < v->type.rank; d++) {
+      if (v->type.dims[d] != KILN_DYN) continue;
+      LLVMValueRef c = LLVMBuildICmp(e->b, LLVMIntNE, dim(e, j, d), ci64(e, 1), "");
+      e->kcond = e->kcond ? LLVMBuildAnd(e->b, e->kcond, c, "") : c;
+    }
 }
 
 /* Before a kernel's loops: strides of everything its root will load. */
@@ -420,7 +441,7 @@ static LLVMValueRef eval(em *e, int j, const int *m) {
   }
   LLVMValueRef off = ci64(e, 0);
   for (int a = 0; a < v->type.rank; a++)
-    off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[m[a]], e->st[j][a], ""), "");
+    off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[m[a]], (e->fast ? e->st_fast : e->st)[j][a], ""), "");
   return LLVMBuildLoad2(e->b, lty(e, v->type.dtype), elem_ptr(e, e->g->home[j], v->type.dtype, off), "");
 }
 
@@ -452,7 +473,7 @@ static void store_home(em *e, int i, LLVMValueRef val, LLVMValueRef off) {
 static void emit_elem_kernel(em *e, int i) {
   const kiln_node *v = node(e, i);
   int R = v->type.rank;
-  LLVMValueRef D[KILN_MAX_RANK], ost[KILN_MAX_RANK];
+  LLVMValueRef D[KILN_MAX_RANK] = {0}, ost[KILN_MAX_RANK];
   loop l[KILN_MAX_RANK];
   prepare_operands(e, i);
   for (int d = 0; d < R; d++) D[d] = dim(e, i, d);
@@ -623,7 +644,7 @@ static void emit_scalar_node(em *e, int i) {
 static void emit_copy(em *e, int j, int dst) {
   const kiln_node *v = node(e, j);
   int R = v->type.rank;
-  LLVMValueRef D[KILN_MAX_RANK], ost[KILN_MAX_RANK];
+  LLVMValueRef D[KILN_MAX_RANK] = {0}, ost[KILN_MAX_RANK];
   loop l[KILN_MAX_RANK];
   prepare(e, j);
   for (int d = 0; d < R; d++) D[d] = dim(e, j, d);
@@ -632,6 +653,58 @@ static void emit_copy(em *e, int j, int dst) {
   LLVMValueRef x = eval(e, j, identity);
   LLVMBuildStore(e->b, x, elem_ptr(e, dst, v->type.dtype, flat_offset(e, R, ost)));
   close_loops(e, l, R);
+}
+
+/* Emits kernel i twice when it reads dynamic dimensions: a version with
+** plain contiguous strides, taken when no dynamic size it reads is 1 (the
+** common case, which LLVM vectorizes), and the general version with
+** broadcast strides chosen at run time. Both compute the same values. */
+typedef enum kkind { K_ELEM, K_REDUCE, K_COPY } kkind;
+
+static void emit_kernel(em *e, kkind kind, int i, int dst) {
+  e->kcond = NULL;
+  e->collect = true;
+  if (kind == K_ELEM) prepare_operands(e, i);
+  else if (kind == K_REDUCE) prepare(e, (int)node(e, i)->in[0]->id);
+  else prepare(e, i);
+  e->collect = false;
+  LLVMValueRef cond = e->kcond;
+  for (int version = 0; version < (cond ? 2 : 1); version++) {
+    e->fast = version == 0;
+    LLVMBasicBlockRef here = NULL, join = NULL, other = NULL;
+    if (cond && version == 0) {
+      here = LLVMAppendBasicBlockInContext(e->c, e->fn, "fast");
+      other = LLVMAppendBasicBlockInContext(e->c, e->fn, "general");
+      join = LLVMAppendBasicBlockInContext(e->c, e->fn, "joined");
+      LLVMBuildCondBr(e->b, cond, here, other);
+      LLVMPositionBuilderAtEnd(e->b, here);
+      e->join = join;
+      e->other = other;
+    }
+    if (kind == K_ELEM) emit_elem_kernel(e, i);
+    else if (kind == K_REDUCE) emit_reduce_kernel(e, i);
+    else emit_copy(e, i, dst);
+    if (!cond) break;
+    if (version == 0) {
+      e->fast_reg = e->reg[i];
+      e->fast_end = LLVMGetInsertBlock(e->b);
+      e->reg[i] = NULL;
+      LLVMBuildBr(e->b, e->join);
+      LLVMPositionBuilderAtEnd(e->b, e->other);
+    } else {
+      LLVMValueRef slow_reg = e->reg[i];
+      LLVMBasicBlockRef slow_end = LLVMGetInsertBlock(e->b);
+      LLVMBuildBr(e->b, e->join);
+      LLVMPositionBuilderAtEnd(e->b, e->join);
+      if (slow_reg && kind != K_COPY) {
+        LLVMValueRef phi = LLVMBuildPhi(e->b, LLVMTypeOf(slow_reg), "");
+        LLVMAddIncoming(phi, (LLVMValueRef[]){e->fast_reg, slow_reg},
+                        (LLVMBasicBlockRef[]){e->fast_end, slow_end}, 2);
+        e->reg[i] = phi;
+      }
+    }
+  }
+  e->fast = false;
 }
 
 /* ---------------------------------------------------------------- module */
@@ -654,9 +727,11 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   e.reg = kl_calloc(n, sizeof *e.reg);
   e.st = kl_calloc(n, sizeof *e.st);
   e.has_st = kl_calloc(n, sizeof *e.has_st);
+  e.st_fast = kl_calloc(n, sizeof *e.st_fast);
   e.memo = kl_calloc(n, sizeof *e.memo);
   e.memo_map = kl_calloc(n, sizeof *e.memo_map);
-  if (!e.base || !e.reg || !e.st || !e.has_st || !e.memo || !e.memo_map) {
+  if (!e.base || !e.reg || !e.st || !e.has_st || !e.memo || !e.memo_map || !e.st_fast) {
+    kl_free(e.st_fast);
     kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo), kl_free(e.memo_map);
     snprintf(err, errn, "out of memory lowering");
     return KILN_NOMEM;
@@ -700,7 +775,7 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   /* copies of leaves (outputs or updates that are inputs or variables) come
   ** first too, for the same reason */
   for (int c = 0; c < g->n_copies; c++)
-    if (g->sched[g->copies[c].node] == KL_S_LEAF) emit_copy(&e, g->copies[c].node, g->copies[c].buf);
+    if (g->sched[g->copies[c].node] == KL_S_LEAF) emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
   for (int i = 0; i < g->n; i++) {
     const kiln_node *v = g->nodes[i];
     if (g->sched[i] == KL_S_SCALAR) {
@@ -710,21 +785,22 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
     if (g->sched[i] != KL_S_ROOT) continue;
     switch (kl_ops[v->op].kind) {
     case KL_ELEM:
-    case KL_BCAST: emit_elem_kernel(&e, i); break;
+    case KL_BCAST: emit_kernel(&e, K_ELEM, i, -1); break;
     case KL_REDUCE:
-    case KL_LIKE: emit_reduce_kernel(&e, i); break;
+    case KL_LIKE: emit_kernel(&e, K_REDUCE, i, -1); break;
     case KL_DOT: emit_dot(&e, i); break;
     default: break;
     }
   }
   for (int c = 0; c < g->n_copies; c++)
-    if (g->sched[g->copies[c].node] != KL_S_LEAF) emit_copy(&e, g->copies[c].node, g->copies[c].buf);
+    if (g->sched[g->copies[c].node] != KL_S_LEAF) emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
   LLVMBuildRetVoid(e.b);
   LLVMPositionBuilderAtEnd(e.ab, entry);
   LLVMBuildBr(e.ab, start);
   LLVMDisposeBuilder(e.b);
   LLVMDisposeBuilder(e.ab);
   kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo), kl_free(e.memo_map);
+  kl_free(e.st_fast);
   return KILN_OK;
 }
 
