@@ -189,7 +189,23 @@ kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, 
   case KL_OP_SQRT:
   case KL_OP_EXP:
   case KL_OP_LOG:
+  case KL_OP_LOG1P:
+  case KL_OP_EXPM1:
+  case KL_OP_TANH:
+  case KL_OP_SIGMOID:
+  case KL_OP_SOFTPLUS:
     c = out = kl_float_of(c);
+    break;
+  case KL_OP_AND:
+  case KL_OP_OR:
+  case KL_OP_NOT: /* numpy's logical ops read their operands as truth values */
+    c = out = KILN_BOOL;
+    weak = false;
+    break;
+  case KL_OP_ISNAN:
+  case KL_OP_ISINF:
+    out = KILN_BOOL;
+    weak = false;
     break;
   case KL_OP_LT:
   case KL_OP_LE:
@@ -369,6 +385,45 @@ UN(sqrt, SQRT)
 UN(exp, EXP)
 UN(log, LOG)
 UN(abs, ABS)
+UN(sign, SIGN)
+UN(log1p, LOG1P)
+UN(expm1, EXPM1)
+UN(tanh, TANH)
+UN(sigmoid, SIGMOID)
+UN(softplus, SOFTPLUS)
+UN(relu, RELU)
+UN(logical_not, NOT)
+UN(isnan, ISNAN)
+UN(isinf, ISINF)
+BIN(lt, LT)
+BIN(le, LE)
+BIN(gt, GT)
+BIN(ge, GE)
+BIN(eq, EQ)
+BIN(ne, NE)
+BIN(logical_and, AND)
+BIN(logical_or, OR)
+
+kiln_node *kiln_where_at(kiln_node *c, kiln_node *a, kiln_node *b, const char *file, int line) {
+  kiln_node *in[3] = {c, a, b};
+  return kl_elem(KL_OP_WHERE, 3, in, file, line);
+}
+
+kiln_node *kiln_clip_at(kiln_node *x, kiln_node *lo, kiln_node *hi, const char *file, int line) {
+  kiln_node *in[2] = {x, lo};
+  kiln_node *m = kl_elem(KL_OP_MAX, 2, in, file, line);
+  kiln_node *in2[2] = {m, hi};
+  return m ? kl_elem(KL_OP_MIN, 2, in2, file, line) : NULL;
+}
+
+kiln_node *kiln_cast_at(kiln_node *x, kiln_dtype dt, const char *file, int line) {
+  if (!common_ctx("cast", 1, &x)) return NULL;
+  if (!kl_dtype_valid(dt)) {
+    kl_error(x->ctx, KILN_MISUSE, "cast: invalid dtype %d (%s:%d)", (int)dt, kl_basename(file), line);
+    return NULL;
+  }
+  return kl_cast(x, dt, file, line);
+}
 
 kiln_node *kiln_sum_at(kiln_node *x, const char *file, int line) {
   if (!common_ctx("sum", 1, &x)) return NULL;

@@ -172,6 +172,21 @@ static LLVMValueRef libm_pow(em *e, int dt, LLVMValueRef *args) {
   return call;
 }
 
+/* A one-argument libm function (log1p, expm1, tanh, or their f variants),
+** opaque to LLVM like libm_pow, so the JIT calls exactly what the
+** reference evaluator calls. */
+static LLVMValueRef libm1(em *e, int dt, const char *name64, LLVMValueRef x) {
+  char name[32];
+  snprintf(name, sizeof name, "%s%s", name64, dt == KILN_FLOAT32 ? "f" : "");
+  LLVMTypeRef t = lty(e, dt), ft = LLVMFunctionType(t, &t, 1, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(e->m, name);
+  if (!f) f = LLVMAddFunction(e->m, name, ft);
+  LLVMValueRef call = LLVMBuildCall2(e->b, ft, f, &x, 1, "");
+  unsigned nb = LLVMGetEnumAttributeKindForName("nobuiltin", 9);
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(e->c, nb, 0));
+  return call;
+}
+
 /* i64 ipow(i64 x, i64 y): kl_ipow in IR, internal to the module. */
 static LLVMValueRef ipow_fn(em *e) {
   if (e->ipow) return e->ipow;
@@ -252,6 +267,14 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
   LLVMValueRef a = x[0], b = x[1];
   if (op == KL_OP_CAST) return emit_cast(e, a, dt, v->type.dtype);
   if (op >= KL_OP_LT && op <= KL_OP_NE) return emit_cmp(e, op, dt, a, b);
+  if (op == KL_OP_ISNAN || op == KL_OP_ISINF) {
+    if (!kl_dtype_is_float((kiln_dtype)dt)) return LLVMConstInt(e->i8, 0, 0);
+    LLVMValueRef c = op == KL_OP_ISNAN
+                         ? LLVMBuildFCmp(e->b, LLVMRealUNO, a, a, "")
+                         : LLVMBuildFCmp(e->b, LLVMRealOEQ, intrinsic(e, "llvm.fabs", &t, 1, &a, 1),
+                                         LLVMConstReal(t, 1.0 / 0.0), "");
+    return LLVMBuildZExt(e->b, c, e->i8, "");
+  }
   if (op == KL_OP_WHERE)
     return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntNE, a, LLVMConstInt(e->i8, 0, 0), ""), b, x[2], "");
   if (kl_dtype_is_float((kiln_dtype)dt)) {
@@ -259,6 +282,29 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_NEG: return LLVMBuildFNeg(e->b, a, "");
     case KL_OP_SQR: return LLVMBuildFMul(e->b, a, a, "");
     case KL_OP_SQRT: return intrinsic(e, "llvm.sqrt", &t, 1, &a, 1);
+    case KL_OP_LOG1P: return libm1(e, dt, "log1p", a);
+    case KL_OP_EXPM1: return libm1(e, dt, "expm1", a);
+    case KL_OP_TANH: return libm1(e, dt, "tanh", a);
+    case KL_OP_SIGMOID: { /* the reference's formula, both sides, then select */
+      LLVMValueRef one = LLVMConstReal(t, 1.0);
+      LLVMValueRef en = intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
+      LLVMValueRef ep = intrinsic(e, "llvm.exp", &t, 1, &a, 1);
+      LLVMValueRef pos = LLVMBuildFDiv(e->b, one, LLVMBuildFAdd(e->b, one, en, ""), "");
+      LLVMValueRef neg = LLVMBuildFDiv(e->b, ep, LLVMBuildFAdd(e->b, one, ep, ""), "");
+      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGE, a, LLVMConstReal(t, 0.0), ""), pos, neg, "");
+    }
+    case KL_OP_SOFTPLUS: {
+      LLVMValueRef en = intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
+      LLVMValueRef ep = intrinsic(e, "llvm.exp", &t, 1, &a, 1);
+      LLVMValueRef pos = LLVMBuildFAdd(e->b, a, libm1(e, dt, "log1p", en), "");
+      LLVMValueRef neg = libm1(e, dt, "log1p", ep);
+      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, a, LLVMConstReal(t, 0.0), ""), pos, neg, "");
+    }
+    case KL_OP_RELU: {
+      LLVMValueRef c = LLVMBuildFCmp(e->b, LLVMRealOGE, a, LLVMConstReal(t, 0.0), "");
+      c = LLVMBuildOr(e->b, c, LLVMBuildFCmp(e->b, LLVMRealUNO, a, a, ""), "");
+      return LLVMBuildSelect(e->b, c, a, LLVMConstReal(t, 0.0), "");
+    }
     case KL_OP_EXP: return intrinsic(e, "llvm.exp", &t, 1, &a, 1);
     case KL_OP_LOG: return intrinsic(e, "llvm.log", &t, 1, &a, 1);
     case KL_OP_ABS: return intrinsic(e, "llvm.fabs", &t, 1, &a, 1);
@@ -289,7 +335,11 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_MIN: return LLVMBuildAnd(e->b, a, b, "");
     case KL_OP_SQR:
     case KL_OP_ABS:
-    case KL_OP_SIGN: return a;
+    case KL_OP_SIGN:
+    case KL_OP_RELU: return a;
+    case KL_OP_AND: return LLVMBuildAnd(e->b, a, b, "");
+    case KL_OP_OR: return LLVMBuildOr(e->b, a, b, "");
+    case KL_OP_NOT: return LLVMBuildXor(e->b, a, LLVMConstInt(e->i8, 1, 0), "");
     default: break;
     }
   } else {
@@ -309,6 +359,9 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_ADD: return LLVMBuildAdd(e->b, a, b, "");
     case KL_OP_SUB: return LLVMBuildSub(e->b, a, b, "");
     case KL_OP_MUL: return LLVMBuildMul(e->b, a, b, "");
+    case KL_OP_RELU:
+      if (u) return a;
+      return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, a, z, ""), a, z, "");
     case KL_OP_MAX:
     case KL_OP_MIN: {
       LLVMIntPredicate p = op == KL_OP_MAX ? (u ? LLVMIntUGE : LLVMIntSGE) : (u ? LLVMIntULE : LLVMIntSLE);

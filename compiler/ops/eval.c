@@ -21,6 +21,13 @@ static double f64_op(kl_opcode op, const double *a) {
   case KL_OP_NEG: return -x;
   case KL_OP_SQR: return x * x;
   case KL_OP_SQRT: return sqrt(x);
+  case KL_OP_LOG1P: return log1p(x);
+  case KL_OP_EXPM1: return expm1(x);
+  case KL_OP_TANH: return tanh(x);
+  /* stable: exp of a non-positive number only */
+  case KL_OP_SIGMOID: return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+  case KL_OP_SOFTPLUS: return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x));
+  case KL_OP_RELU: return (x >= 0 || x != x) ? x : 0.0; /* maximum(x, 0) */
   case KL_OP_EXP: return exp(x);
   case KL_OP_LOG: return log(x);
   case KL_OP_ABS: return fabs(x);
@@ -42,6 +49,12 @@ static float f32_op(kl_opcode op, const float *a) {
   case KL_OP_NEG: return -x;
   case KL_OP_SQR: return x * x;
   case KL_OP_SQRT: return sqrtf(x);
+  case KL_OP_LOG1P: return log1pf(x);
+  case KL_OP_EXPM1: return expm1f(x);
+  case KL_OP_TANH: return tanhf(x);
+  case KL_OP_SIGMOID: return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
+  case KL_OP_SOFTPLUS: return x > 0 ? x + log1pf(expf(-x)) : log1pf(expf(x));
+  case KL_OP_RELU: return (x >= 0 || x != x) ? x : 0.0f;
   case KL_OP_EXP: return expf(x);
   case KL_OP_LOG: return logf(x);
   case KL_OP_ABS: return fabsf(x);
@@ -91,6 +104,10 @@ static int64_t int_op(kl_opcode op, const int64_t *a) {
   case KL_OP_SQR: return (int64_t)(x * x);
   case KL_OP_ABS: return a[0] < 0 ? (int64_t)(0 - x) : a[0];
   case KL_OP_SIGN: return a[0] > 0 ? 1 : a[0] < 0 ? -1 : 0;
+  case KL_OP_RELU: return a[0] >= 0 ? a[0] : 0;
+  case KL_OP_AND: return a[0] && a[1];
+  case KL_OP_OR: return a[0] || a[1];
+  case KL_OP_NOT: return !a[0];
   case KL_OP_ADD: return (int64_t)(x + y);
   case KL_OP_SUB: return (int64_t)(x - y);
   case KL_OP_MUL: return (int64_t)(x * y);
@@ -200,6 +217,9 @@ static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, k
     } else if (op == KL_OP_WHERE) {
       bool c = ((const uint8_t *)in[0]->data)[off[0]] != 0;
       kl_convert(odt, out->data, j, idt, c ? in[1]->data : in[2]->data, c ? off[1] : off[2]);
+    } else if (op == KL_OP_ISNAN || op == KL_OP_ISINF) {
+      double x = kl_load_f64(idt, in[0]->data, off[0]);
+      ((uint8_t *)out->data)[j] = kl_dtype_is_float(idt) && (op == KL_OP_ISNAN ? x != x : isinf(x));
     } else if (op >= KL_OP_LT && op <= KL_OP_NE) {
       bool r;
       if (kl_dtype_is_float(idt))
