@@ -264,7 +264,7 @@ kiln_node *kl_reduce(kl_opcode op, kiln_node *x, uint32_t axes, const char *file
   kiln_ctx *ctx = common_ctx(kl_ops[op].name, 1, &x);
   if (!ctx) return NULL;
   kiln_dtype dt = (kiln_dtype)x->type.dtype;
-  if (!kl_dtype_is_float(dt)) dt = KILN_INT64; /* numpy sums integers in int64 */
+  if (op == KL_OP_SUM && !kl_dtype_is_float(dt)) dt = KILN_INT64; /* numpy sums ints in int64 */
   x = kl_cast(x, dt, file, line);
   if (!x) return NULL;
   kl_type t = reduced_type(&x->type, axes, dt);
@@ -445,6 +445,65 @@ kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, int line)
   if (!common_ctx("mean", 1, &x)) return NULL;
   int a = norm_axis(x, axis, "mean", file, line);
   return a < 0 ? NULL : mean_of(x, 1u << a, file, line);
+}
+
+kiln_node *kiln_max_at(kiln_node *x, const char *file, int line) {
+  if (!common_ctx("max", 1, &x)) return NULL;
+  return kl_reduce(KL_OP_RMAX, x, (1u << x->type.rank) - 1u, file, line);
+}
+
+kiln_node *kiln_max_axis_at(kiln_node *x, int axis, const char *file, int line) {
+  if (!common_ctx("max", 1, &x)) return NULL;
+  int a = norm_axis(x, axis, "max", file, line);
+  return a < 0 ? NULL : kl_reduce(KL_OP_RMAX, x, 1u << a, file, line);
+}
+
+/* log_softmax along the last axis, shifted by the row maximum so exp never
+** overflows: (x - m) - log(sum(exp(x - m))). */
+kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line) {
+  kiln_ctx *ctx = common_ctx("log_softmax", 1, &x);
+  if (!ctx) return NULL;
+  if (x->type.rank < 1) {
+    char lb[256];
+    kl_error(ctx, KILN_TYPE, "log_softmax: %s is a scalar (%s:%d)", kl_node_label(x, lb, sizeof lb),
+             kl_basename(file), line);
+    return NULL;
+  }
+  x = kl_cast(x, kl_float_of((kiln_dtype)x->type.dtype), file, line);
+  uint32_t last = 1u << (x->type.rank - 1);
+  kiln_node *m = kl_reduce(KL_OP_RMAX, x, last, file, line);
+  kiln_node *in[2] = {x, m ? kl_bcast(m, x, last, file, line) : NULL};
+  kiln_node *s = in[1] ? kl_elem(KL_OP_SUB, 2, in, file, line) : NULL;
+  kiln_node *e = s ? kl_elem(KL_OP_EXP, 1, &s, file, line) : NULL;
+  kiln_node *sum = e ? kl_reduce(KL_OP_SUM, e, last, file, line) : NULL;
+  kiln_node *lse = sum ? kl_elem(KL_OP_LOG, 1, &sum, file, line) : NULL;
+  kiln_node *in2[2] = {s, lse ? kl_bcast(lse, x, last, file, line) : NULL};
+  return in2[1] ? kl_elem(KL_OP_SUB, 2, in2, file, line) : NULL;
+}
+
+kiln_node *kiln_softmax_at(kiln_node *x, const char *file, int line) {
+  kiln_node *ls = kiln_log_softmax_at(x, file, line);
+  return ls ? kl_elem(KL_OP_EXP, 1, &ls, file, line) : NULL;
+}
+
+/* -sum(t * log_softmax(z)) along the last axis; entries with t == 0 add
+** nothing even where log_softmax is -inf. */
+kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, int line) {
+  kiln_node *pair[2] = {z, t};
+  kiln_ctx *ctx = common_ctx("crossentropy", 2, pair);
+  if (!ctx) return NULL;
+  kiln_node *ls = kiln_log_softmax_at(z, file, line);
+  if (!ls) return NULL;
+  kiln_node *in[2] = {t, ls};
+  kiln_node *prod = kl_elem(KL_OP_MUL, 2, in, file, line);
+  kiln_node *zero = kiln_flit_at(ctx, 0.0, file, line);
+  kiln_node *nz[2] = {t, zero};
+  kiln_node *c = kl_elem(KL_OP_NE, 2, nz, file, line);
+  kiln_node *w[3] = {c, prod, zero};
+  kiln_node *terms = c && prod ? kl_elem(KL_OP_WHERE, 3, w, file, line) : NULL;
+  if (!terms) return NULL;
+  kiln_node *s = kl_reduce(KL_OP_SUM, terms, 1u << (terms->type.rank - 1), file, line);
+  return s ? kl_elem(KL_OP_NEG, 1, &s, file, line) : NULL;
 }
 
 kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {

@@ -112,6 +112,12 @@ static void grad_rule(kiln_node *v, kiln_node *g, const bool *need, kiln_node **
     gin[0] = to_shape(kl_reduce(KL_OP_SUM, g, v->p.axes, gc->file, gc->line), a, gc);
     break;
   case KL_OP_SUM: gin[0] = kl_bcast(g, a, v->p.axes, gc->file, gc->line); break;
+  case KL_OP_RMAX: { /* to every element equal to the maximum, as Theano */
+    kiln_node *m = kl_bcast(v, a, v->p.axes, gc->file, gc->line);
+    kiln_node *gb = kl_bcast(g, a, v->p.axes, gc->file, gc->line);
+    gin[0] = where(bin(KL_OP_EQ, a, m, gc), gb, lit(ctx, 0.0, gc), gc);
+    break;
+  }
   case KL_OP_SUM_LIKE: {
     uint32_t lead = (1u << (a->type.rank - b->type.rank)) - 1u;
     gin[0] = kl_bcast(g, a, lead, gc->file, gc->line);

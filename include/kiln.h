@@ -403,6 +403,28 @@ KILN_API kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, 
 #define kiln_mean(...) kiln_mean_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_sum_axis(...) kiln_sum_axis_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_mean_axis(...) kiln_mean_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+/* Maximum over every axis / one axis. NaN propagates; among equal values
+** (0.0, -0.0) the first stays; an empty reduction gives the smallest value
+** of the dtype (-inf for floats), where numpy raises. The gradient goes to
+** every element equal to the maximum (Theano's rule). */
+KILN_API kiln_node *kiln_max_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_max_axis_at(kiln_node *x, int axis, const char *file, int line);
+#define kiln_max(...) kiln_max_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_max_axis(...) kiln_max_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+
+/* Neural-network losses along the last axis, computed stably (shifted by
+** the row maximum): log_softmax(x) = (x - m) - log(sum(exp(x - m))),
+** softmax(x) = exp(log_softmax(x)), and crossentropy(z, t) =
+** -sum(t * log_softmax(z)) per row for one-hot or probability targets t of
+** z's shape (entries with t == 0 contribute 0, even against a -inf logit).
+** A row whose logits are all -inf gives NaN (there is no distribution).
+** Integer inputs are converted to float first. */
+KILN_API kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_softmax_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, int line);
+#define kiln_log_softmax(...) kiln_log_softmax_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_softmax(...) kiln_softmax_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_crossentropy(...) kiln_crossentropy_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* Dot product: vector.vector -> scalar, matrix.vector -> vector,
 ** vector.matrix -> vector, matrix.matrix -> matrix (numpy.dot for ranks 1

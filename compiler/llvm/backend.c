@@ -593,6 +593,25 @@ static void emit_blocked_sum(em *e, int i, int src, int R, const LLVMValueRef *D
 /* sum and sum_like: loop over the source in C order adding each element
 ** into the output at dst offsets (0 along summed axes). A rank-0 result is
 ** accumulated in a register. */
+/* max reductions: the smallest value of the dtype, then maximum(acc, x)
+** with the maximum op's rules (NaN propagates, the first of equals stays) */
+static LLVMValueRef max_init(em *e, int dt) {
+  if (kl_dtype_is_float((kiln_dtype)dt)) return LLVMConstReal(lty(e, dt), -1.0 / 0.0);
+  static const int64_t lo[] = {0, INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN, 0};
+  return LLVMConstInt(lty(e, dt), (unsigned long long)lo[dt], 1);
+}
+
+static LLVMValueRef max_of(em *e, int dt, LLVMValueRef acc, LLVMValueRef x) {
+  LLVMValueRef c;
+  if (kl_dtype_is_float((kiln_dtype)dt)) {
+    c = LLVMBuildFCmp(e->b, LLVMRealOGE, acc, x, "");
+    c = LLVMBuildOr(e->b, c, LLVMBuildFCmp(e->b, LLVMRealUNO, acc, acc, ""), "");
+  } else {
+    c = LLVMBuildICmp(e->b, is_unsigned(dt) ? LLVMIntUGE : LLVMIntSGE, acc, x, "");
+  }
+  return LLVMBuildSelect(e->b, c, acc, x, "");
+}
+
 static void emit_reduce_kernel(em *e, int i) {
   const kiln_node *v = node(e, i);
   int src = (int)v->in[0]->id, R = node(e, src)->type.rank, r = v->type.rank, dt = v->type.dtype;
@@ -600,22 +619,23 @@ static void emit_reduce_kernel(em *e, int i) {
   loop l[KILN_MAX_RANK];
   prepare(e, src);
   for (int d = 0; d < R; d++) D[d] = dim(e, src, d);
-  if (r == 0 && kl_dtype_is_float((kiln_dtype)dt)) {
+  bool mx = v->op == KL_OP_RMAX;
+  if (r == 0 && kl_dtype_is_float((kiln_dtype)dt) && !mx) {
     emit_blocked_sum(e, i, src, R, D);
     return;
   }
   if (r == 0) {
     LLVMValueRef acc = alloca_of(e, lty(e, dt));
-    LLVMBuildStore(e->b, zero_of(e, dt), acc);
+    LLVMBuildStore(e->b, (mx ? max_init(e, dt) : zero_of(e, dt)), acc);
     open_loops(e, l, R, D);
     LLVMValueRef x = eval(e, src, identity);
-    LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), x), acc);
+    LLVMBuildStore(e->b, (mx ? max_of : add_of)(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), x), acc);
     close_loops(e, l, R);
     e->reg[i] = LLVMBuildLoad2(e->b, lty(e, dt), acc, "");
     if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
     return;
   }
-  if (v->op == KL_OP_SUM) {
+  if (v->op != KL_OP_SUM_LIKE) {
     strides(e, i, false, ost);
     for (int d = 0, o = 0; d < R; d++) dst[d] = (v->p.axes >> d & 1u) ? ci64(e, 0) : ost[o++];
   } else { /* sum_like: 0 where the target's size is 1, and on leading axes */
@@ -626,12 +646,12 @@ static void emit_reduce_kernel(em *e, int i) {
   for (int d = 0; d < r; d++) od[d] = dim(e, i, d);
   strides(e, i, false, cst);
   open_loops(e, l, r, od);
-  store_home(e, i, zero_of(e, dt), flat_offset(e, r, cst));
+  store_home(e, i, (mx ? max_init(e, dt) : zero_of(e, dt)), flat_offset(e, r, cst));
   close_loops(e, l, r);
   open_loops(e, l, R, D);
   LLVMValueRef x = eval(e, src, identity);
   LLVMValueRef p = elem_ptr(e, e->g->home[i], dt, flat_offset(e, R, dst));
-  LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), p, ""), x), p);
+  LLVMBuildStore(e->b, (mx ? max_of : add_of)(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), p, ""), x), p);
   close_loops(e, l, R);
 }
 

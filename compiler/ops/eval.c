@@ -309,6 +309,38 @@ static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
   } while (next_index(src->rank, src->shape, idx));
 }
 
+/* max down to dst: starts from the smallest value of the dtype (-inf for
+** floats), keeps the first of equal values and propagates NaN, exactly as
+** maximum(acc, x) folded over the source in C order. */
+static void accumulate_max(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
+                           const int64_t *dst_st) {
+  for (int64_t j = 0; j < dst->size; j++) {
+    if (dt == KILN_FLOAT64) ((double *)dst->data)[j] = -INFINITY;
+    else if (dt == KILN_FLOAT32) ((float *)dst->data)[j] = -INFINITY;
+    else {
+      static const int64_t lo[] = {0, INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN, 0};
+      store_i64(dt, dst->data, j, lo[dt]);
+    }
+  }
+  if (src->size == 0) return;
+  int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
+  do {
+    int64_t off = 0;
+    for (int d = 0; d < src->rank; d++) off += idx[d] * dst_st[d];
+    if (dt == KILN_FLOAT64) {
+      double *a = (double *)dst->data + off, x = ((const double *)src->data)[i];
+      *a = (*a >= x || *a != *a) ? *a : x;
+    } else if (dt == KILN_FLOAT32) {
+      float *a = (float *)dst->data + off, x = ((const float *)src->data)[i];
+      *a = (*a >= x || *a != *a) ? *a : x;
+    } else {
+      int64_t a = kl_load_i64(dt, dst->data, off), x = kl_load_i64(dt, src->data, i);
+      store_i64(dt, dst->data, off, a >= x ? a : x);
+    }
+    i++;
+  } while (next_index(src->rank, src->shape, idx));
+}
+
 static kiln_status eval_reduce(const kiln_node *v, const kiln_tensor *x, kiln_tensor *out) {
   int64_t shape[KILN_MAX_RANK] = {0}, st[KILN_MAX_RANK], dst_st[KILN_MAX_RANK];
   int r = 0;
@@ -317,7 +349,10 @@ static kiln_status eval_reduce(const kiln_node *v, const kiln_tensor *x, kiln_te
   if (kl_tensor_reshape(out, (kiln_dtype)v->type.dtype, r, shape) != KILN_OK) return KILN_NOMEM;
   strides_of(r, shape, st);
   for (int i = 0, k = 0; i < x->rank; i++) dst_st[i] = (v->p.axes >> i & 1u) ? 0 : st[k++];
-  accumulate((kiln_dtype)v->type.dtype, out, x, dst_st);
+  if (v->op == KL_OP_RMAX)
+    accumulate_max((kiln_dtype)v->type.dtype, out, x, dst_st);
+  else
+    accumulate((kiln_dtype)v->type.dtype, out, x, dst_st);
   return KILN_OK;
 }
 
