@@ -6,6 +6,9 @@
 **   W1 seed        the seed training step (4 float32 features, float64 W)
 **   W2 linreg      the same graph in float32 with n = 2^20 features, and its
 **                  scaling over n = 2^10 .. 2^24
+**   W3 mlp         64 -> 128 tanh -> 10 softmax crossentropy, batch 64,
+**                  float32, one SGD step (the reference is plain loops with
+**                  libm tanhf: OpenBLAS is not a dependency of Kiln)
 **   W4 compile     kiln_function_new -> callable step, measured in a fresh
 **                  process (this program re-executes itself), and with the
 **                  compile cache hit
@@ -131,6 +134,59 @@ static void w2_at(int64_t n, int verbose) {
   seed_free(&s);
 }
 
+/* ------------------------------------------------------------------- W3 */
+
+static void w3(void) {
+  enum { B = 64, I = 64, H = 128, O = 10 };
+  kiln_ctx *ctx = kiln_ctx_new();
+  kiln_node *x = kiln_fmatrix(ctx, "x"), *y = kiln_fmatrix(ctx, "y");
+  kiln_node *W1 = kiln_shared(ctx, "W1", KILN_FLOAT32, 2, (int64_t[]){I, H}, NULL);
+  kiln_node *b1 = kiln_shared(ctx, "b1", KILN_FLOAT32, 1, (int64_t[]){H}, NULL);
+  kiln_node *W2 = kiln_shared(ctx, "W2", KILN_FLOAT32, 2, (int64_t[]){H, O}, NULL);
+  kiln_node *b2 = kiln_shared(ctx, "b2", KILN_FLOAT32, 1, (int64_t[]){O}, NULL);
+  kiln_node *h = kiln_tanh(kiln_add(kiln_dot(x, W1), b1));
+  kiln_node *loss = kiln_mean(kiln_crossentropy(kiln_add(kiln_dot(h, W2), b2), y));
+  kiln_node *params[4] = {W1, b1, W2, b2}, *g[4];
+  if (kiln_grad(loss, 4, params, g, 0) != KILN_OK) die(ctx, "grad");
+  kiln_update upd[4];
+  for (int k = 0; k < 4; k++)
+    upd[k] = (kiln_update){params[k], kiln_sub(params[k], kiln_mul(kiln_lit(ctx, 0.01), g[k]))};
+  double t0 = now();
+  kiln_function *f = kiln_function_new(ctx, "mlp", 2, (kiln_node *[]){x, y}, 1, &loss, 4, upd);
+  double compile = now() - t0;
+  if (!f) die(ctx, "function");
+  kiln_tensor *in[2] = {kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){B, I}, NULL),
+                        kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){B, O}, NULL)};
+  float *px = kiln_tensor_data(in[0]), *py = kiln_tensor_data(in[1]);
+  for (int i = 0; i < B * I; i++) px[i] = (float)(i % 17) / 16.0f;
+  for (int r = 0; r < B; r++) py[r * O + r % O] = 1.0f;
+  float *W1r = calloc(I * H, 4), *b1r = calloc(H, 4), *W2r = calloc(H * O, 4), *b2r = calloc(O, 4);
+  for (int i = 0; i < I * H; i++) W1r[i] = 0.01f * (float)(i % 13 - 6);
+  for (int i = 0; i < H * O; i++) W2r[i] = 0.01f * (float)(i % 11 - 5);
+  float *scratch = malloc(sizeof(float) * (B * H * 2 + B * O + I * H + H * O));
+  const int N = 200;
+  double tk[64], tr[64];
+  volatile float sink = 0;
+  for (int r = 0; r < repeats; r++) {
+    double a = now();
+    for (int i = 0; i < N; i++) kiln_call(f, (const kiln_tensor *const *)in, NULL);
+    double b = now();
+    for (int i = 0; i < N; i++) sink += ref_mlp_step(px, py, B, W1r, b1r, W2r, b2r, 0.01f, scratch);
+    double c = now();
+    tk[r] = (b - a) / N;
+    tr[r] = (c - b) / N;
+  }
+  double k = median(tk, repeats), c = median(tr, repeats);
+  printf("W3 mlp step (batch 64) kiln %8.1f us   C %8.1f us   ratio %5.2f   (goal <= 0.5, <= 60 us)\n",
+         k * 1e6, c * 1e6, k / c);
+  printf("W4 compile mlp         %6.2f ms in this process (goal <= 60)\n", compile * 1e3);
+  (void)sink;
+  free(W1r), free(b1r), free(W2r), free(b2r), free(scratch);
+  kiln_tensor_free(in[0]);
+  kiln_tensor_free(in[1]);
+  kiln_ctx_free(ctx);
+}
+
 /* ------------------------------------------------------------------- W4 */
 
 /* In a fresh process: time of the first kiln_function_new of the seed step
@@ -190,6 +246,7 @@ int main(int argc, char **argv) {
   w2_at((int64_t)1 << 20, 1);
   printf("W2 scaling with n:\n");
   for (int e = 10; e <= 24; e += 2) w2_at((int64_t)1 << e, 0);
+  w3();
   w4(argv[0]);
   return 0;
 }
