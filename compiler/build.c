@@ -190,7 +190,23 @@ kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, 
   case KL_OP_SQRT:
   case KL_OP_EXP:
   case KL_OP_LOG:
+  case KL_OP_LOG1P:
+  case KL_OP_EXPM1:
+  case KL_OP_TANH:
+  case KL_OP_SIGMOID:
+  case KL_OP_SOFTPLUS:
     c = out = kl_float_of(c);
+    break;
+  case KL_OP_AND:
+  case KL_OP_OR:
+  case KL_OP_NOT: /* numpy's logical ops read their operands as truth values */
+    c = out = KILN_BOOL;
+    weak = false;
+    break;
+  case KL_OP_ISNAN:
+  case KL_OP_ISINF:
+    out = KILN_BOOL;
+    weak = false;
     break;
   case KL_OP_LT:
   case KL_OP_LE:
@@ -398,6 +414,45 @@ UN(sqrt, SQRT)
 UN(exp, EXP)
 UN(log, LOG)
 UN(abs, ABS)
+UN(sign, SIGN)
+UN(log1p, LOG1P)
+UN(expm1, EXPM1)
+UN(tanh, TANH)
+UN(sigmoid, SIGMOID)
+UN(softplus, SOFTPLUS)
+UN(relu, RELU)
+UN(logical_not, NOT)
+UN(isnan, ISNAN)
+UN(isinf, ISINF)
+BIN(lt, LT)
+BIN(le, LE)
+BIN(gt, GT)
+BIN(ge, GE)
+BIN(eq, EQ)
+BIN(ne, NE)
+BIN(logical_and, AND)
+BIN(logical_or, OR)
+
+kiln_node *kiln_where_at(kiln_node *c, kiln_node *a, kiln_node *b, const char *file, int line) {
+  kiln_node *in[3] = {c, a, b};
+  return kl_elem(KL_OP_WHERE, 3, in, file, line);
+}
+
+kiln_node *kiln_clip_at(kiln_node *x, kiln_node *lo, kiln_node *hi, const char *file, int line) {
+  kiln_node *in[2] = {x, lo};
+  kiln_node *m = kl_elem(KL_OP_MAX, 2, in, file, line);
+  kiln_node *in2[2] = {m, hi};
+  return m ? kl_elem(KL_OP_MIN, 2, in2, file, line) : NULL;
+}
+
+kiln_node *kiln_cast_at(kiln_node *x, kiln_dtype dt, const char *file, int line) {
+  if (!common_ctx("cast", 1, &x)) return NULL;
+  if (!kl_dtype_valid(dt)) {
+    kl_error(x->ctx, KILN_MISUSE, "cast: invalid dtype %d (%s:%d)", (int)dt, kl_basename(file), line);
+    return NULL;
+  }
+  return kl_cast(x, dt, file, line);
+}
 
 kiln_node *kiln_sum_at(kiln_node *x, const char *file, int line) {
   if (!common_ctx("sum", 1, &x)) return NULL;
@@ -521,6 +576,54 @@ RED_AXIS(argmin, KILN_ARGMIN)
 
 kiln_node *kiln_logsumexp_at(kiln_node *x, int axis, int keepdims, const char *file, int line) {
   return kiln_reduce_at(x, KILN_LOGSUMEXP, 1, &axis, keepdims, file, line);
+}
+
+/* log_softmax along the last axis, shifted by the row maximum so exp never
+** overflows: (x - m) - log(sum(exp(x - m))). */
+kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line) {
+  kiln_ctx *ctx = common_ctx("log_softmax", 1, &x);
+  if (!ctx) return NULL;
+  if (x->type.rank < 1) {
+    char lb[256];
+    kl_error(ctx, KILN_TYPE, "log_softmax: %s is a scalar (%s:%d)", kl_node_label(x, lb, sizeof lb),
+             kl_basename(file), line);
+    return NULL;
+  }
+  x = kl_cast(x, kl_float_of((kiln_dtype)x->type.dtype), file, line);
+  uint32_t last = 1u << (x->type.rank - 1);
+  kiln_node *m = kl_reduce(KL_OP_RMAX, x, last, file, line);
+  kiln_node *in[2] = {x, m ? kl_bcast(m, x, last, file, line) : NULL};
+  kiln_node *s = in[1] ? kl_elem(KL_OP_SUB, 2, in, file, line) : NULL;
+  kiln_node *e = s ? kl_elem(KL_OP_EXP, 1, &s, file, line) : NULL;
+  kiln_node *sum = e ? kl_reduce(KL_OP_SUM, e, last, file, line) : NULL;
+  kiln_node *lse = sum ? kl_elem(KL_OP_LOG, 1, &sum, file, line) : NULL;
+  kiln_node *in2[2] = {s, lse ? kl_bcast(lse, x, last, file, line) : NULL};
+  return in2[1] ? kl_elem(KL_OP_SUB, 2, in2, file, line) : NULL;
+}
+
+kiln_node *kiln_softmax_at(kiln_node *x, const char *file, int line) {
+  kiln_node *ls = kiln_log_softmax_at(x, file, line);
+  return ls ? kl_elem(KL_OP_EXP, 1, &ls, file, line) : NULL;
+}
+
+/* -sum(t * log_softmax(z)) along the last axis; entries with t == 0 add
+** nothing even where log_softmax is -inf. */
+kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, int line) {
+  kiln_node *pair[2] = {z, t};
+  kiln_ctx *ctx = common_ctx("crossentropy", 2, pair);
+  if (!ctx) return NULL;
+  kiln_node *ls = kiln_log_softmax_at(z, file, line);
+  if (!ls) return NULL;
+  kiln_node *in[2] = {t, ls};
+  kiln_node *prod = kl_elem(KL_OP_MUL, 2, in, file, line);
+  kiln_node *zero = kiln_flit_at(ctx, 0.0, file, line);
+  kiln_node *nz[2] = {t, zero};
+  kiln_node *c = kl_elem(KL_OP_NE, 2, nz, file, line);
+  kiln_node *w[3] = {c, prod, zero};
+  kiln_node *terms = c && prod ? kl_elem(KL_OP_WHERE, 3, w, file, line) : NULL;
+  if (!terms) return NULL;
+  kiln_node *s = kl_reduce(KL_OP_SUM, terms, 1u << (terms->type.rank - 1), file, line);
+  return s ? kl_elem(KL_OP_NEG, 1, &s, file, line) : NULL;
 }
 
 kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {

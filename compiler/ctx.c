@@ -79,6 +79,7 @@ void kiln_ctx_free(kiln_ctx *ctx) {
   if (!kl_ctx_ok(ctx)) return;
   while (ctx->n_fns > 0) kiln_function_free(ctx->fns[ctx->n_fns - 1]);
   kl_free(ctx->fns);
+  kl_cache_free(ctx);
   kl_ctx_jit_free(ctx);
   for (int i = 0; i < ctx->n_shared; i++) {
     kl_tensor_release(ctx->shared[i]);

@@ -175,14 +175,11 @@ kiln_status kl_fg_sort(kl_fgraph *g) {
       stack[sp++] = w_;                                                                            \
     }                                                                                              \
   } while (0)
-  for (int k = 0; k < g->n_outputs; k++)
-    PUSH_NEW(g->outputs[k]);
-  for (int u = 0; u < g->n_updates; u++)
-    PUSH_NEW(g->upd_value[u]);
+  for (int k = 0; k < g->n_outputs; k++) PUSH_NEW(g->outputs[k]);
+  for (int u = 0; u < g->n_updates; u++) PUSH_NEW(g->upd_value[u]);
   while (sp > 0) {
     kiln_node *v = stack[--sp];
-    for (int k = 0; k < v->n_in; k++)
-      PUSH_NEW(v->in[k]);
+    for (int k = 0; k < v->n_in; k++) PUSH_NEW(v->in[k]);
   }
 #undef PUSH_NEW
   /* stable topological order: depth-first post-order, roots in index order */

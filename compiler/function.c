@@ -411,7 +411,7 @@ static void print_timing(const kiln_function *f, double graph_s, double plan_s, 
     if (f->log.pass_names[p])
       fprintf(stderr, "kiln:   pass %-11s %9.3f ms\n", f->log.pass_names[p], f->log.seconds[p] * 1e3);
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "plan", plan_s * 1e3);
-  fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "LLVM + JIT", llvm_s * 1e3);
+  fprintf(stderr, "kiln:   %-16s %9.3f ms%s\n", "LLVM + JIT", llvm_s * 1e3, llvm_s == 0 ? " (cached)" : "");
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "total", total_s * 1e3);
 }
 
@@ -480,10 +480,9 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
   }
   double t3 = now(), llvm_s = 0;
   if (!st) {
-    char sym[64];
-    snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
     void *fn = NULL;
-    st = kl_backend_compile(ctx, &g, sym, &f->code, &fn, &llvm_s);
+    bool hit;
+    st = kl_cache_compile(ctx, &g, &f->code, &fn, &llvm_s, &hit);
     g.plan->step = (kl_step_fn)fn;
   }
   if (st) {
@@ -521,7 +520,7 @@ void kiln_function_free(kiln_function *f) {
       ctx->fns[i] = ctx->fns[--ctx->n_fns];
       break;
     }
-  kl_backend_code_free(f->code);
+  kl_cache_release(ctx, f->code);
   kl_plan_free(f->plan);
   kl_free(f->name);
   kl_log_free(&f->log);

@@ -121,4 +121,12 @@ const char *kl_backend_text(struct kl_jit_code *code, kiln_stage stage, kiln_sta
 void kl_backend_code_free(struct kl_jit_code *code);
 void kl_ctx_jit_free(kiln_ctx *ctx);
 
+/* ---- compiler/cache.c: compiled steps shared by functions with equal
+** optimized graphs. kl_cache_compile compiles or finds the step (a new
+** reference); kl_cache_release drops one; kl_cache_free drops all. */
+kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_code **out_code,
+                             void **out_fn, double *out_secs, bool *out_hit);
+void kl_cache_release(kiln_ctx *ctx, struct kl_jit_code *code);
+void kl_cache_free(kiln_ctx *ctx);
+
 #endif

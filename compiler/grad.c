@@ -84,6 +84,18 @@ static void grad_rule(kiln_node *v, kiln_node *g, const bool *need, kiln_node **
   case KL_OP_LOG: gin[0] = bin(KL_OP_DIV, g, a, gc); break;
   case KL_OP_ABS: gin[0] = bin(KL_OP_MUL, g, un(KL_OP_SIGN, a, gc), gc); break;
   case KL_OP_SIGN: gin[0] = kl_zeros_like(a, gc->file, gc->line); break;
+  case KL_OP_LOG1P: gin[0] = bin(KL_OP_DIV, g, bin(KL_OP_ADD, a, lit(ctx, 1.0, gc), gc), gc); break;
+  case KL_OP_EXPM1: gin[0] = bin(KL_OP_MUL, g, bin(KL_OP_ADD, v, lit(ctx, 1.0, gc), gc), gc); break;
+  case KL_OP_TANH:
+    gin[0] = bin(KL_OP_MUL, g, bin(KL_OP_SUB, lit(ctx, 1.0, gc), un(KL_OP_SQR, v, gc), gc), gc);
+    break;
+  case KL_OP_SIGMOID:
+    gin[0] = bin(KL_OP_MUL, bin(KL_OP_MUL, g, v, gc), bin(KL_OP_SUB, lit(ctx, 1.0, gc), v, gc), gc);
+    break;
+  case KL_OP_SOFTPLUS: gin[0] = bin(KL_OP_MUL, g, un(KL_OP_SIGMOID, a, gc), gc); break;
+  case KL_OP_RELU: /* 1 where x > 0; 0 at the kink, as Theano */
+    gin[0] = where(bin(KL_OP_GT, a, lit(ctx, 0.0, gc), gc), g, lit(ctx, 0.0, gc), gc);
+    break;
   case KL_OP_ADD:
     if (need[0]) gin[0] = to_shape(g, a, gc);
     if (need[1]) gin[1] = to_shape(g, b, gc);

@@ -92,6 +92,8 @@ struct kiln_ctx {
   struct kl_jit *jit; /* created with the first function */
   const char *origin; /* set while kiln_grad builds nodes */
   int n_funcs_made;   /* to name step symbols uniquely */
+  struct kl_cache_entry **cache; /* compiled steps, shared by equal functions (cache.c) */
+  int n_cache, cap_cache;
 };
 
 /* ---- errors (compiler/ctx.c) */

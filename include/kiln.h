@@ -329,6 +329,70 @@ KILN__B1(abs)
 #define kiln_log(...) kiln_log_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_abs(...) kiln_abs_at(__VA_ARGS__, __FILE__, __LINE__)
 
+/* More elementwise functions. Integer and bool inputs are first converted
+** to a float dtype as for exp. sigmoid is 1/(1+exp(-x)) for x >= 0 and
+** exp(x)/(1+exp(x)) below (never overflows); softplus is log(1+exp(x))
+** computed as x + log1p(exp(-x)) for x > 0 and log1p(exp(x)) otherwise;
+** relu is maximum(x, 0) (NaN propagates, relu(-0.0) is -0.0; gradient 1
+** where x > 0, 0 at and below the kink); sign is -1, 0 or 1 (NaN and -0.0
+** kept) with a zero gradient. */
+KILN__B1(sign)
+KILN__B1(log1p)
+KILN__B1(expm1)
+KILN__B1(tanh)
+KILN__B1(sigmoid)
+KILN__B1(softplus)
+KILN__B1(relu)
+#define kiln_sign(...) kiln_sign_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_log1p(...) kiln_log1p_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_expm1(...) kiln_expm1_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_tanh(...) kiln_tanh_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_sigmoid(...) kiln_sigmoid_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_softplus(...) kiln_softplus_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_relu(...) kiln_relu_at(__VA_ARGS__, __FILE__, __LINE__)
+
+/* Comparisons (numpy promotion of the operands, bool result; a NaN
+** compares unequal to everything), logical ops (operands read as truth
+** values: nonzero is true), isnan/isinf (false for integers). None has a
+** gradient: gradients flowing through them are zero. */
+KILN__B2(lt)
+KILN__B2(le)
+KILN__B2(gt)
+KILN__B2(ge)
+KILN__B2(eq)
+KILN__B2(ne)
+KILN__B2(logical_and)
+KILN__B2(logical_or)
+KILN__B1(logical_not)
+KILN__B1(isnan)
+KILN__B1(isinf)
+#define kiln_lt(...) kiln_lt_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_le(...) kiln_le_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_gt(...) kiln_gt_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_ge(...) kiln_ge_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_eq(...) kiln_eq_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_ne(...) kiln_ne_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_logical_and(...) kiln_logical_and_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_logical_or(...) kiln_logical_or_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_logical_not(...) kiln_logical_not_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_isnan(...) kiln_isnan_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_isinf(...) kiln_isinf_at(__VA_ARGS__, __FILE__, __LINE__)
+
+/* where(c, a, b): a where c is true, else b (Theano's switch); c is read as a
+** truth value, a and b promote together. The gradient goes to the chosen
+** side. clip(x, lo, hi) is minimum(maximum(x, lo), hi) (numpy); the gradient
+** reaches x where lo <= x <= hi (ties go to x, as maximum's and minimum's).
+** cast(x, dtype) converts: float->int truncates toward zero and saturates,
+** NaN -> 0; int->narrower int wraps; ->bool is x != 0. */
+KILN_API kiln_node *kiln_where_at(kiln_node *c, kiln_node *a, kiln_node *b, const char *file,
+                                  int line);
+KILN_API kiln_node *kiln_clip_at(kiln_node *x, kiln_node *lo, kiln_node *hi, const char *file,
+                                 int line);
+KILN_API kiln_node *kiln_cast_at(kiln_node *x, kiln_dtype dtype, const char *file, int line);
+#define kiln_where(...) kiln_where_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_clip(...) kiln_clip_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_cast(...) kiln_cast_at(__VA_ARGS__, __FILE__, __LINE__)
+
 /* Reductions. kiln_sum/kiln_mean reduce every axis to a scalar; the _axis
 ** forms one axis (negative counts from the end), dropping it. */
 KILN_API kiln_node *kiln_sum_at(kiln_node *x, const char *file, int line);
@@ -339,6 +403,28 @@ KILN_API kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, 
 #define kiln_mean(...) kiln_mean_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_sum_axis(...) kiln_sum_axis_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_mean_axis(...) kiln_mean_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+/* Maximum over every axis / one axis. NaN propagates; among equal values
+** (0.0, -0.0) the first stays; an empty reduction gives the smallest value
+** of the dtype (-inf for floats), where numpy raises. The gradient goes to
+** every element equal to the maximum (Theano's rule). */
+KILN_API kiln_node *kiln_max_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_max_axis_at(kiln_node *x, int axis, const char *file, int line);
+#define kiln_max(...) kiln_max_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_max_axis(...) kiln_max_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+
+/* Neural-network losses along the last axis, computed stably (shifted by
+** the row maximum): log_softmax(x) = (x - m) - log(sum(exp(x - m))),
+** softmax(x) = exp(log_softmax(x)), and crossentropy(z, t) =
+** -sum(t * log_softmax(z)) per row for one-hot or probability targets t of
+** z's shape (entries with t == 0 contribute 0, even against a -inf logit).
+** A row whose logits are all -inf gives NaN (there is no distribution).
+** Integer inputs are converted to float first. */
+KILN_API kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_softmax_at(kiln_node *x, const char *file, int line);
+KILN_API kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, int line);
+#define kiln_log_softmax(...) kiln_log_softmax_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_softmax(...) kiln_softmax_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_crossentropy(...) kiln_crossentropy_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* The general reduction: op over the axes axes[0..n_axes-1] of x (negative
 ** axes count from the end; n_axes 0, axes NULL: every axis -- not numpy's

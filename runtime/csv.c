@@ -28,17 +28,7 @@
 
 #define CSV_CHUNK (1u << 16)
 
-static kiln_status fail(char *err, size_t errn, kiln_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static kiln_status fail(char *err, size_t errn, kiln_status st, const char *fmt, ...) {
-  if (err && errn) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errn, fmt, ap);
-    va_end(ap);
-  }
-  return st;
-}
+#define fail kl_fail
 
 /* ---------------------------------------------------------------- reading */
 

@@ -5,7 +5,9 @@
 */
 #include "runtime/rt.h"
 
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,4 +62,14 @@ char *kl_strdup(const char *s) {
   char *d = kl_malloc(n);
   if (d) memcpy(d, s, n);
   return d;
+}
+
+kiln_status kl_fail(char *err, size_t errn, kiln_status st, const char *fmt, ...) {
+  if (err && errn) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errn, fmt, ap);
+    va_end(ap);
+  }
+  return st;
 }

@@ -50,17 +50,7 @@ static const char *const npy_descr[KILN_N_DTYPES] = {"|b1", "|i1", "<i2", "<i4",
 
 /* ---------------------------------------------------------------- helpers */
 
-static kiln_status fail(char *err, size_t errn, kiln_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static kiln_status fail(char *err, size_t errn, kiln_status st, const char *fmt, ...) {
-  if (err && errn) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errn, fmt, ap);
-    va_end(ap);
-  }
-  return st;
-}
+#define fail kl_fail
 
 /* The system's message for errno value e (thread-safe, XSI strerror_r). */
 static const char *errstr(int e, char *buf, size_t n) {

@@ -29,6 +29,11 @@ void kl_mem_fail_at(long k);
 /* Number of allocations made since start (for the allocation tests). */
 long kl_mem_count(void);
 
+/* Writes a message into err (size errn; either may be 0) and returns st:
+** the error reporting of runtime functions that have no context. */
+kiln_status kl_fail(char *err, size_t errn, kiln_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* ---- dtypes */
 bool kl_dtype_valid(int dt);
 bool kl_dtype_is_float(kiln_dtype dt);

@@ -462,15 +462,22 @@ START_TEST(dynamic_shapes_regrow) {
     const kiln_tensor *o[4];
     OK(ctx, kiln_call(f, IN_ARGS(xt, vt), o));
     ck_assert_int_eq(kiln_tensor_dim(o[0], 0), n);
-    double s = 0.0;
+    /* the documented order of a full float sum: 16 lanes along the axis
+    ** for the first n - n % 16 elements, a tree over the lanes, then + tail */
+    double lane[16] = {0}, tail = 0.0;
     for (int64_t i = 0; i < n; i++) {
       double vd = (double)(float)vv[i];
       /* abs(v) + 1 is float32 (weak literal), widened for the division */
       double ti = xv[i] * vd + xv[i] / (double)(fabsf((float)vv[i]) + 1.0f);
       ASSERT_BITS(kiln_tensor_get(o[0], i), ti, "%s: t[%lld]", what, (long long)i);
-      s = s + ti * xv[i];
+      if (i < n - n % 16)
+        lane[i % 16] = lane[i % 16] + ti * xv[i];
+      else
+        tail = tail + ti * xv[i];
     }
-    ASSERT_BITS(kiln_tensor_get(o[1], 0), s, "%s: sum", what);
+    for (int w = 8; w >= 1; w /= 2)
+      for (int j = 0; j < w; j++) lane[j] = lane[j] + lane[j + w];
+    ASSERT_BITS(kiln_tensor_get(o[1], 0), lane[0] + tail, "%s: sum", what);
     kiln_tensor_free(xt);
     kiln_tensor_free(vt);
     free(xv);

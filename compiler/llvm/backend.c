@@ -38,9 +38,15 @@ typedef struct em {
   LLVMValueRef *reg;  /* per node: its value in a register (rank 0), or NULL */
   LLVMValueRef (*st)[KILN_MAX_RANK]; /* per node: broadcast strides, once computed */
   bool *has_st;
+  LLVMValueRef (*st_fast)[KILN_MAX_RANK]; /* the same, assuming no dynamic size is 1 */
+  bool fast;          /* emitting the version that uses st_fast */
+  bool collect;       /* prepare() gathers the condition for the fast version */
+  LLVMValueRef kcond; /* that condition: every dynamic size read is not 1 */
   LLVMValueRef *memo; /* per node: its value in the current loop body */
   int (*memo_map)[KILN_MAX_RANK];
   LLVMValueRef idx[KILN_MAX_RANK]; /* the current loop indices */
+  LLVMBasicBlockRef join, other, fast_end; /* emit_kernel's versions */
+  LLVMValueRef fast_reg;
 } em;
 
 /* ----------------------------------------------------------------- types */
@@ -167,6 +173,21 @@ static LLVMValueRef libm_pow(em *e, int dt, LLVMValueRef *args) {
   return call;
 }
 
+/* A one-argument libm function (log1p, expm1, tanh, or their f variants),
+** opaque to LLVM like libm_pow, so the JIT calls exactly what the
+** reference evaluator calls. */
+static LLVMValueRef libm1(em *e, int dt, const char *name64, LLVMValueRef x) {
+  char name[32];
+  snprintf(name, sizeof name, "%s%s", name64, dt == KILN_FLOAT32 ? "f" : "");
+  LLVMTypeRef t = lty(e, dt), ft = LLVMFunctionType(t, &t, 1, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(e->m, name);
+  if (!f) f = LLVMAddFunction(e->m, name, ft);
+  LLVMValueRef call = LLVMBuildCall2(e->b, ft, f, &x, 1, "");
+  unsigned nb = LLVMGetEnumAttributeKindForName("nobuiltin", 9);
+  LLVMAddCallSiteAttribute(call, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(e->c, nb, 0));
+  return call;
+}
+
 /* i64 ipow(i64 x, i64 y): kl_ipow in IR, internal to the module. */
 static LLVMValueRef ipow_fn(em *e) {
   if (e->ipow) return e->ipow;
@@ -247,6 +268,14 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
   LLVMValueRef a = x[0], b = x[1];
   if (op == KL_OP_CAST) return emit_cast(e, a, dt, v->type.dtype);
   if (op >= KL_OP_LT && op <= KL_OP_NE) return emit_cmp(e, op, dt, a, b);
+  if (op == KL_OP_ISNAN || op == KL_OP_ISINF) {
+    if (!kl_dtype_is_float((kiln_dtype)dt)) return LLVMConstInt(e->i8, 0, 0);
+    LLVMValueRef c = op == KL_OP_ISNAN
+                         ? LLVMBuildFCmp(e->b, LLVMRealUNO, a, a, "")
+                         : LLVMBuildFCmp(e->b, LLVMRealOEQ, intrinsic(e, "llvm.fabs", &t, 1, &a, 1),
+                                         LLVMConstReal(t, 1.0 / 0.0), "");
+    return LLVMBuildZExt(e->b, c, e->i8, "");
+  }
   if (op == KL_OP_WHERE)
     return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntNE, a, LLVMConstInt(e->i8, 0, 0), ""), b, x[2], "");
   if (kl_dtype_is_float((kiln_dtype)dt)) {
@@ -254,6 +283,29 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_NEG: return LLVMBuildFNeg(e->b, a, "");
     case KL_OP_SQR: return LLVMBuildFMul(e->b, a, a, "");
     case KL_OP_SQRT: return intrinsic(e, "llvm.sqrt", &t, 1, &a, 1);
+    case KL_OP_LOG1P: return libm1(e, dt, "log1p", a);
+    case KL_OP_EXPM1: return libm1(e, dt, "expm1", a);
+    case KL_OP_TANH: return libm1(e, dt, "tanh", a);
+    case KL_OP_SIGMOID: { /* the reference's formula, both sides, then select */
+      LLVMValueRef one = LLVMConstReal(t, 1.0);
+      LLVMValueRef en = intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
+      LLVMValueRef ep = intrinsic(e, "llvm.exp", &t, 1, &a, 1);
+      LLVMValueRef pos = LLVMBuildFDiv(e->b, one, LLVMBuildFAdd(e->b, one, en, ""), "");
+      LLVMValueRef neg = LLVMBuildFDiv(e->b, ep, LLVMBuildFAdd(e->b, one, ep, ""), "");
+      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGE, a, LLVMConstReal(t, 0.0), ""), pos, neg, "");
+    }
+    case KL_OP_SOFTPLUS: {
+      LLVMValueRef en = intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
+      LLVMValueRef ep = intrinsic(e, "llvm.exp", &t, 1, &a, 1);
+      LLVMValueRef pos = LLVMBuildFAdd(e->b, a, libm1(e, dt, "log1p", en), "");
+      LLVMValueRef neg = libm1(e, dt, "log1p", ep);
+      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, a, LLVMConstReal(t, 0.0), ""), pos, neg, "");
+    }
+    case KL_OP_RELU: {
+      LLVMValueRef c = LLVMBuildFCmp(e->b, LLVMRealOGE, a, LLVMConstReal(t, 0.0), "");
+      c = LLVMBuildOr(e->b, c, LLVMBuildFCmp(e->b, LLVMRealUNO, a, a, ""), "");
+      return LLVMBuildSelect(e->b, c, a, LLVMConstReal(t, 0.0), "");
+    }
     case KL_OP_EXP: return intrinsic(e, "llvm.exp", &t, 1, &a, 1);
     case KL_OP_LOG: return intrinsic(e, "llvm.log", &t, 1, &a, 1);
     case KL_OP_ABS: return intrinsic(e, "llvm.fabs", &t, 1, &a, 1);
@@ -284,7 +336,11 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_MIN: return LLVMBuildAnd(e->b, a, b, "");
     case KL_OP_SQR:
     case KL_OP_ABS:
-    case KL_OP_SIGN: return a;
+    case KL_OP_SIGN:
+    case KL_OP_RELU: return a;
+    case KL_OP_AND: return LLVMBuildAnd(e->b, a, b, "");
+    case KL_OP_OR: return LLVMBuildOr(e->b, a, b, "");
+    case KL_OP_NOT: return LLVMBuildXor(e->b, a, LLVMConstInt(e->i8, 1, 0), "");
     default: break;
     }
   } else {
@@ -304,6 +360,9 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_ADD: return LLVMBuildAdd(e->b, a, b, "");
     case KL_OP_SUB: return LLVMBuildSub(e->b, a, b, "");
     case KL_OP_MUL: return LLVMBuildMul(e->b, a, b, "");
+    case KL_OP_RELU:
+      if (u) return a;
+      return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, a, z, ""), a, z, "");
     case KL_OP_MAX:
     case KL_OP_MIN: {
       LLVMIntPredicate p = op == KL_OP_MAX ? (u ? LLVMIntUGE : LLVMIntSGE) : (u ? LLVMIntULE : LLVMIntSLE);
@@ -358,9 +417,24 @@ static void prepare(em *e, int j);
 
 /* Strides of a materialized node, computed at the current (top-level) point. */
 static void need_strides(em *e, int j) {
-  if (e->has_st[j] || node(e, j)->type.rank == 0 || e->reg[j]) return;
-  strides(e, j, true, e->st[j]);
-  e->has_st[j] = true;
+  const kiln_node *v = node(e, j);
+  if (v->type.rank == 0 || e->reg[j]) return;
+  if (!e->has_st[j]) {
+    strides(e, j, true, e->st[j]);
+    /* with no dynamic size equal to 1, a dynamic dimension never broadcasts */
+    LLVMValueRef s = ci64(e, 1);
+    for (int d = v->type.rank - 1; d >= 0; d--) {
+      e->st_fast[j][d] = v->type.dims[d] == 1 ? ci64(e, 0) : s;
+      s = LLVMBuildMul(e->b, s, dim(e, j, d), "");
+    }
+    e->has_st[j] = true;
+  }
+  if (e->collect)
+    for (int d = 0; d < v->type.rank; d++) {
+      if (v->type.dims[d] != KILN_DYN) continue;
+      LLVMValueRef c = LLVMBuildICmp(e->b, LLVMIntNE, dim(e, j, d), ci64(e, 1), "");
+      e->kcond = e->kcond ? LLVMBuildAnd(e->b, e->kcond, c, "") : c;
+    }
 }
 
 /* Before a kernel's loops: strides of everything its root will load. */
@@ -421,7 +495,7 @@ static LLVMValueRef eval(em *e, int j, const int *m) {
   }
   LLVMValueRef off = ci64(e, 0);
   for (int a = 0; a < v->type.rank; a++)
-    off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[m[a]], e->st[j][a], ""), "");
+    off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[m[a]], (e->fast ? e->st_fast : e->st)[j][a], ""), "");
   return LLVMBuildLoad2(e->b, lty(e, v->type.dtype), elem_ptr(e, e->g->home[j], v->type.dtype, off), "");
 }
 
@@ -453,7 +527,7 @@ static void store_home(em *e, int i, LLVMValueRef val, LLVMValueRef off) {
 static void emit_elem_kernel(em *e, int i) {
   const kiln_node *v = node(e, i);
   int R = v->type.rank;
-  LLVMValueRef D[KILN_MAX_RANK], ost[KILN_MAX_RANK];
+  LLVMValueRef D[KILN_MAX_RANK] = {0}, ost[KILN_MAX_RANK];
   loop l[KILN_MAX_RANK];
   prepare_operands(e, i);
   for (int d = 0; d < R; d++) D[d] = dim(e, i, d);
@@ -466,6 +540,55 @@ static void emit_elem_kernel(em *e, int i) {
 static LLVMValueRef add_of(em *e, int dt, LLVMValueRef a, LLVMValueRef b) {
   if (kl_dtype_is_float((kiln_dtype)dt)) return LLVMBuildFAdd(e->b, a, b, "");
   return dt == KILN_BOOL ? LLVMBuildOr(e->b, a, b, "") : LLVMBuildAdd(e->b, a, b, "");
+}
+
+/* A float sum down to one value, in the blocked order of compiler/ops/eval.c
+** (blocked_sum): outer axes in C order; along the last axis blocks of
+** LANES elements go to LANES register accumulators (LLVM's SLP vectorizer
+** turns them into vector adds), the rest to a tail sum; then a fixed tree
+** and lanes[0] + tail. */
+#define LANES 16
+static void emit_blocked_sum(em *e, int i, int src, int R, const LLVMValueRef *D) {
+  int dt = node(e, i)->type.dtype;
+  LLVMTypeRef t = lty(e, dt);
+  LLVMValueRef lane[LANES], tail = alloca_of(e, t);
+  for (int j = 0; j < LANES; j++) {
+    lane[j] = alloca_of(e, t);
+    LLVMBuildStore(e->b, zero_of(e, dt), lane[j]);
+  }
+  LLVMBuildStore(e->b, zero_of(e, dt), tail);
+  int outer = R > 0 ? R - 1 : 0;
+  LLVMValueRef nl = R > 0 ? D[R - 1] : ci64(e, 1);
+  LLVMValueRef nb = LLVMBuildSDiv(e->b, nl, ci64(e, LANES), "");
+  LLVMValueRef cut = LLVMBuildMul(e->b, nb, ci64(e, LANES), "");
+  loop l[KILN_MAX_RANK], lb, lt;
+  open_loops(e, l, outer, D);
+  if (R > 0) {
+    LLVMValueRef b = loop_begin(e, &lb, nb);
+    LLVMValueRef base = LLVMBuildMul(e->b, b, ci64(e, LANES), "");
+    for (int j = 0; j < LANES; j++) {
+      e->idx[R - 1] = LLVMBuildAdd(e->b, base, ci64(e, j), "");
+      memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+      LLVMValueRef x = eval(e, src, identity);
+      LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, t, lane[j], ""), x), lane[j]);
+    }
+    loop_end(e, &lb);
+    /* the tail: k from cut to nl */
+    LLVMValueRef rest = LLVMBuildSub(e->b, nl, cut, "");
+    LLVMValueRef k = loop_begin(e, &lt, rest);
+    e->idx[R - 1] = LLVMBuildAdd(e->b, cut, k, "");
+    memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+  }
+  LLVMValueRef x = eval(e, src, identity);
+  LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, t, tail, ""), x), tail);
+  if (R > 0) loop_end(e, &lt);
+  close_loops(e, l, outer);
+  LLVMValueRef v[LANES];
+  for (int j = 0; j < LANES; j++) v[j] = LLVMBuildLoad2(e->b, t, lane[j], "");
+  for (int w = LANES / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; j++) v[j] = add_of(e, dt, v[j], v[j + w]);
+  e->reg[i] = add_of(e, dt, v[0], LLVMBuildLoad2(e->b, t, tail, ""));
+  if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
 }
 
 /* The value a reduction starts from: 0 for sum, 1 for prod; for max and
@@ -578,6 +701,12 @@ static void emit_reduce_kernel(em *e, int i) {
   loop l[KILN_MAX_RANK];
   prepare(e, src);
   for (int d = 0; d < R; d++) D[d] = dim(e, src, d);
+  /* a float sum over every axis (with or without keepdims) is blocked */
+  bool full = op == KL_OP_SUM ? v->p.axes == (1u << R) - 1u : op == KL_OP_SUM_LIKE && r == 0;
+  if (full && kl_dtype_is_float((kiln_dtype)dt)) {
+    emit_blocked_sum(e, i, src, R, D);
+    return;
+  }
   if (r == 0) {
     LLVMValueRef acc = alloca_of(e, lty(e, dt));
     LLVMBuildStore(e->b, reduce_start(e, op, dt), acc);
@@ -600,7 +729,7 @@ static void emit_reduce_kernel(em *e, int i) {
     strides(e, i, true, ost);
     for (int d = 0; d < R; d++) dst[d] = d - (R - r) >= 0 ? ost[d - (R - r)] : ci64(e, 0);
   }
-  LLVMValueRef od[KILN_MAX_RANK], cst[KILN_MAX_RANK];
+  LLVMValueRef od[KILN_MAX_RANK] = {0}, cst[KILN_MAX_RANK];
   for (int d = 0; d < r; d++) od[d] = dim(e, i, d);
   strides(e, i, false, cst);
   open_loops(e, l, r, od);
@@ -675,7 +804,7 @@ static void emit_scalar_node(em *e, int i) {
 static void emit_copy(em *e, int j, int dst) {
   const kiln_node *v = node(e, j);
   int R = v->type.rank;
-  LLVMValueRef D[KILN_MAX_RANK], ost[KILN_MAX_RANK];
+  LLVMValueRef D[KILN_MAX_RANK] = {0}, ost[KILN_MAX_RANK];
   loop l[KILN_MAX_RANK];
   prepare(e, j);
   for (int d = 0; d < R; d++) D[d] = dim(e, j, d);
@@ -684,6 +813,58 @@ static void emit_copy(em *e, int j, int dst) {
   LLVMValueRef x = eval(e, j, identity);
   LLVMBuildStore(e->b, x, elem_ptr(e, dst, v->type.dtype, flat_offset(e, R, ost)));
   close_loops(e, l, R);
+}
+
+/* Emits kernel i twice when it reads dynamic dimensions: a version with
+** plain contiguous strides, taken when no dynamic size it reads is 1 (the
+** common case, which LLVM vectorizes), and the general version with
+** broadcast strides chosen at run time. Both compute the same values. */
+typedef enum kkind { K_ELEM, K_REDUCE, K_COPY } kkind;
+
+static void emit_kernel(em *e, kkind kind, int i, int dst) {
+  e->kcond = NULL;
+  e->collect = true;
+  if (kind == K_ELEM) prepare_operands(e, i);
+  else if (kind == K_REDUCE) prepare(e, (int)node(e, i)->in[0]->id);
+  else prepare(e, i);
+  e->collect = false;
+  LLVMValueRef cond = e->kcond;
+  for (int version = 0; version < (cond ? 2 : 1); version++) {
+    e->fast = version == 0;
+    LLVMBasicBlockRef here = NULL, join = NULL, other = NULL;
+    if (cond && version == 0) {
+      here = LLVMAppendBasicBlockInContext(e->c, e->fn, "fast");
+      other = LLVMAppendBasicBlockInContext(e->c, e->fn, "general");
+      join = LLVMAppendBasicBlockInContext(e->c, e->fn, "joined");
+      LLVMBuildCondBr(e->b, cond, here, other);
+      LLVMPositionBuilderAtEnd(e->b, here);
+      e->join = join;
+      e->other = other;
+    }
+    if (kind == K_ELEM) emit_elem_kernel(e, i);
+    else if (kind == K_REDUCE) emit_reduce_kernel(e, i);
+    else emit_copy(e, i, dst);
+    if (!cond) break;
+    if (version == 0) {
+      e->fast_reg = e->reg[i];
+      e->fast_end = LLVMGetInsertBlock(e->b);
+      e->reg[i] = NULL;
+      LLVMBuildBr(e->b, e->join);
+      LLVMPositionBuilderAtEnd(e->b, e->other);
+    } else {
+      LLVMValueRef slow_reg = e->reg[i];
+      LLVMBasicBlockRef slow_end = LLVMGetInsertBlock(e->b);
+      LLVMBuildBr(e->b, e->join);
+      LLVMPositionBuilderAtEnd(e->b, e->join);
+      if (slow_reg && kind != K_COPY) {
+        LLVMValueRef phi = LLVMBuildPhi(e->b, LLVMTypeOf(slow_reg), "");
+        LLVMAddIncoming(phi, (LLVMValueRef[]){e->fast_reg, slow_reg},
+                        (LLVMBasicBlockRef[]){e->fast_end, slow_end}, 2);
+        e->reg[i] = phi;
+      }
+    }
+  }
+  e->fast = false;
 }
 
 /* ---------------------------------------------------------------- module */
@@ -706,9 +887,11 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   e.reg = kl_calloc(n, sizeof *e.reg);
   e.st = kl_calloc(n, sizeof *e.st);
   e.has_st = kl_calloc(n, sizeof *e.has_st);
+  e.st_fast = kl_calloc(n, sizeof *e.st_fast);
   e.memo = kl_calloc(n, sizeof *e.memo);
   e.memo_map = kl_calloc(n, sizeof *e.memo_map);
-  if (!e.base || !e.reg || !e.st || !e.has_st || !e.memo || !e.memo_map) {
+  if (!e.base || !e.reg || !e.st || !e.has_st || !e.memo || !e.memo_map || !e.st_fast) {
+    kl_free(e.st_fast);
     kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo), kl_free(e.memo_map);
     snprintf(err, errn, "out of memory lowering");
     return KILN_NOMEM;
@@ -752,7 +935,7 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   /* copies of leaves (outputs or updates that are inputs or variables) come
   ** first too, for the same reason */
   for (int c = 0; c < g->n_copies; c++)
-    if (g->sched[g->copies[c].node] == KL_S_LEAF) emit_copy(&e, g->copies[c].node, g->copies[c].buf);
+    if (g->sched[g->copies[c].node] == KL_S_LEAF) emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
   for (int i = 0; i < g->n; i++) {
     const kiln_node *v = g->nodes[i];
     if (g->sched[i] == KL_S_SCALAR) {
@@ -762,21 +945,22 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
     if (g->sched[i] != KL_S_ROOT) continue;
     switch (kl_ops[v->op].kind) {
     case KL_ELEM:
-    case KL_BCAST: emit_elem_kernel(&e, i); break;
+    case KL_BCAST: emit_kernel(&e, K_ELEM, i, -1); break;
     case KL_REDUCE:
-    case KL_LIKE: emit_reduce_kernel(&e, i); break;
+    case KL_LIKE: emit_kernel(&e, K_REDUCE, i, -1); break;
     case KL_DOT: emit_dot(&e, i); break;
     default: break;
     }
   }
   for (int c = 0; c < g->n_copies; c++)
-    if (g->sched[g->copies[c].node] != KL_S_LEAF) emit_copy(&e, g->copies[c].node, g->copies[c].buf);
+    if (g->sched[g->copies[c].node] != KL_S_LEAF) emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
   LLVMBuildRetVoid(e.b);
   LLVMPositionBuilderAtEnd(e.ab, entry);
   LLVMBuildBr(e.ab, start);
   LLVMDisposeBuilder(e.b);
   LLVMDisposeBuilder(e.ab);
   kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo), kl_free(e.memo_map);
+  kl_free(e.st_fast);
   return KILN_OK;
 }
 

@@ -21,6 +21,13 @@ static double f64_op(kl_opcode op, const double *a) {
   case KL_OP_NEG: return -x;
   case KL_OP_SQR: return x * x;
   case KL_OP_SQRT: return sqrt(x);
+  case KL_OP_LOG1P: return log1p(x);
+  case KL_OP_EXPM1: return expm1(x);
+  case KL_OP_TANH: return tanh(x);
+  /* stable: exp of a non-positive number only */
+  case KL_OP_SIGMOID: return x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+  case KL_OP_SOFTPLUS: return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x));
+  case KL_OP_RELU: return (x >= 0 || x != x) ? x : 0.0; /* maximum(x, 0) */
   case KL_OP_EXP: return exp(x);
   case KL_OP_LOG: return log(x);
   case KL_OP_ABS: return fabs(x);
@@ -42,6 +49,12 @@ static float f32_op(kl_opcode op, const float *a) {
   case KL_OP_NEG: return -x;
   case KL_OP_SQR: return x * x;
   case KL_OP_SQRT: return sqrtf(x);
+  case KL_OP_LOG1P: return log1pf(x);
+  case KL_OP_EXPM1: return expm1f(x);
+  case KL_OP_TANH: return tanhf(x);
+  case KL_OP_SIGMOID: return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
+  case KL_OP_SOFTPLUS: return x > 0 ? x + log1pf(expf(-x)) : log1pf(expf(x));
+  case KL_OP_RELU: return (x >= 0 || x != x) ? x : 0.0f;
   case KL_OP_EXP: return expf(x);
   case KL_OP_LOG: return logf(x);
   case KL_OP_ABS: return fabsf(x);
@@ -91,6 +104,10 @@ static int64_t int_op(kl_opcode op, const int64_t *a) {
   case KL_OP_SQR: return (int64_t)(x * x);
   case KL_OP_ABS: return a[0] < 0 ? (int64_t)(0 - x) : a[0];
   case KL_OP_SIGN: return a[0] > 0 ? 1 : a[0] < 0 ? -1 : 0;
+  case KL_OP_RELU: return a[0] >= 0 ? a[0] : 0;
+  case KL_OP_AND: return a[0] && a[1];
+  case KL_OP_OR: return a[0] || a[1];
+  case KL_OP_NOT: return !a[0];
   case KL_OP_ADD: return (int64_t)(x + y);
   case KL_OP_SUB: return (int64_t)(x - y);
   case KL_OP_MUL: return (int64_t)(x * y);
@@ -200,6 +217,9 @@ static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, k
     } else if (op == KL_OP_WHERE) {
       bool c = ((const uint8_t *)in[0]->data)[off[0]] != 0;
       kl_convert(odt, out->data, j, idt, c ? in[1]->data : in[2]->data, c ? off[1] : off[2]);
+    } else if (op == KL_OP_ISNAN || op == KL_OP_ISINF) {
+      double x = kl_load_f64(idt, in[0]->data, off[0]);
+      ((uint8_t *)out->data)[j] = kl_dtype_is_float(idt) && (op == KL_OP_ISNAN ? x != x : isinf(x));
     } else if (op >= KL_OP_LT && op <= KL_OP_NE) {
       bool r;
       if (kl_dtype_is_float(idt))
@@ -240,9 +260,46 @@ static void acc_into(kiln_dtype dt, void *dst, int64_t j, const void *src, int64
 /* Iterates over src's shape, adding each element into dst at the offset
 ** given by per-axis dst strides (0 on summed axes): the fixed order of every
 ** sum in Kiln, increasing index order per output element. */
+/* The order of a float sum down to one value (KL_LANES lanes): along the
+** last axis, element k with k < n - n % KL_LANES goes to lane k % KL_LANES,
+** the others to a tail sum; rows are visited in C order, each lane and the
+** tail adding in that order from +0.0. Then lanes combine as a tree (lane j
+** += lane j + w for w = 8, 4, 2, 1) and the result is lanes[0] + tail. The
+** order depends on the shape only, never on vector width or threads; a
+** last axis shorter than KL_LANES is summed in plain index order. */
+#define KL_LANES 16
+static void blocked_sum(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src) {
+  int64_t nl = src->rank ? src->shape[src->rank - 1] : 1, cut = nl - nl % KL_LANES;
+  double l64[KL_LANES] = {0}, t64 = 0;
+  float l32[KL_LANES] = {0}, t32 = 0;
+  for (int64_t i = 0; i < src->size; i++) {
+    int64_t k = i % nl;
+    if (dt == KILN_FLOAT64) {
+      double x = ((const double *)src->data)[i];
+      if (k < cut) l64[k % KL_LANES] = l64[k % KL_LANES] + x;
+      else t64 = t64 + x;
+    } else {
+      float x = ((const float *)src->data)[i];
+      if (k < cut) l32[k % KL_LANES] = l32[k % KL_LANES] + x;
+      else t32 = t32 + x;
+    }
+  }
+  for (int w = KL_LANES / 2; w >= 1; w /= 2)
+    for (int j = 0; j < w; j++) {
+      l64[j] = l64[j] + l64[j + w];
+      l32[j] = l32[j] + l32[j + w];
+    }
+  if (dt == KILN_FLOAT64) ((double *)dst->data)[0] = l64[0] + t64;
+  else ((float *)dst->data)[0] = l32[0] + t32;
+}
+
 static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
-                       const int64_t *dst_st) {
+                       const int64_t *dst_st, bool all_axes) {
   memset(dst->data, 0, kl_tensor_nbytes(dst));
+  if (all_axes && kl_dtype_is_float(dt)) {
+    if (src->size > 0) blocked_sum(dt, dst, src);
+    return;
+  }
   if (src->size == 0) return;
   int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
   do {
@@ -347,7 +404,7 @@ static kiln_status eval_reduce(const kiln_node *v, const kiln_tensor *x, kiln_te
     dst_st[i] = red ? 0 : st[k - 1];
   }
   switch ((kl_opcode)v->op) {
-  case KL_OP_SUM: accumulate(dt, out, x, dst_st); return KILN_OK;
+  case KL_OP_SUM: accumulate(dt, out, x, dst_st, axes == (1u << x->rank) - 1u); return KILN_OK;
   case KL_OP_PROD: {
     for (int64_t j = 0; j < out->size; j++) {
       double one = 1.0;
@@ -389,7 +446,7 @@ static kiln_status eval_sum_like(const kiln_node *v, const kiln_tensor *g, const
       dst_st[i] = st[j];
     }
   }
-  accumulate((kiln_dtype)v->type.dtype, out, g, dst_st);
+  accumulate((kiln_dtype)v->type.dtype, out, g, dst_st, out->rank == 0);
   return KILN_OK;
 }
 

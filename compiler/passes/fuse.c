@@ -30,7 +30,13 @@ static bool cheap(int op) {
   case KL_OP_MUL:
   case KL_OP_MAX:
   case KL_OP_MIN:
-  case KL_OP_BCAST: return true;
+  case KL_OP_BCAST:
+  case KL_OP_RELU:
+  case KL_OP_AND:
+  case KL_OP_OR:
+  case KL_OP_NOT:
+  case KL_OP_ISNAN:
+  case KL_OP_ISINF: return true;
   default: return op >= KL_OP_LT && op <= KL_OP_WHERE;
   }
 }
