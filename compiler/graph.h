@@ -20,7 +20,15 @@ typedef enum kl_opcode {
   KL_N_OPS
 } kl_opcode;
 
-typedef enum kl_opkind { KL_LEAF, KL_ELEM, KL_BCAST, KL_REDUCE, KL_LIKE, KL_DOT, KL_COUNT } kl_opkind;
+typedef enum kl_opkind {
+  KL_LEAF,
+  KL_ELEM,
+  KL_BCAST,
+  KL_REDUCE,
+  KL_LIKE,
+  KL_DOT,
+  KL_COUNT
+} kl_opkind;
 
 typedef struct kl_opinfo {
   const char *name;
@@ -60,8 +68,8 @@ struct kiln_node {
   kiln_node **in;
   kl_type type;
   kl_params p;
-  const char *name;   /* user's name or NULL (arena) */
-  const char *file;   /* where the builder was called (the user's string literal) */
+  const char *name; /* user's name or NULL (arena) */
+  const char *file; /* where the builder was called (the user's string literal) */
   int line;
   const char *origin; /* which rule made it ("grad of 'cost'"), or NULL (arena) */
   void *data;         /* CONST: the value, C order, type.dtype (arena) */
@@ -89,9 +97,9 @@ struct kiln_ctx {
   int n_shared, cap_shared;
   struct kiln_function **fns; /* live functions, owned */
   int n_fns, cap_fns;
-  struct kl_jit *jit; /* created with the first function */
-  const char *origin; /* set while kiln_grad builds nodes */
-  int n_funcs_made;   /* to name step symbols uniquely */
+  struct kl_jit *jit;            /* created with the first function */
+  const char *origin;            /* set while kiln_grad builds nodes */
+  int n_funcs_made;              /* to name step symbols uniquely */
   struct kl_cache_entry **cache; /* compiled steps, shared by equal functions (cache.c) */
   int n_cache, cap_cache;
 };
@@ -133,8 +141,8 @@ kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, 
 kiln_node *kl_cast(kiln_node *x, kiln_dtype dt, const char *file, int line);
 kiln_node *kl_reduce(kl_opcode op, kiln_node *x, uint32_t axes, const char *file, int line);
 /* kl_reduce with numpy's keepdims: the reduced axes stay with size 1. */
-kiln_node *kl_reduce_kd(kl_opcode op, kiln_node *x, uint32_t axes, bool keepdims,
-                        const char *file, int line);
+kiln_node *kl_reduce_kd(kl_opcode op, kiln_node *x, uint32_t axes, bool keepdims, const char *file,
+                        int line);
 /* Reductions without an identity (max, min, argmax, argmin): reducing an
 ** axis of size 0 is a KILN_SHAPE error, at build time for static sizes and
 ** from the shape program at call time. */

@@ -42,17 +42,21 @@ static void fill(double *v, int64_t n, vkind k, uint64_t seed) {
   if (k == VK_DISTINCT) {
     int64_t perm[256];
     ck_assert_int_le(n, 256);
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
+    for (int64_t i = 0; i < n; i++)
+      perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
       int64_t j = (int64_t)(kt_rand(&s) * (double)(i + 1)), t = perm[i];
       perm[i] = perm[j];
       perm[j] = t;
     }
-    for (int64_t i = 0; i < n; i++) v[i] = (double)(perm[i] - n / 2) * 0.37 + 0.02 * kt_rand(&s);
+    for (int64_t i = 0; i < n; i++)
+      v[i] = (double)(perm[i] - n / 2) * 0.37 + 0.02 * kt_rand(&s);
   } else if (k == VK_NONZERO) {
-    for (int64_t i = 0; i < n; i++) v[i] = (0.5 + kt_rand(&s)) * (kt_rand(&s) < 0.5 ? -1 : 1);
+    for (int64_t i = 0; i < n; i++)
+      v[i] = (0.5 + kt_rand(&s)) * (kt_rand(&s) < 0.5 ? -1 : 1);
   } else {
-    for (int64_t i = 0; i < n; i++) v[i] = 6 * kt_rand(&s) - 3 + (i % 2 ? 40 : -40);
+    for (int64_t i = 0; i < n; i++)
+      v[i] = 6 * kt_rand(&s) - 3 + (i % 2 ? 40 : -40);
   }
 }
 
@@ -62,8 +66,10 @@ typedef kiln_node *(*mk_fn)(kiln_node *x, const void *arg);
 
 static kiln_tensor *copy_out(const kiln_tensor *t) {
   int64_t shape[KILN_MAX_RANK];
-  for (int i = 0; i < kiln_tensor_rank(t); i++) shape[i] = kiln_tensor_dim(t, i);
-  kiln_tensor *c = kiln_tensor_new(kiln_tensor_dtype(t), kiln_tensor_rank(t), shape, kiln_tensor_data(t));
+  for (int i = 0; i < kiln_tensor_rank(t); i++)
+    shape[i] = kiln_tensor_dim(t, i);
+  kiln_tensor *c =
+      kiln_tensor_new(kiln_tensor_dtype(t), kiln_tensor_rank(t), shape, kiln_tensor_data(t));
   ck_assert_ptr_nonnull(c);
   return c;
 }
@@ -77,7 +83,8 @@ static void set_elem(kiln_tensor *t, int64_t i, double v) {
 
 static double cost_of(kiln_ctx *ctx, kiln_function *f, kiln_tensor *x) {
   const kiln_tensor *o[2];
-  ck_assert_msg(kiln_call(f, (const kiln_tensor *const *)&x, o) == KILN_OK, "call: %s", kiln_errmsg(ctx));
+  ck_assert_msg(kiln_call(f, (const kiln_tensor *const *)&x, o) == KILN_OK, "call: %s",
+                kiln_errmsg(ctx));
   return kiln_tensor_get(o[0], 0);
 }
 
@@ -89,7 +96,8 @@ static kiln_tensor *fd_case(const char *what, kiln_dtype dt, int rank, const int
   kiln_ctx *ctx = kiln_ctx_new();
   ck_assert_ptr_nonnull(ctx);
   int64_t dims[KILN_MAX_RANK];
-  for (int d = 0; d < rank; d++) dims[d] = dyn ? KILN_DYN : shape[d];
+  for (int d = 0; d < rank; d++)
+    dims[d] = dyn ? KILN_DYN : shape[d];
   kiln_node *x = kiln_input(ctx, "x", dt, rank, dims);
   kiln_node *out = mk(x, arg);
   ck_assert_msg(out != NULL, "%s: build: %s", what, kiln_errmsg(ctx));
@@ -99,11 +107,13 @@ static kiln_tensor *fd_case(const char *what, kiln_dtype dt, int rank, const int
   ck_assert_int_eq(kl_ref_run(ctx, 1, &x, (const kiln_tensor *const *)&xv, 1, &out, &ov), KILN_OK);
   double rv[256];
   int64_t rshape[KILN_MAX_RANK];
-  for (int d = 0; d < kiln_tensor_rank(ov); d++) rshape[d] = kiln_tensor_dim(ov, d);
+  for (int d = 0; d < kiln_tensor_rank(ov); d++)
+    rshape[d] = kiln_tensor_dim(ov, d);
   ck_assert_int_le(kiln_tensor_size(ov), 256);
   fill(rv, kiln_tensor_size(ov), VK_NONZERO, (uint64_t)strlen(what));
   kiln_tensor *rt = kt_tensor(kiln_node_dtype(out), kiln_tensor_rank(ov), rshape, rv);
-  kiln_node *R = kiln_const(ctx, kiln_node_dtype(out), kiln_tensor_rank(ov), rshape, kiln_tensor_data(rt));
+  kiln_node *R =
+      kiln_const(ctx, kiln_node_dtype(out), kiln_tensor_rank(ov), rshape, kiln_tensor_data(rt));
   kiln_tensor_free(rt);
   kiln_tensor_free(ov);
   kiln_node *cost = kiln_name(kiln_sum(kiln_mul(out, R)), "cost");
@@ -115,13 +125,15 @@ static kiln_tensor *fd_case(const char *what, kiln_dtype dt, int rank, const int
   kiln_function *f = kiln_function_new(ctx, "gradred", 1, &x, 2, outs, 0, NULL);
   ck_assert_msg(f != NULL, "%s: function: %s", what, kiln_errmsg(ctx));
   const kiln_tensor *o[2];
-  ck_assert_msg(kiln_call(f, (const kiln_tensor *const *)&xv, o) == KILN_OK, "%s: %s", what, kiln_errmsg(ctx));
+  ck_assert_msg(kiln_call(f, (const kiln_tensor *const *)&xv, o) == KILN_OK, "%s: %s", what,
+                kiln_errmsg(ctx));
   kiln_tensor *jg = copy_out(o[1]), *jc = copy_out(o[0]);
   kiln_tensor *ref[2];
   ck_assert_int_eq(kl_ref_run(ctx, 1, &x, (const kiln_tensor *const *)&xv, 2, outs, ref), KILN_OK);
   ck_assert_msg(kt_same_bits(jc, ref[0]), "%s: JIT and reference costs differ", what);
   ck_assert_msg(kt_same_bits(jg, ref[1]), "%s: JIT and reference gradients differ", what);
-  for (int d = 0; d < rank; d++) ck_assert_int_eq(kiln_tensor_dim(jg, d), shape[d]);
+  for (int d = 0; d < rank; d++)
+    ck_assert_int_eq(kiln_tensor_dim(jg, d), shape[d]);
   bool f32 = dt == KILN_FLOAT32;
   double eps = f32 ? 1e-3 : 1e-6, atol = f32 ? 2e-3 : 1e-5, rtol = f32 ? 2e-2 : 1e-3;
   for (int64_t e = 0; e < kiln_tensor_size(xv); e++) {
@@ -132,8 +144,9 @@ static kiln_tensor *fd_case(const char *what, kiln_dtype dt, int rank, const int
     double xm = kiln_tensor_get(xv, e), cm = cost_of(ctx, f, xv);
     set_elem(xv, e, x0);
     double fd = (cp - cm) / (xp - xm), a = kiln_tensor_get(jg, e);
-    ck_assert_msg(fabs(a - fd) <= atol + rtol * fabs(fd), "%s: d cost / d x[%lld]: gradient %.17g, finite difference %.17g",
-                  what, (long long)e, a, fd);
+    ck_assert_msg(fabs(a - fd) <= atol + rtol * fabs(fd),
+                  "%s: d cost / d x[%lld]: gradient %.17g, finite difference %.17g", what,
+                  (long long)e, a, fd);
   }
   kiln_tensor_free(ref[0]);
   kiln_tensor_free(ref[1]);
@@ -164,9 +177,11 @@ static const struct {
 } AXES[] = {{1, {0}}, {1, {-1}}, {2, {0, 2}}, {2, {-2, -1}}, {3, {1, 2, 0}}, {0, {0}}};
 #define N_AXES ((int)(sizeof AXES / sizeof *AXES))
 
-static const kiln_reduce_op FD_OPS[] = {KILN_SUM, KILN_MEAN, KILN_MAX, KILN_MIN, KILN_PROD, KILN_LOGSUMEXP};
+static const kiln_reduce_op FD_OPS[] = {KILN_SUM, KILN_MEAN, KILN_MAX,
+                                        KILN_MIN, KILN_PROD, KILN_LOGSUMEXP};
 #define N_FD_OPS ((int)(sizeof FD_OPS / sizeof *FD_OPS))
-static const char *const OPNAME[] = {"sum", "mean", "max", "min", "prod", "argmax", "argmin", "logsumexp"};
+static const char *const OPNAME[] = {"sum",  "mean",   "max",    "min",
+                                     "prod", "argmax", "argmin", "logsumexp"};
 
 /* _i: op x axis list x keepdims x (float64 static, float64 dynamic, float32) */
 START_TEST(fd_reduction) {
@@ -183,7 +198,9 @@ START_TEST(fd_reduction) {
   fill(v, 24, k, (uint64_t)_i + 1);
   char what[128];
   snprintf(what, sizeof what, "%s axes #%d keepdims %d %s", OPNAME[op], a, keep,
-           var == 0 ? "float64" : var == 1 ? "float64 dynamic" : "float32");
+           var == 0   ? "float64"
+           : var == 1 ? "float64 dynamic"
+                      : "float32");
   kiln_tensor *g = fd_case(what, var == 2 ? KILN_FLOAT32 : KILN_FLOAT64, 3, S(2, 3, 4), v, var == 1,
                            mk_reduce, &r);
   kiln_tensor_free(g);
@@ -232,18 +249,24 @@ START_TEST(fd_prod_zeros) {
   v[16] = 0.0;
   for (int keep = 0; keep < 2; keep++) {
     rarg r = {KILN_PROD, 1, {-1}, keep};
-    kiln_tensor *g = fd_case("prod with zeros, last axis", KILN_FLOAT64, 3, S(2, 3, 4), v, keep, mk_reduce, &r);
+    kiln_tensor *g =
+        fd_case("prod with zeros, last axis", KILN_FLOAT64, 3, S(2, 3, 4), v, keep, mk_reduce, &r);
     /* the lone zeros get the product of the others times R; the rest 0 */
-    ck_assert(kiln_tensor_get(g, 1) != 0.0 && kiln_tensor_get(g, 0) == 0.0 && kiln_tensor_get(g, 2) == 0.0);
-    for (int e = 4; e < 8; e++) ck_assert_msg(kiln_tensor_get(g, e) == 0.0, "two zeros: element %d", e);
+    ck_assert(kiln_tensor_get(g, 1) != 0.0 && kiln_tensor_get(g, 0) == 0.0 &&
+              kiln_tensor_get(g, 2) == 0.0);
+    for (int e = 4; e < 8; e++)
+      ck_assert_msg(kiln_tensor_get(g, e) == 0.0, "two zeros: element %d", e);
     ck_assert(kiln_tensor_get(g, 15) != 0.0 && kiln_tensor_get(g, 12) == 0.0);
     ck_assert(kiln_tensor_get(g, 16) != 0.0);
-    for (int e = 17; e < 20; e++) ck_assert(kiln_tensor_get(g, e) == 0.0);
-    for (int e = 8; e < 12; e++) ck_assert(kiln_tensor_get(g, e) != 0.0);
+    for (int e = 17; e < 20; e++)
+      ck_assert(kiln_tensor_get(g, e) == 0.0);
+    for (int e = 8; e < 12; e++)
+      ck_assert(kiln_tensor_get(g, e) != 0.0);
     kiln_tensor_free(g);
   }
   rarg all = {KILN_PROD, 2, {0, 1}, 0};
-  kiln_tensor_free(fd_case("prod with zeros, axes (0,1)", KILN_FLOAT64, 3, S(2, 3, 4), v, false, mk_reduce, &all));
+  kiln_tensor_free(fd_case("prod with zeros, axes (0,1)", KILN_FLOAT64, 3, S(2, 3, 4), v, false,
+                           mk_reduce, &all));
 }
 END_TEST
 
@@ -398,7 +421,8 @@ START_TEST(argmax_no_gradient) {
   ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)(kiln_tensor *[]){xv, wv}, o), KILN_OK);
   /* d sum(argmax(x, 1) * w) / dw = argmax(x, 1) = [1, 0] */
   ck_assert(kiln_tensor_get(o[0], 0) == 1.0 && kiln_tensor_get(o[0], 1) == 0.0);
-  for (int e = 0; e < 6; e++) ck_assert(kiln_tensor_get(o[1], e) == 0.0);
+  for (int e = 0; e < 6; e++)
+    ck_assert(kiln_tensor_get(o[1], e) == 0.0);
   kiln_tensor_free(xv);
   kiln_tensor_free(wv);
   kiln_ctx_free(ctx);

@@ -79,8 +79,8 @@ static kiln_tensor *gen(kiln_dtype dt, int rank, const int64_t *shape, uint64_t 
   kiln_tensor *t = kiln_tensor_new(dt, rank, shape, NULL);
   ck_assert_ptr_nonnull(t);
   void *p = kiln_tensor_data(t);
-  static const double fspec[] = {NAN,  INFINITY, -INFINITY, 0.0, -0.0,   1.0,   -1.0, 5e-324,
-                                 1e300, -1e300, 0.5,        3.0, -3e-310, 2.0, -2.0};
+  static const double fspec[] = {NAN,   INFINITY, -INFINITY, 0.0, -0.0,    1.0, -1.0, 5e-324,
+                                 1e300, -1e300,   0.5,       3.0, -3e-310, 2.0, -2.0};
   static const double fties[] = {0.0, -0.0, 1.0, -1.0, INFINITY, -INFINITY, 2.0, 1.0};
   for (int64_t i = 0; i < kiln_tensor_size(t); i++) {
     double u = kt_rand(&s);
@@ -108,7 +108,8 @@ static kiln_tensor *gen(kiln_dtype dt, int rank, const int64_t *shape, uint64_t 
       } else if (k == GEN_SMALL || kt_rand(&s) < 0.5) {
         v = (int64_t)(kt_rand(&s) * 9) - 4;
       } else {
-        v = (int64_t)((uint64_t)(kt_rand(&s) * 4294967296.0) << 32 ^ (uint64_t)(kt_rand(&s) * 4294967296.0));
+        v = (int64_t)((uint64_t)(kt_rand(&s) * 4294967296.0) << 32 ^
+                      (uint64_t)(kt_rand(&s) * 4294967296.0));
       }
       put_int(dt, p, i, v);
     }
@@ -131,10 +132,11 @@ static void describe_diff(const kiln_tensor *a, const kiln_tensor *b, char *buf,
     if (memcmp((char *)a->data + i * es, (char *)b->data + i * es, es) == 0) continue;
     if (is_float(a->dtype))
       snprintf(buf, n, "%s %s: element %lld: jit %a, reference %a", dn(a->dtype), sa, (long long)i,
-               kl_load_f64((kiln_dtype)a->dtype, a->data, i), kl_load_f64((kiln_dtype)b->dtype, b->data, i));
+               kl_load_f64((kiln_dtype)a->dtype, a->data, i),
+               kl_load_f64((kiln_dtype)b->dtype, b->data, i));
     else
-      snprintf(buf, n, "%s %s: element %lld: jit %lld, reference %lld", dn(a->dtype), sa, (long long)i,
-               (long long)kl_load_i64((kiln_dtype)a->dtype, a->data, i),
+      snprintf(buf, n, "%s %s: element %lld: jit %lld, reference %lld", dn(a->dtype), sa,
+               (long long)i, (long long)kl_load_i64((kiln_dtype)a->dtype, a->data, i),
                (long long)kl_load_i64((kiln_dtype)b->dtype, b->data, i));
     return;
   }
@@ -174,12 +176,15 @@ static void check_calls(kiln_ctx *ctx, kiln_function *f, const char *what, int n
       if (kt_same_bits(got[k], ref[k])) continue;
       char d[512];
       describe_diff(got[k], ref[k], d, sizeof d);
-      ck_abort_msg("%s: output %d (call %d): JIT differs from reference: %s", what, k, round + 1, d);
+      ck_abort_msg("%s: output %d (call %d): JIT differs from reference: %s", what, k, round + 1,
+                   d);
     }
     if (keep && round == 1)
-      for (int k = 0; k < n_out; k++) keep[k] = clone(got[k]);
+      for (int k = 0; k < n_out; k++)
+        keep[k] = clone(got[k]);
   }
-  for (int k = 0; k < n_out; k++) kiln_tensor_free(ref[k]);
+  for (int k = 0; k < n_out; k++)
+    kiln_tensor_free(ref[k]);
 }
 
 /* ------------------------------------------- JIT against the reference */
@@ -190,7 +195,7 @@ typedef struct axl {
 } axl;
 
 /* axis lists of a rank-3 input; n 0 is every axis */
-static const axl AXL[] = {{1, {0}},    {1, {1}},     {1, {2}},    {1, {-1}},       {2, {0, 2}},
+static const axl AXL[] = {{1, {0}},      {1, {1}},    {1, {2}},       {1, {-1}}, {2, {0, 2}},
                           {2, {-1, -3}}, {2, {1, 2}}, {3, {2, 0, 1}}, {0, {0}}};
 #define N_AXL ((int)(sizeof AXL / sizeof *AXL))
 /* argmax/argmin: one axis or all */
@@ -200,7 +205,8 @@ static const axl AXL_ARG[] = {{1, {0}}, {1, {1}}, {1, {2}}, {1, {-1}}, {1, {-2}}
 static uint32_t mask_of(const axl *a, int rank) {
   if (a->n == 0) return (1u << rank) - 1u;
   uint32_t m = 0;
-  for (int i = 0; i < a->n; i++) m |= 1u << (a->ax[i] < 0 ? a->ax[i] + rank : a->ax[i]);
+  for (int i = 0; i < a->n; i++)
+    m |= 1u << (a->ax[i] < 0 ? a->ax[i] + rank : a->ax[i]);
   return m;
 }
 
@@ -213,7 +219,8 @@ static kiln_dtype want_dtype(kiln_reduce_op op, kiln_dtype dt) {
   case KILN_MIN: return dt;
   case KILN_ARGMAX:
   case KILN_ARGMIN: return KILN_INT64;
-  default: return is_float(dt) ? dt : (dt == KILN_INT32 || dt == KILN_INT64) ? KILN_FLOAT64 : KILN_FLOAT32;
+  default:
+    return is_float(dt) ? dt : (dt == KILN_INT32 || dt == KILN_INT64) ? KILN_FLOAT64 : KILN_FLOAT32;
   }
 }
 
@@ -240,9 +247,9 @@ typedef struct call_pat {
 } call_pat;
 
 static const call_pat DYN_CALLS[] = {
-    {"(5,7,9) finite", {5, 7, 9}, GEN_FINITE},   {"(3,1,40) specials", {3, 1, 40}, GEN_ANY},
-    {"(4,6,5) ties", {4, 6, 5}, GEN_TIES},       {"(1,1,1)", {1, 1, 1}, GEN_ANY},
-    {"(2,0,3) empty", {2, 0, 3}, GEN_ANY},       {"(6,3,7) small", {6, 3, 7}, GEN_SMALL},
+    {"(5,7,9) finite", {5, 7, 9}, GEN_FINITE}, {"(3,1,40) specials", {3, 1, 40}, GEN_ANY},
+    {"(4,6,5) ties", {4, 6, 5}, GEN_TIES},     {"(1,1,1)", {1, 1, 1}, GEN_ANY},
+    {"(2,0,3) empty", {2, 0, 3}, GEN_ANY},     {"(6,3,7) small", {6, 3, 7}, GEN_SMALL},
 };
 #define N_DYN_CALLS ((int)(sizeof DYN_CALLS / sizeof *DYN_CALLS))
 
@@ -257,7 +264,8 @@ static int build_outs(kiln_ctx *ctx, kiln_reduce_op op, kiln_node *x, kiln_node 
   for (int k = 0; k < 2; k++)
     for (int a = 0; a < nl; a++) {
       outs[n] = kiln_reduce(x, op, L[a].n, L[a].n ? L[a].ax : NULL, k);
-      ck_assert_msg(outs[n] != NULL, "%s axes #%d keepdims %d: %s", OPNAME[op], a, k, kiln_errmsg(ctx));
+      ck_assert_msg(outs[n] != NULL, "%s axes #%d keepdims %d: %s", OPNAME[op], a, k,
+                    kiln_errmsg(ctx));
       masks[n] = mask_of(&L[a], 3);
       keeps[n++] = k;
     }
@@ -276,14 +284,16 @@ static int build_outs(kiln_ctx *ctx, kiln_reduce_op op, kiln_node *x, kiln_node 
 static void check_shapes(const char *what, kiln_reduce_op op, kiln_dtype dt, const int64_t *shape,
                          int n, kiln_tensor *const *got, const uint32_t *masks, const bool *keeps) {
   for (int k = 0; k < n; k++) {
-    ck_assert_msg(got[k]->dtype == want_dtype(op, dt), "%s: output %d is %s", what, k, dn(got[k]->dtype));
+    ck_assert_msg(got[k]->dtype == want_dtype(op, dt), "%s: output %d is %s", what, k,
+                  dn(got[k]->dtype));
     if (k >= n - 2) continue; /* the fused and the chained ones */
     int64_t ws[3];
     int wr = want_shape(shape, 3, masks[k], keeps[k], ws);
-    ck_assert_msg(got[k]->rank == wr, "%s: output %d has rank %d, numpy %d", what, k, got[k]->rank, wr);
+    ck_assert_msg(got[k]->rank == wr, "%s: output %d has rank %d, numpy %d", what, k, got[k]->rank,
+                  wr);
     for (int d = 0; d < wr; d++)
-      ck_assert_msg(got[k]->shape[d] == ws[d], "%s: output %d dim %d is %lld, numpy %lld", what, k, d,
-                    (long long)got[k]->shape[d], (long long)ws[d]);
+      ck_assert_msg(got[k]->shape[d] == ws[d], "%s: output %d dim %d is %lld, numpy %lld", what, k,
+                    d, (long long)got[k]->shape[d], (long long)ws[d]);
   }
 }
 
@@ -303,10 +313,12 @@ static void check_op(kiln_reduce_op op, kiln_dtype dt) {
   snprintf(what, sizeof what, "%s %s static (2,3,4)", OPNAME[op], dn(dt));
   kiln_function *f = compile_opts(ctx, what, 1, &xs, n, outs, false);
   for (int g = 0; g < 3; g++) {
-    kiln_tensor *v = gen(dt, 3, (int64_t[]){2, 3, 4}, (uint64_t)(op * 1000 + dt * 10 + g), (gen_kind)g);
+    kiln_tensor *v =
+        gen(dt, 3, (int64_t[]){2, 3, 4}, (uint64_t)(op * 1000 + dt * 10 + g), (gen_kind)g);
     check_calls(ctx, f, what, 1, &xs, &v, n, outs, got);
     check_shapes(what, op, dt, (int64_t[]){2, 3, 4}, n, got, masks, keeps);
-    for (int k = 0; k < n; k++) kiln_tensor_free(got[k]);
+    for (int k = 0; k < n; k++)
+      kiln_tensor_free(got[k]);
     kiln_tensor_free(v);
   }
   kiln_function_free(f);
@@ -315,7 +327,8 @@ static void check_op(kiln_reduce_op op, kiln_dtype dt) {
   kiln_node *xd = kiln_input(ctx, "x", dt, 3, (int64_t[]){D, D, D});
   n = build_outs(ctx, op, xd, outs, masks, keeps);
   for (int no_opt = 0; no_opt < (dt == KILN_FLOAT64 || dt == KILN_INT16 ? 2 : 1); no_opt++) {
-    snprintf(what, sizeof what, "%s %s dynamic%s", OPNAME[op], dn(dt), no_opt ? " no_optimize" : "");
+    snprintf(what, sizeof what, "%s %s dynamic%s", OPNAME[op], dn(dt),
+             no_opt ? " no_optimize" : "");
     f = compile_opts(ctx, what, 1, &xd, n, outs, no_opt);
     for (int p = 0; p < N_DYN_CALLS; p++) {
       const call_pat *cp = &DYN_CALLS[p];
@@ -325,7 +338,8 @@ static void check_op(kiln_reduce_op op, kiln_dtype dt) {
       snprintf(w2, sizeof w2, "%s %s", what, cp->name);
       check_calls(ctx, f, w2, 1, &xd, &v, n, outs, got);
       check_shapes(w2, op, dt, cp->c, n, got, masks, keeps);
-      for (int k = 0; k < n; k++) kiln_tensor_free(got[k]);
+      for (int k = 0; k < n; k++)
+        kiln_tensor_free(got[k]);
       kiln_tensor_free(v);
     }
     kiln_function_free(f);
@@ -383,7 +397,8 @@ static void naive_one_axis(kiln_dtype dt, uint64_t seed, gen_kind k) {
   kiln_function *f = compile_opts(ctx, "naive", 1, &x, 12, outs, false);
   kiln_tensor *v = gen(dt, 3, shape, seed, k);
   const kiln_tensor *got[12];
-  ck_assert_msg(kiln_call(f, (const kiln_tensor *const *)&v, got) == KILN_OK, "%s", kiln_errmsg(ctx));
+  ck_assert_msg(kiln_call(f, (const kiln_tensor *const *)&v, got) == KILN_OK, "%s",
+                kiln_errmsg(ctx));
   int nan_rows = 0, clean_rows = 0;
   for (int a = 0; a < 3; a++) {
     int b = a == 0 ? 1 : 0, c = a == 2 ? 1 : 2; /* the kept axes, in order */
@@ -404,7 +419,8 @@ static void naive_one_axis(kiln_dtype dt, uint64_t seed, gen_kind k) {
                       (is_float(dt) && isnan(kl_load_f64(dt, m->data, o)) &&
                        isnan(kl_load_f64(dt, v->data, best[s])));
           ck_assert_msg(same, "%s %s axis %d [%lld]: %g, numpy %g", dn(dt), s ? "min" : "max", a,
-                        (long long)o, kl_load_f64(dt, m->data, o), kl_load_f64(dt, v->data, best[s]));
+                        (long long)o, kl_load_f64(dt, m->data, o),
+                        kl_load_f64(dt, v->data, best[s]));
           int64_t idx = ((const int64_t *)got[4 * a + 2 + s]->data)[o];
           ck_assert_msg(idx == pos[s], "%s arg%s axis %d [%lld]: %lld, numpy %lld", dn(dt),
                         s ? "min" : "max", a, (long long)o, (long long)idx, (long long)pos[s]);
@@ -418,8 +434,8 @@ static void naive_one_axis(kiln_dtype dt, uint64_t seed, gen_kind k) {
       }
   }
   if (is_float(dt) && k == GEN_TIES)
-    ck_assert_msg(nan_rows > 0 && clean_rows > 0, "%s: %d rows with NaN, %d without", dn(dt), nan_rows,
-                  clean_rows);
+    ck_assert_msg(nan_rows > 0 && clean_rows > 0, "%s: %d rows with NaN, %d without", dn(dt),
+                  nan_rows, clean_rows);
   kiln_tensor_free(v);
   kiln_ctx_free(ctx);
 }
@@ -434,8 +450,8 @@ END_TEST
 
 /* The JIT value of op(x, axes, keepdims) for x of dtype dt and the given
 ** shape and values; also checked against the reference. */
-static kiln_tensor *red_vals(kiln_reduce_op op, int n_axes, const int *axes, int keep, kiln_dtype dt,
-                             int rank, const int64_t *shape, const double *vals) {
+static kiln_tensor *red_vals(kiln_reduce_op op, int n_axes, const int *axes, int keep,
+                             kiln_dtype dt, int rank, const int64_t *shape, const double *vals) {
   kiln_ctx *ctx = new_ctx();
   kiln_node *x = kiln_input(ctx, "x", dt, rank, NULL);
   kiln_node *y = kiln_reduce(x, op, n_axes, axes, keep);
@@ -450,7 +466,8 @@ static kiln_tensor *red_vals(kiln_reduce_op op, int n_axes, const int *axes, int
 
 static void expect_shape(const kiln_tensor *t, int rank, const int64_t *shape) {
   ck_assert_int_eq(t->rank, rank);
-  for (int d = 0; d < rank; d++) ck_assert_int_eq(t->shape[d], shape[d]);
+  for (int d = 0; d < rank; d++)
+    ck_assert_int_eq(t->shape[d], shape[d]);
 }
 
 static void expect_i64(const kiln_tensor *t, int n, const int64_t *want, const char *what) {
@@ -625,7 +642,8 @@ START_TEST(hand_prod) {
   kiln_tensor_free(t);
   /* and int64 wraps: (-128)^9 = -2^63 fits, (-128)^10 = 2^70 wraps to 0 */
   double m128[10];
-  for (int i = 0; i < 10; i++) m128[i] = -128;
+  for (int i = 0; i < 10; i++)
+    m128[i] = -128;
   t = red_vals(KILN_PROD, 0, NULL, 0, KILN_INT8, 1, S(9), m128);
   expect_i64(t, 1, S(INT64_MIN), "prod(int8 [-128]*9)");
   kiln_tensor_free(t);
@@ -635,7 +653,8 @@ START_TEST(hand_prod) {
   /* 127^10 = 1091533853073393531649, mod 2^64 (two's complement):
   ** 3175952724529986305 */
   double p127[10];
-  for (int i = 0; i < 10; i++) p127[i] = 127;
+  for (int i = 0; i < 10; i++)
+    p127[i] = 127;
   t = red_vals(KILN_PROD, 0, NULL, 0, KILN_INT8, 1, S(10), p127);
   expect_i64(t, 1, S(INT64_C(3175952724529986305)), "prod(int8 [127]*10)");
   kiln_tensor_free(t);
@@ -712,7 +731,8 @@ END_TEST
 START_TEST(hand_sum_mean_keepdims) {
   kiln_tensor *t;
   double v24[24];
-  for (int i = 0; i < 24; i++) v24[i] = i;
+  for (int i = 0; i < 24; i++)
+    v24[i] = i;
   t = red_vals(KILN_SUM, 2, A(0, 2), 1, KILN_FLOAT64, 3, S(2, 3, 4), v24);
   expect_shape(t, 3, S(1, 3, 1));
   /* axis 1 index j: the 8 terms 12 i + 4 j + k (i < 2, k < 4) add to 48 + 32 j + 12 */
@@ -755,15 +775,22 @@ END_TEST
 START_TEST(shorthands) {
   kiln_ctx *ctx = new_ctx();
   kiln_node *x = kiln_input(ctx, "x", KILN_FLOAT64, 2, NULL);
-  kiln_node *outs[] = {kiln_max(x),         kiln_min(x),          kiln_prod(x),
-                       kiln_max_axis(x, 1), kiln_min_axis(x, -2), kiln_prod_axis(x, 0),
-                       kiln_argmax(x, 0),   kiln_argmin(x, -1),   kiln_logsumexp(x, 1, 1),
+  kiln_node *outs[] = {kiln_max(x),
+                       kiln_min(x),
+                       kiln_prod(x),
+                       kiln_max_axis(x, 1),
+                       kiln_min_axis(x, -2),
+                       kiln_prod_axis(x, 0),
+                       kiln_argmax(x, 0),
+                       kiln_argmin(x, -1),
+                       kiln_logsumexp(x, 1, 1),
                        kiln_logsumexp(x, 0, 0)};
-  kiln_node *refs[] = {kiln_reduce(x, KILN_MAX, 0, NULL, 0),      kiln_reduce(x, KILN_MIN, 2, A(0, 1), 0),
-                       kiln_reduce(x, KILN_PROD, 0, NULL, 0),     kiln_reduce(x, KILN_MAX, 1, A(-1), 0),
-                       kiln_reduce(x, KILN_MIN, 1, A(0), 0),      kiln_reduce(x, KILN_PROD, 1, A(-2), 0),
-                       kiln_reduce(x, KILN_ARGMAX, 1, A(0), 0),   kiln_reduce(x, KILN_ARGMIN, 1, A(1), 0),
-                       kiln_reduce(x, KILN_LOGSUMEXP, 1, A(1), 1), kiln_reduce(x, KILN_LOGSUMEXP, 1, A(0), 0)};
+  kiln_node *refs[] = {
+      kiln_reduce(x, KILN_MAX, 0, NULL, 0),       kiln_reduce(x, KILN_MIN, 2, A(0, 1), 0),
+      kiln_reduce(x, KILN_PROD, 0, NULL, 0),      kiln_reduce(x, KILN_MAX, 1, A(-1), 0),
+      kiln_reduce(x, KILN_MIN, 1, A(0), 0),       kiln_reduce(x, KILN_PROD, 1, A(-2), 0),
+      kiln_reduce(x, KILN_ARGMAX, 1, A(0), 0),    kiln_reduce(x, KILN_ARGMIN, 1, A(1), 0),
+      kiln_reduce(x, KILN_LOGSUMEXP, 1, A(1), 1), kiln_reduce(x, KILN_LOGSUMEXP, 1, A(0), 0)};
   int n = (int)(sizeof outs / sizeof *outs);
   kiln_node *all[20];
   for (int i = 0; i < n; i++) {
@@ -778,7 +805,8 @@ START_TEST(shorthands) {
     ck_assert_msg(kt_same_bits(got[i], got[n + i]), "shorthand %d differs from kiln_reduce", i);
     ck_assert_int_eq(kiln_node_rank(outs[i]), kiln_node_rank(refs[i]));
   }
-  for (int i = 0; i < 2 * n; i++) kiln_tensor_free(got[i]);
+  for (int i = 0; i < 2 * n; i++)
+    kiln_tensor_free(got[i]);
   kiln_tensor_free(v);
   kiln_ctx_free(ctx);
 }
@@ -804,7 +832,8 @@ START_TEST(static_types) {
   kiln_node *l = kiln_reduce(x, KILN_LOGSUMEXP, 0, NULL, 1);
   ck_assert_int_eq(kiln_node_dtype(l), KILN_FLOAT32);
   ck_assert_int_eq(kiln_node_rank(l), 3);
-  for (int d = 0; d < 3; d++) ck_assert_int_eq(kiln_node_dim(l, d), 1);
+  for (int d = 0; d < 3; d++)
+    ck_assert_int_eq(kiln_node_dim(l, d), 1);
   kiln_node *m = kiln_reduce(x, KILN_MEAN, 1, A(1), 1);
   ck_assert_int_eq(kiln_node_dtype(m), KILN_FLOAT64);
   ck_assert_int_eq(kiln_node_dim(m, 1), 1);
@@ -820,9 +849,12 @@ static void expect_build_error(kiln_node *(*mk)(kiln_node *), kiln_status st, co
   kiln_node *x = kiln_name(kiln_input(ctx, "xin", KILN_FLOAT64, 3, S(2, 0, D)), "xin");
   kiln_node *y = mk(x);
   ck_assert_ptr_null(y);
-  ck_assert_msg(kiln_errcode(ctx) == st, "status %s: %s", kiln_status_str(kiln_errcode(ctx)), kiln_errmsg(ctx));
-  ck_assert_msg(strstr(kiln_errmsg(ctx), "'xin'") != NULL, "the message names x: %s", kiln_errmsg(ctx));
-  ck_assert_msg(strstr(kiln_errmsg(ctx), part) != NULL, "message lacks '%s': %s", part, kiln_errmsg(ctx));
+  ck_assert_msg(kiln_errcode(ctx) == st, "status %s: %s", kiln_status_str(kiln_errcode(ctx)),
+                kiln_errmsg(ctx));
+  ck_assert_msg(strstr(kiln_errmsg(ctx), "'xin'") != NULL, "the message names x: %s",
+                kiln_errmsg(ctx));
+  ck_assert_msg(strstr(kiln_errmsg(ctx), part) != NULL, "message lacks '%s': %s", part,
+                kiln_errmsg(ctx));
   /* a builder given the failed node returns NULL and keeps the error */
   ck_assert_ptr_null(kiln_sum(y));
   ck_assert_int_eq(kiln_errcode(ctx), st);
@@ -879,7 +911,8 @@ END_TEST
 ** program, naming the node and the axis; the reference agrees; the same
 ** function works again with a nonempty axis. */
 START_TEST(empty_no_identity) {
-  static const kiln_reduce_op ops[] = {KILN_MAX, KILN_MIN, KILN_ARGMAX, KILN_ARGMIN, KILN_LOGSUMEXP};
+  static const kiln_reduce_op ops[] = {KILN_MAX, KILN_MIN, KILN_ARGMAX, KILN_ARGMIN,
+                                       KILN_LOGSUMEXP};
   for (int k = 0; k < 5; k++) {
     kiln_ctx *ctx = new_ctx();
     kiln_node *x = kiln_input(ctx, "xd", KILN_FLOAT32, 2, NULL);
@@ -899,7 +932,8 @@ START_TEST(empty_no_identity) {
     kiln_tensor_free(v);
     /* (0, 3) over axis 1: an empty result, no error */
     v = kiln_tensor_new(KILN_FLOAT32, 2, S(0, 3), NULL);
-    ck_assert_msg(kiln_call(f, (const kiln_tensor *const *)&v, o) == KILN_OK, "%s", kiln_errmsg(ctx));
+    ck_assert_msg(kiln_call(f, (const kiln_tensor *const *)&v, o) == KILN_OK, "%s",
+                  kiln_errmsg(ctx));
     ck_assert_int_eq(kiln_tensor_size(o[0]), 0);
     kiln_tensor_free(v);
     v = gen(KILN_FLOAT32, 2, S(3, 4), 9, GEN_ANY);
@@ -933,7 +967,8 @@ static char *dump(kiln_function *f, const char *stage) {
 /* Producers run inside the loops of the new reductions; keepdims shows. */
 START_TEST(fusion_and_dumps) {
   kiln_ctx *ctx = new_ctx();
-  kiln_node *x = kiln_input(ctx, "x", KILN_FLOAT64, 2, NULL), *y = kiln_input(ctx, "y", KILN_FLOAT64, 2, NULL);
+  kiln_node *x = kiln_input(ctx, "x", KILN_FLOAT64, 2, NULL),
+            *y = kiln_input(ctx, "y", KILN_FLOAT64, 2, NULL);
   kiln_node *outs[] = {kiln_name(kiln_reduce(kiln_mul(x, y), KILN_MAX, 1, A(1), 1), "mx"),
                        kiln_name(kiln_argmin(kiln_add(x, y), 0), "am"),
                        kiln_name(kiln_prod(kiln_sub(x, y)), "pr")};
@@ -945,14 +980,16 @@ START_TEST(fusion_and_dumps) {
   ck_assert_msg(strstr(opt, "prod{axes=0x3}") != NULL, "%s", opt);
   /* three kernels, each with its producer fused: no elementwise kernel */
   ck_assert_msg(strstr(plan, "elementwise") == NULL, "%s", plan);
-  ck_assert_msg(strstr(plan, "= max 'mx', reduce loop") && strstr(plan, "fused: %") , "%s", plan);
+  ck_assert_msg(strstr(plan, "= max 'mx', reduce loop") && strstr(plan, "fused: %"), "%s", plan);
   ck_assert_msg(strstr(plan, "mul") && strstr(plan, "add") && strstr(plan, "sub"), "%s", plan);
   free(opt);
   free(plan);
-  kiln_tensor *v[2] = {gen(KILN_FLOAT64, 2, S(5, 6), 1, GEN_TIES), gen(KILN_FLOAT64, 2, S(5, 6), 2, GEN_ANY)};
+  kiln_tensor *v[2] = {gen(KILN_FLOAT64, 2, S(5, 6), 1, GEN_TIES),
+                       gen(KILN_FLOAT64, 2, S(5, 6), 2, GEN_ANY)};
   kiln_tensor *got[3];
   check_calls(ctx, f, "fused", 2, ins, v, 3, outs, got);
-  for (int k = 0; k < 3; k++) kiln_tensor_free(got[k]);
+  for (int k = 0; k < 3; k++)
+    kiln_tensor_free(got[k]);
   kiln_tensor_free(v[0]);
   kiln_tensor_free(v[1]);
   kiln_ctx_free(ctx);
@@ -968,7 +1005,8 @@ START_TEST(cse_keepdims) {
   kiln_function *f = compile_opts(ctx, "cse", 1, &x, 3, outs, false);
   char *opt = dump(f, "opt");
   int n_max = 0;
-  for (const char *p = opt; (p = strstr(p, "= max{")) != NULL; p++) n_max++;
+  for (const char *p = opt; (p = strstr(p, "= max{")) != NULL; p++)
+    n_max++;
   ck_assert_msg(n_max == 2, "%d max nodes: %s", n_max, opt);
   free(opt);
   kiln_tensor *v = gen(KILN_FLOAT64, 2, S(3, 4), 5, GEN_ANY);
@@ -976,7 +1014,8 @@ START_TEST(cse_keepdims) {
   check_calls(ctx, f, "cse", 1, &x, &v, 3, outs, got);
   ck_assert_int_eq(got[0]->rank, 1);
   ck_assert_int_eq(got[2]->rank, 2);
-  for (int k = 0; k < 3; k++) kiln_tensor_free(got[k]);
+  for (int k = 0; k < 3; k++)
+    kiln_tensor_free(got[k]);
   kiln_tensor_free(v);
   kiln_ctx_free(ctx);
 }
@@ -989,9 +1028,10 @@ START_TEST(constant_folding) {
   double cv[6] = {3, NAN, -1, 2, 2, -0.0};
   kiln_node *c = kiln_const(ctx, KILN_FLOAT64, 2, S(2, 3), cv);
   kiln_node *x = kiln_input(ctx, "x", KILN_FLOAT64, 2, S(2, 3));
-  kiln_node *outs[] = {kiln_max_axis(c, 1), kiln_argmax(c, 1), kiln_argmin(c, 0), kiln_prod(c),
-                       kiln_logsumexp(c, 1, 1), kiln_max_axis(x, 1), kiln_argmax(x, 1), kiln_argmin(x, 0),
-                       kiln_prod(x), kiln_logsumexp(x, 1, 1)};
+  kiln_node *outs[] = {kiln_max_axis(c, 1),    kiln_argmax(c, 1),       kiln_argmin(c, 0),
+                       kiln_prod(c),           kiln_logsumexp(c, 1, 1), kiln_max_axis(x, 1),
+                       kiln_argmax(x, 1),      kiln_argmin(x, 0),       kiln_prod(x),
+                       kiln_logsumexp(x, 1, 1)};
   kiln_function *f = compile_opts(ctx, "fold", 1, &x, 10, outs, false);
   char *opt = dump(f, "opt");
   ck_assert_msg(strstr(opt, "constant_fold") != NULL, "%s", opt);
@@ -999,10 +1039,12 @@ START_TEST(constant_folding) {
   kiln_tensor *v = kt_tensor(KILN_FLOAT64, 2, S(2, 3), cv);
   kiln_tensor *got[10];
   check_calls(ctx, f, "fold", 1, &x, &v, 10, outs, got);
-  for (int k = 0; k < 5; k++) ck_assert_msg(kt_same_bits(got[k], got[5 + k]), "output %d", k);
+  for (int k = 0; k < 5; k++)
+    ck_assert_msg(kt_same_bits(got[k], got[5 + k]), "output %d", k);
   expect_i64(got[1], 2, S(1, 0), "argmax([[3,nan,-1],[2,2,-0.0]], axis 1)");
   expect_i64(got[2], 3, S(1, 0, 0), "argmin([[3,nan,-1],[2,2,-0.0]], axis 0)");
-  for (int k = 0; k < 10; k++) kiln_tensor_free(got[k]);
+  for (int k = 0; k < 10; k++)
+    kiln_tensor_free(got[k]);
   kiln_tensor_free(v);
   kiln_ctx_free(ctx);
 }

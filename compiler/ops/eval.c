@@ -182,7 +182,8 @@ static bool next_index(int rank, const int64_t *shape, int64_t *idx) {
 static kiln_status shape_err(char *err, size_t n, const char *what, const kiln_tensor *a,
                              const kiln_tensor *b) {
   char sa[160], sb[160];
-  snprintf(err, n, "%s: shapes %s and %s do not fit", what, kl_shape_str(sa, sizeof sa, a->rank, a->shape),
+  snprintf(err, n, "%s: shapes %s and %s do not fit", what,
+           kl_shape_str(sa, sizeof sa, a->rank, a->shape),
            kl_shape_str(sb, sizeof sb, b->rank, b->shape));
   return KILN_SHAPE;
 }
@@ -195,7 +196,8 @@ static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, k
   for (int k = 0; k < v->n_in; k++)
     if (in[k]->rank > R) R = in[k]->rank;
   int64_t shape[KILN_MAX_RANK];
-  for (int i = 0; i < R; i++) shape[i] = 1;
+  for (int i = 0; i < R; i++)
+    shape[i] = 1;
   for (int k = 0; k < v->n_in; k++)
     for (int i = 0; i < in[k]->rank; i++) {
       int64_t d = in[k]->shape[i], *o = &shape[i + R - in[k]->rank];
@@ -211,7 +213,8 @@ static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, k
   int64_t idx[KILN_MAX_RANK] = {0}, j = 0;
   do {
     int64_t off[3];
-    for (int k = 0; k < v->n_in; k++) off[k] = bcast_offset(in[k], R, idx);
+    for (int k = 0; k < v->n_in; k++)
+      off[k] = bcast_offset(in[k], R, idx);
     if (op == KL_OP_CAST) {
       kl_convert(odt, out->data, j, (kiln_dtype)in[0]->dtype, in[0]->data, off[0]);
     } else if (op == KL_OP_WHERE) {
@@ -223,21 +226,26 @@ static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, k
     } else if (op >= KL_OP_LT && op <= KL_OP_NE) {
       bool r;
       if (kl_dtype_is_float(idt))
-        r = cmp_op(op, kl_load_f64(idt, in[0]->data, off[0]), kl_load_f64(idt, in[1]->data, off[1]));
+        r = cmp_op(op, kl_load_f64(idt, in[0]->data, off[0]),
+                   kl_load_f64(idt, in[1]->data, off[1]));
       else
-        r = icmp_op(op, kl_load_i64(idt, in[0]->data, off[0]), kl_load_i64(idt, in[1]->data, off[1]));
+        r = icmp_op(op, kl_load_i64(idt, in[0]->data, off[0]),
+                    kl_load_i64(idt, in[1]->data, off[1]));
       ((uint8_t *)out->data)[j] = r;
     } else if (odt == KILN_FLOAT64) {
       double a[2] = {0, 0};
-      for (int k = 0; k < v->n_in; k++) a[k] = ((const double *)in[k]->data)[off[k]];
+      for (int k = 0; k < v->n_in; k++)
+        a[k] = ((const double *)in[k]->data)[off[k]];
       ((double *)out->data)[j] = f64_op(op, a);
     } else if (odt == KILN_FLOAT32) {
       float a[2] = {0, 0};
-      for (int k = 0; k < v->n_in; k++) a[k] = ((const float *)in[k]->data)[off[k]];
+      for (int k = 0; k < v->n_in; k++)
+        a[k] = ((const float *)in[k]->data)[off[k]];
       ((float *)out->data)[j] = f32_op(op, a);
     } else {
       int64_t a[2] = {0, 0};
-      for (int k = 0; k < v->n_in; k++) a[k] = kl_load_i64(idt, in[k]->data, off[k]);
+      for (int k = 0; k < v->n_in; k++)
+        a[k] = kl_load_i64(idt, in[k]->data, off[k]);
       store_i64(odt, out->data, j, int_op(op, a));
     }
     j++;
@@ -276,12 +284,16 @@ static void blocked_sum(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src)
     int64_t k = i % nl;
     if (dt == KILN_FLOAT64) {
       double x = ((const double *)src->data)[i];
-      if (k < cut) l64[k % KL_LANES] = l64[k % KL_LANES] + x;
-      else t64 = t64 + x;
+      if (k < cut)
+        l64[k % KL_LANES] = l64[k % KL_LANES] + x;
+      else
+        t64 = t64 + x;
     } else {
       float x = ((const float *)src->data)[i];
-      if (k < cut) l32[k % KL_LANES] = l32[k % KL_LANES] + x;
-      else t32 = t32 + x;
+      if (k < cut)
+        l32[k % KL_LANES] = l32[k % KL_LANES] + x;
+      else
+        t32 = t32 + x;
     }
   }
   for (int w = KL_LANES / 2; w >= 1; w /= 2)
@@ -289,8 +301,10 @@ static void blocked_sum(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src)
       l64[j] = l64[j] + l64[j + w];
       l32[j] = l32[j] + l32[j + w];
     }
-  if (dt == KILN_FLOAT64) ((double *)dst->data)[0] = l64[0] + t64;
-  else ((float *)dst->data)[0] = l32[0] + t32;
+  if (dt == KILN_FLOAT64)
+    ((double *)dst->data)[0] = l64[0] + t64;
+  else
+    ((float *)dst->data)[0] = l32[0] + t32;
 }
 
 static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
@@ -304,7 +318,8 @@ static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
   int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
   do {
     int64_t off = 0;
-    for (int d = 0; d < src->rank; d++) off += idx[d] * dst_st[d];
+    for (int d = 0; d < src->rank; d++)
+      off += idx[d] * dst_st[d];
     acc_into(dt, dst->data, off, src->data, i++);
   } while (next_index(src->rank, src->shape, idx));
 }
@@ -319,7 +334,8 @@ static void fold(kl_opcode op, kiln_dtype dt, kiln_tensor *dst, const kiln_tenso
   int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
   do {
     int64_t off = 0;
-    for (int d = 0; d < src->rank; d++) off += idx[d] * dst_st[d];
+    for (int d = 0; d < src->rank; d++)
+      off += idx[d] * dst_st[d];
     if (seen && !seen[off]) {
       seen[off] = true;
       kl_convert(dt, dst->data, off, dt, src->data, i);
@@ -345,7 +361,8 @@ static kiln_status arg_fold(bool is_max, kiln_tensor *dst, const kiln_tensor *sr
   kiln_dtype dt = (kiln_dtype)src->dtype;
   int64_t *best = kl_malloc((size_t)(dst->size ? dst->size : 1) * sizeof *best);
   if (!best) return KILN_NOMEM;
-  for (int64_t j = 0; j < dst->size; j++) best[j] = -1;
+  for (int64_t j = 0; j < dst->size; j++)
+    best[j] = -1;
   int64_t rst[KILN_MAX_RANK], s = 1; /* row-major strides over the reduced axes */
   for (int d = src->rank - 1; d >= 0; d--) {
     rst[d] = (axes >> d & 1u) ? s : 0;
@@ -353,22 +370,23 @@ static kiln_status arg_fold(bool is_max, kiln_tensor *dst, const kiln_tensor *sr
   }
   int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
   if (src->size > 0) do {
-    int64_t off = 0, pos = 0;
-    for (int d = 0; d < src->rank; d++) off += idx[d] * dst_st[d], pos += idx[d] * rst[d];
-    bool take = best[off] < 0;
-    if (!take && kl_dtype_is_float(dt)) {
-      double x = kl_load_f64(dt, src->data, i), b = kl_load_f64(dt, src->data, best[off]);
-      take = (is_max ? x > b : x < b) || (isnan(x) && !isnan(b));
-    } else if (!take) {
-      int64_t x = kl_load_i64(dt, src->data, i), b = kl_load_i64(dt, src->data, best[off]);
-      take = is_max ? x > b : x < b;
-    }
-    if (take) {
-      best[off] = i;
-      ((int64_t *)dst->data)[off] = pos;
-    }
-    i++;
-  } while (next_index(src->rank, src->shape, idx));
+      int64_t off = 0, pos = 0;
+      for (int d = 0; d < src->rank; d++)
+        off += idx[d] * dst_st[d], pos += idx[d] * rst[d];
+      bool take = best[off] < 0;
+      if (!take && kl_dtype_is_float(dt)) {
+        double x = kl_load_f64(dt, src->data, i), b = kl_load_f64(dt, src->data, best[off]);
+        take = (is_max ? x > b : x < b) || (isnan(x) && !isnan(b));
+      } else if (!take) {
+        int64_t x = kl_load_i64(dt, src->data, i), b = kl_load_i64(dt, src->data, best[off]);
+        take = is_max ? x > b : x < b;
+      }
+      if (take) {
+        best[off] = i;
+        ((int64_t *)dst->data)[off] = pos;
+      }
+      i++;
+    } while (next_index(src->rank, src->shape, idx));
   kl_free(best);
   return KILN_OK;
 }
@@ -390,7 +408,8 @@ static kiln_status eval_reduce(const kiln_node *v, const kiln_tensor *x, kiln_te
     else if (v->p.keepdims)
       shape[r++] = 1;
     if ((axes >> i & 1u) && x->shape[i] == 0 && kl_reduce_needs_elements(v->op)) {
-      snprintf(err, errn, "%s: cannot reduce over axis %d of size 0 (the reduction has no identity)",
+      snprintf(err, errn,
+               "%s: cannot reduce over axis %d of size 0 (the reduction has no identity)",
                kl_ops[v->op].name, i);
       return KILN_SHAPE;
     }
@@ -471,7 +490,8 @@ static kiln_status eval_bcast(const kiln_node *v, const kiln_tensor *g, const ki
   int64_t idx[KILN_MAX_RANK] = {0}, j = 0;
   do {
     int64_t off = 0;
-    for (int d = 0; d < like->rank; d++) off += idx[d] * src_st[d];
+    for (int d = 0; d < like->rank; d++)
+      off += idx[d] * src_st[d];
     kl_convert(dt, out->data, j++, dt, g->data, off);
   } while (next_index(like->rank, like->shape, idx));
   return KILN_OK;
