@@ -70,7 +70,8 @@ static void seed_build(seed *s, kiln_dtype wdt, int64_t n, double lr) {
   float tv = 100.0f;
   s->in[1] = kiln_tensor_new(KILN_FLOAT32, 0, NULL, &tv);
   float *xv = kiln_tensor_data(s->in[0]);
-  for (int64_t i = 0; i < n; i++) xv[i] = 1.0f / (float)(1 + i % 7);
+  for (int64_t i = 0; i < n; i++)
+    xv[i] = 1.0f / (float)(1 + i % 7);
 }
 
 static void seed_free(seed *s) {
@@ -89,9 +90,11 @@ static void w1(void) {
   volatile double sink = 0;
   for (int r = 0; r < repeats; r++) {
     double t0 = now();
-    for (int i = 0; i < N; i++) kiln_call(s.f, (const kiln_tensor *const *)s.in, NULL);
+    for (int i = 0; i < N; i++)
+      kiln_call(s.f, (const kiln_tensor *const *)s.in, NULL);
     double t1 = now();
-    for (int i = 0; i < N; i++) sink += ref_seed_step(x, 100.0f, W, 4);
+    for (int i = 0; i < N; i++)
+      sink += ref_seed_step(x, 100.0f, W, 4);
     double t2 = now();
     tk[r] = (t1 - t0) / N;
     tr[r] = (t2 - t1) / N;
@@ -115,9 +118,11 @@ static void w2_at(int64_t n, int verbose) {
   volatile float sink = 0;
   for (int r = 0; r < repeats; r++) {
     double t0 = now();
-    for (int i = 0; i < N; i++) kiln_call(s.f, (const kiln_tensor *const *)s.in, NULL);
+    for (int i = 0; i < N; i++)
+      kiln_call(s.f, (const kiln_tensor *const *)s.in, NULL);
     double t1 = now();
-    for (int i = 0; i < N; i++) sink += ref_linreg_step(x, 100.0f, W, n, 1e-9f);
+    for (int i = 0; i < N; i++)
+      sink += ref_linreg_step(x, 100.0f, W, n, 1e-9f);
     double t2 = now();
     tk[r] = (t1 - t0) / N;
     tr[r] = (t2 - t1) / N;
@@ -158,27 +163,34 @@ static void w3(void) {
   kiln_tensor *in[2] = {kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){B, I}, NULL),
                         kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){B, O}, NULL)};
   float *px = kiln_tensor_data(in[0]), *py = kiln_tensor_data(in[1]);
-  for (int i = 0; i < B * I; i++) px[i] = (float)(i % 17) / 16.0f;
-  for (int r = 0; r < B; r++) py[r * O + r % O] = 1.0f;
+  for (int i = 0; i < B * I; i++)
+    px[i] = (float)(i % 17) / 16.0f;
+  for (int r = 0; r < B; r++)
+    py[r * O + r % O] = 1.0f;
   float *W1r = calloc(I * H, 4), *b1r = calloc(H, 4), *W2r = calloc(H * O, 4), *b2r = calloc(O, 4);
-  for (int i = 0; i < I * H; i++) W1r[i] = 0.01f * (float)(i % 13 - 6);
-  for (int i = 0; i < H * O; i++) W2r[i] = 0.01f * (float)(i % 11 - 5);
+  for (int i = 0; i < I * H; i++)
+    W1r[i] = 0.01f * (float)(i % 13 - 6);
+  for (int i = 0; i < H * O; i++)
+    W2r[i] = 0.01f * (float)(i % 11 - 5);
   float *scratch = malloc(sizeof(float) * (B * H * 2 + B * O + I * H + H * O));
   const int N = 200;
   double tk[64], tr[64];
   volatile float sink = 0;
   for (int r = 0; r < repeats; r++) {
     double a = now();
-    for (int i = 0; i < N; i++) kiln_call(f, (const kiln_tensor *const *)in, NULL);
+    for (int i = 0; i < N; i++)
+      kiln_call(f, (const kiln_tensor *const *)in, NULL);
     double b = now();
-    for (int i = 0; i < N; i++) sink += ref_mlp_step(px, py, B, W1r, b1r, W2r, b2r, 0.01f, scratch);
+    for (int i = 0; i < N; i++)
+      sink += ref_mlp_step(px, py, B, W1r, b1r, W2r, b2r, 0.01f, scratch);
     double c = now();
     tk[r] = (b - a) / N;
     tr[r] = (c - b) / N;
   }
   double k = median(tk, repeats), c = median(tr, repeats);
-  printf("W3 mlp step (batch 64) kiln %8.1f us   C %8.1f us   ratio %5.2f   (goal <= 0.5, <= 60 us)\n",
-         k * 1e6, c * 1e6, k / c);
+  printf(
+      "W3 mlp step (batch 64) kiln %8.1f us   C %8.1f us   ratio %5.2f   (goal <= 0.5, <= 60 us)\n",
+      k * 1e6, c * 1e6, k / c);
   printf("W4 compile mlp         %6.2f ms in this process (goal <= 60)\n", compile * 1e3);
   (void)sink;
   free(W1r), free(b1r), free(W2r), free(b2r), free(scratch);
@@ -229,7 +241,8 @@ static void w4(const char *self) {
     hit[r] = now() - t0;
     if (!f) die(s.ctx, "function");
   }
-  printf("W4 compile seed        fresh process %6.2f ms (goal <= 10)   cache hit %6.3f ms (goal <= 1)\n",
+  printf("W4 compile seed        fresh process %6.2f ms (goal <= 10)   cache hit %6.3f ms (goal <= "
+         "1)\n",
          median(first, repeats) * 1e3, median(hit, repeats) * 1e3);
   seed_free(&s);
 }
@@ -245,7 +258,8 @@ int main(int argc, char **argv) {
   w1();
   w2_at((int64_t)1 << 20, 1);
   printf("W2 scaling with n:\n");
-  for (int e = 10; e <= 24; e += 2) w2_at((int64_t)1 << e, 0);
+  for (int e = 10; e <= 24; e += 2)
+    w2_at((int64_t)1 << e, 0);
   w3();
   w4(argv[0]);
   return 0;

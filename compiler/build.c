@@ -113,8 +113,8 @@ kiln_node *kl_cast(kiln_node *x, kiln_dtype dt, const char *file, int line) {
       static const int64_t lo[] = {0, -128, -32768, INT32_MIN, INT64_MIN, 0};
       static const int64_t hi[] = {1, 127, 32767, INT32_MAX, INT64_MAX, 255};
       if (v < lo[dt] || v > hi[dt]) {
-        kl_error(x->ctx, KILN_TYPE, "literal %lld does not fit %s (built at %s:%d)",
-                 (long long)v, kiln_dtype_name(dt), kl_basename(file), line);
+        kl_error(x->ctx, KILN_TYPE, "literal %lld does not fit %s (built at %s:%d)", (long long)v,
+                 kiln_dtype_name(dt), kl_basename(file), line);
         return NULL;
       }
     }
@@ -150,10 +150,11 @@ static kiln_dtype compute_dtype(int n, kiln_node *const *in, bool *all_weak) {
 static void broadcast_error(kiln_ctx *ctx, const char *what, kiln_node *a, kiln_node *b,
                             const char *file, int line) {
   char la[256], lb[256], sa[160], sb[160];
-  kl_error(ctx, KILN_SHAPE, "%s: shapes %s and %s cannot be broadcast: %s and %s, in %s built at %s:%d",
-           what, kl_shape_str(sa, sizeof sa, a->type.rank, a->type.dims),
-           kl_shape_str(sb, sizeof sb, b->type.rank, b->type.dims),
-           kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), what, kl_basename(file), line);
+  kl_error(ctx, KILN_SHAPE,
+           "%s: shapes %s and %s cannot be broadcast: %s and %s, in %s built at %s:%d", what,
+           kl_shape_str(sa, sizeof sa, a->type.rank, a->type.dims),
+           kl_shape_str(sb, sizeof sb, b->type.rank, b->type.dims), kl_node_label(a, la, sizeof la),
+           kl_node_label(b, lb, sizeof lb), what, kl_basename(file), line);
 }
 
 kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, int line) {
@@ -193,9 +194,7 @@ kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, 
   case KL_OP_EXPM1:
   case KL_OP_TANH:
   case KL_OP_SIGMOID:
-  case KL_OP_SOFTPLUS:
-    c = out = kl_float_of(c);
-    break;
+  case KL_OP_SOFTPLUS: c = out = kl_float_of(c); break;
   case KL_OP_AND:
   case KL_OP_OR:
   case KL_OP_NOT: /* numpy's logical ops read their operands as truth values */
@@ -272,8 +271,7 @@ kiln_node *kl_reduce(kl_opcode op, kiln_node *x, uint32_t axes, const char *file
   return kl_node_new(ctx, op, 1, &x, &t, &p, file, line);
 }
 
-static kiln_node *count_of(kiln_node *x, uint32_t axes, kiln_dtype dt, const char *file,
-                           int line) {
+static kiln_node *count_of(kiln_node *x, uint32_t axes, kiln_dtype dt, const char *file, int line) {
   kl_type t = {.dtype = (uint8_t)dt};
   kl_params p = {.axes = axes};
   return kl_node_new(x->ctx, KL_OP_COUNT, 1, &x, &t, &p, file, line);
@@ -281,8 +279,8 @@ static kiln_node *count_of(kiln_node *x, uint32_t axes, kiln_dtype dt, const cha
 
 static kiln_node *mean_of(kiln_node *x, uint32_t axes, const char *file, int line) {
   if (!common_ctx("mean", 1, &x)) return NULL;
-  kiln_dtype dt = kl_dtype_is_float((kiln_dtype)x->type.dtype) ? (kiln_dtype)x->type.dtype
-                                                                : KILN_FLOAT64;
+  kiln_dtype dt =
+      kl_dtype_is_float((kiln_dtype)x->type.dtype) ? (kiln_dtype)x->type.dtype : KILN_FLOAT64;
   kiln_node *xc = kl_cast(x, dt, file, line);
   kiln_node *s = kl_reduce(KL_OP_SUM, xc, axes, file, line);
   if (!s) return NULL;
@@ -327,9 +325,11 @@ kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file
   char la[256], lb[256], sa[160], sb[160];
   int ra = a->type.rank, rb = b->type.rank;
   if (ra < 1 || ra > 2 || rb < 1 || rb > 2) {
-    kl_error(ctx, KILN_TYPE,
-             "dot: supports vectors and matrices, got ranks %d and %d: %s and %s (dot built at %s:%d)",
-             ra, rb, kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), kl_basename(file), line);
+    kl_error(
+        ctx, KILN_TYPE,
+        "dot: supports vectors and matrices, got ranks %d and %d: %s and %s (dot built at %s:%d)",
+        ra, rb, kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), kl_basename(file),
+        line);
     return NULL;
   }
   bool weak;
@@ -343,7 +343,8 @@ kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file
   int64_t ka = ra == 1 ? a->type.dims[0] : a->type.dims[ta ? 0 : 1];
   int64_t kb = rb == 1 ? b->type.dims[0] : b->type.dims[tb ? 1 : 0];
   if (ka >= 0 && kb >= 0 && ka != kb) {
-    kl_error(ctx, KILN_SHAPE, "dot: inner dimensions %lld and %lld differ: %s %s and %s %s (dot built at %s:%d)",
+    kl_error(ctx, KILN_SHAPE,
+             "dot: inner dimensions %lld and %lld differ: %s %s and %s %s (dot built at %s:%d)",
              (long long)ka, (long long)kb, kl_node_label(a, la, sizeof la),
              kl_shape_str(sa, sizeof sa, ra, a->type.dims), kl_node_label(b, lb, sizeof lb),
              kl_shape_str(sb, sizeof sb, rb, b->type.dims), kl_basename(file), line);
@@ -362,12 +363,12 @@ kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file
 /* ---------------------------------------------------------- public builders */
 
 #define BIN(fn, OPC)                                                                               \
-  kiln_node *kiln_##fn##_at(kiln_node *a, kiln_node *b, const char *file, int line) {             \
+  kiln_node *kiln_##fn##_at(kiln_node *a, kiln_node *b, const char *file, int line) {              \
     kiln_node *in[2] = {a, b};                                                                     \
     return kl_elem(KL_OP_##OPC, 2, in, file, line);                                                \
   }
 #define UN(fn, OPC)                                                                                \
-  kiln_node *kiln_##fn##_at(kiln_node *a, const char *file, int line) {                           \
+  kiln_node *kiln_##fn##_at(kiln_node *a, const char *file, int line) {                            \
     return kl_elem(KL_OP_##OPC, 1, &a, file, line);                                                \
   }
 BIN(add, ADD)
@@ -419,7 +420,8 @@ kiln_node *kiln_clip_at(kiln_node *x, kiln_node *lo, kiln_node *hi, const char *
 kiln_node *kiln_cast_at(kiln_node *x, kiln_dtype dt, const char *file, int line) {
   if (!common_ctx("cast", 1, &x)) return NULL;
   if (!kl_dtype_valid(dt)) {
-    kl_error(x->ctx, KILN_MISUSE, "cast: invalid dtype %d (%s:%d)", (int)dt, kl_basename(file), line);
+    kl_error(x->ctx, KILN_MISUSE, "cast: invalid dtype %d (%s:%d)", (int)dt, kl_basename(file),
+             line);
     return NULL;
   }
   return kl_cast(x, dt, file, line);

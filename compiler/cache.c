@@ -34,7 +34,8 @@ static void put(kbuf *b, const void *data, size_t n) {
   if (b->oom) return;
   if (b->len + n > b->cap) {
     size_t cap = b->cap ? b->cap * 2 : 1024;
-    while (cap < b->len + n) cap *= 2;
+    while (cap < b->len + n)
+      cap *= 2;
     unsigned char *p = kl_realloc(b->p, cap);
     if (!p) {
       b->oom = true;
@@ -59,11 +60,13 @@ static bool make_key(const kl_fgraph *g, kbuf *b) {
     put_i64(b, v->op);
     put_i64(b, v->type.dtype);
     put_i64(b, v->type.rank);
-    for (int d = 0; d < v->type.rank; d++) put_i64(b, v->type.dims[d]);
+    for (int d = 0; d < v->type.rank; d++)
+      put_i64(b, v->type.dims[d]);
     put_i64(b, v->p.axes);
     put_i64(b, v->p.ta | v->p.tb << 1);
     put_i64(b, v->n_in);
-    for (int k = 0; k < v->n_in; k++) put_i64(b, v->in[k]->id);
+    for (int k = 0; k < v->n_in; k++)
+      put_i64(b, v->in[k]->id);
     put_i64(b, g->sched[i]);
     put_i64(b, g->home[i]);
     put_i64(b, p->shape[i].dims_base);
@@ -71,7 +74,8 @@ static bool make_key(const kl_fgraph *g, kbuf *b) {
       put(b, v->data, kiln_dtype_size(v->type.dtype));
   }
   put_i64(b, p->n_bufs);
-  for (int k = 0; k < p->n_bufs; k++) put_i64(b, p->bufs[k].kind);
+  for (int k = 0; k < p->n_bufs; k++)
+    put_i64(b, p->bufs[k].kind);
   put_i64(b, g->n_copies);
   for (int c = 0; c < g->n_copies; c++) {
     put_i64(b, g->copies[c].node);
@@ -82,7 +86,8 @@ static bool make_key(const kl_fgraph *g, kbuf *b) {
 
 static uint64_t fnv1a(const unsigned char *p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ p[i]) * 0x100000001b3ULL;
   return h;
 }
 

@@ -62,9 +62,9 @@ char *kl_arena_strdup(kl_arena *a, const char *s) {
 const char *kiln_version(void) { return KILN_VERSION; }
 
 const char *kiln_status_str(kiln_status s) {
-  static const char *const names[KILN_N_STATUS] = {
-      "ok",          "error",          "out of memory", "misuse",        "shape error",
-      "type error",  "no gradient",    "LLVM error",    "internal error"};
+  static const char *const names[KILN_N_STATUS] = {"ok",          "error",       "out of memory",
+                                                   "misuse",      "shape error", "type error",
+                                                   "no gradient", "LLVM error",  "internal error"};
   return (unsigned)s < KILN_N_STATUS ? names[s] : "unknown status";
 }
 
@@ -77,7 +77,8 @@ kiln_ctx *kiln_ctx_new(void) {
 
 void kiln_ctx_free(kiln_ctx *ctx) {
   if (!kl_ctx_ok(ctx)) return;
-  while (ctx->n_fns > 0) kiln_function_free(ctx->fns[ctx->n_fns - 1]);
+  while (ctx->n_fns > 0)
+    kiln_function_free(ctx->fns[ctx->n_fns - 1]);
   kl_free(ctx->fns);
   kl_cache_free(ctx);
   kl_ctx_jit_free(ctx);
@@ -86,7 +87,8 @@ void kiln_ctx_free(kiln_ctx *ctx) {
     kl_free(ctx->shared[i]);
   }
   kl_free(ctx->shared);
-  for (uint32_t i = 0; i < ctx->n_nodes; i++) ctx->nodes[i]->magic = 0;
+  for (uint32_t i = 0; i < ctx->n_nodes; i++)
+    ctx->nodes[i]->magic = 0;
   kl_free(ctx->nodes);
   kl_arena_free(&ctx->arena);
   ctx->magic = 0;
@@ -187,7 +189,8 @@ kiln_node *kl_node_new(kiln_ctx *ctx, kl_opcode op, int n_in, kiln_node *const *
   v->op = (uint16_t)op;
   v->n_in = (uint16_t)n_in;
   v->in = ins;
-  for (int i = 0; i < n_in; i++) ins[i] = in[i];
+  for (int i = 0; i < n_in; i++)
+    ins[i] = in[i];
   v->type = *type;
   if (p) v->p = *p;
   v->file = file;
@@ -228,7 +231,8 @@ kiln_node *kiln_input_at(kiln_ctx *ctx, const char *name, kiln_dtype dtype, int 
   if (!check_dtype_arg(ctx, "input", dtype) || !check_shape_arg(ctx, "input", rank, dims, true))
     return NULL;
   kl_type t = {.dtype = dtype, .rank = (uint8_t)rank};
-  for (int i = 0; i < rank; i++) t.dims[i] = dims ? dims[i] : KILN_DYN;
+  for (int i = 0; i < rank; i++)
+    t.dims[i] = dims ? dims[i] : KILN_DYN;
   kiln_node *v = kl_node_new(ctx, KL_OP_INPUT, 0, NULL, &t, NULL, file, line);
   if (v && name && !(v->name = kl_arena_strdup(&ctx->arena, name))) {
     kl_error(ctx, KILN_NOMEM, "out of memory naming an input");
@@ -262,7 +266,8 @@ kiln_node *kiln_const_at(kiln_ctx *ctx, kiln_dtype dtype, int rank, const int64_
   if (!check_dtype_arg(ctx, "const", dtype) || !check_shape_arg(ctx, "const", rank, shape, false))
     return NULL;
   kl_type t = {.dtype = dtype, .rank = (uint8_t)rank};
-  for (int i = 0; i < rank; i++) t.dims[i] = shape[i];
+  for (int i = 0; i < rank; i++)
+    t.dims[i] = shape[i];
   if (!data && kl_type_static_size(&t) > 0) {
     kl_error(ctx, KILN_MISUSE, "const: data is NULL");
     return NULL;
@@ -318,7 +323,8 @@ kiln_node *kiln_shared_at(kiln_ctx *ctx, const char *name, kiln_dtype dtype, int
   val->borrowed = true;
   if (data) memcpy(val->data, data, kl_tensor_nbytes(val));
   kl_type t = {.dtype = dtype, .rank = (uint8_t)rank};
-  for (int i = 0; i < rank; i++) t.dims[i] = shape[i];
+  for (int i = 0; i < rank; i++)
+    t.dims[i] = shape[i];
   kiln_node *v = kl_node_new(ctx, KL_OP_SHARED, 0, NULL, &t, NULL, file, line);
   if (v && name) v->name = kl_arena_strdup(&ctx->arena, name);
   if (!v || (name && !v->name)) {
@@ -366,7 +372,8 @@ kiln_status kiln_shared_set(kiln_node *v, const kiln_tensor *t) {
                     kl_node_label(v, lb, sizeof lb), kiln_dtype_name(v->value->dtype),
                     kiln_dtype_name(t->dtype));
   bool same = t->rank == v->value->rank;
-  for (int i = 0; same && i < t->rank; i++) same = t->shape[i] == v->value->shape[i];
+  for (int i = 0; same && i < t->rank; i++)
+    same = t->shape[i] == v->value->shape[i];
   if (!same)
     return kl_error(v->ctx, KILN_SHAPE, "shared_set: %s has shape %s, the value has shape %s",
                     kl_node_label(v, lb, sizeof lb),

@@ -47,20 +47,25 @@ kiln_status kl_fg_build(kl_fgraph *g, kiln_ctx *ctx, int n_in, kiln_node *const 
   g->n_inputs = n_in;
   g->n_outputs = n_out;
   g->n_updates = n_upd;
-  for (int i = 0; i < n_out; i++) mark[out[i]->id] = true;
-  for (int u = 0; u < n_upd; u++) mark[upd[u].value->id] = true;
+  for (int i = 0; i < n_out; i++)
+    mark[out[i]->id] = true;
+  for (int u = 0; u < n_upd; u++)
+    mark[upd[u].value->id] = true;
   for (uint32_t id = N; id-- > 0;)
     if (mark[id])
-      for (int k = 0; k < ctx->nodes[id]->n_in; k++) mark[ctx->nodes[id]->in[k]->id] = true;
+      for (int k = 0; k < ctx->nodes[id]->n_in; k++)
+        mark[ctx->nodes[id]->in[k]->id] = true;
   for (uint32_t id = 0; id < N; id++) {
     if (!mark[id]) continue;
     kiln_node *v = ctx->nodes[id], *c = copy_node(g, v);
     if (!c || !push(g, c)) goto nomem;
-    for (int k = 0; k < v->n_in; k++) c->in[k] = map[v->in[k]->id];
+    for (int k = 0; k < v->n_in; k++)
+      c->in[k] = map[v->in[k]->id];
     map[id] = c;
     if (v->op == KL_OP_INPUT) {
       bool listed = false;
-      for (int j = 0; j < n_in && !listed; j++) listed = in[j] == v;
+      for (int j = 0; j < n_in && !listed; j++)
+        listed = in[j] == v;
       if (!listed) {
         char lb[256];
         st = kl_error(ctx, KILN_MISUSE,
@@ -73,7 +78,8 @@ kiln_status kl_fg_build(kl_fgraph *g, kiln_ctx *ctx, int n_in, kiln_node *const 
   /* interface nodes the outputs do not reach still need copies */
   for (int j = 0; j < n_in; j++)
     if (!(g->inputs[j] = map[in[j]->id]) && !(g->inputs[j] = copy_node(g, in[j]))) goto nomem;
-  for (int k = 0; k < n_out; k++) g->outputs[k] = map[out[k]->id];
+  for (int k = 0; k < n_out; k++)
+    g->outputs[k] = map[out[k]->id];
   for (int u = 0; u < n_upd; u++) {
     g->upd_value[u] = map[upd[u].value->id];
     kiln_node *s = map[upd[u].shared->id];
@@ -112,7 +118,8 @@ kiln_node *kl_fg_add(kl_fgraph *g, kl_opcode op, int n_in, kiln_node *const *in,
   v->op = (uint16_t)op;
   v->n_in = (uint16_t)n_in;
   v->in = ins;
-  for (int k = 0; k < n_in; k++) ins[k] = in[k];
+  for (int k = 0; k < n_in; k++)
+    ins[k] = in[k];
   v->type = *type;
   if (p) v->p = *p;
   if (like) {
@@ -162,7 +169,8 @@ kiln_status kl_fg_sort(kl_fgraph *g) {
     kl_free(next);
     return kl_error(g->ctx, KILN_NOMEM, "out of memory in the optimizer");
   }
-  for (int i = 0; i < n; i++) g->nodes[i]->id = (uint32_t)i;
+  for (int i = 0; i < n; i++)
+    g->nodes[i]->id = (uint32_t)i;
   /* reachability from the sinks; a node is marked when pushed, so it is
   ** pushed once and the stack never holds more than n (outputs and update
   ** values may repeat, and outnumber the nodes after folding and CSE) */
@@ -175,11 +183,14 @@ kiln_status kl_fg_sort(kl_fgraph *g) {
       stack[sp++] = w_;                                                                            \
     }                                                                                              \
   } while (0)
-  for (int k = 0; k < g->n_outputs; k++) PUSH_NEW(g->outputs[k]);
-  for (int u = 0; u < g->n_updates; u++) PUSH_NEW(g->upd_value[u]);
+  for (int k = 0; k < g->n_outputs; k++)
+    PUSH_NEW(g->outputs[k]);
+  for (int u = 0; u < g->n_updates; u++)
+    PUSH_NEW(g->upd_value[u]);
   while (sp > 0) {
     kiln_node *v = stack[--sp];
-    for (int k = 0; k < v->n_in; k++) PUSH_NEW(v->in[k]);
+    for (int k = 0; k < v->n_in; k++)
+      PUSH_NEW(v->in[k]);
   }
 #undef PUSH_NEW
   /* stable topological order: depth-first post-order, roots in index order */
@@ -226,12 +237,15 @@ bool kl_reads_value(const kiln_node *v, int k) {
 }
 
 void kl_fg_uses(const kl_fgraph *g, int *uses) {
-  for (int i = 0; i < g->n; i++) uses[i] = 0;
+  for (int i = 0; i < g->n; i++)
+    uses[i] = 0;
   for (int i = 0; i < g->n; i++)
     for (int k = 0; k < g->nodes[i]->n_in; k++)
       if (kl_reads_value(g->nodes[i], k)) uses[g->nodes[i]->in[k]->id]++;
-  for (int k = 0; k < g->n_outputs; k++) uses[g->outputs[k]->id]++;
-  for (int u = 0; u < g->n_updates; u++) uses[g->upd_value[u]->id]++;
+  for (int k = 0; k < g->n_outputs; k++)
+    uses[g->outputs[k]->id]++;
+  for (int u = 0; u < g->n_updates; u++)
+    uses[g->upd_value[u]->id]++;
 }
 
 /* ------------------------------------------------------------------ text */
@@ -256,7 +270,8 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
       return;
     }
     size_t cap = b->cap ? b->cap * 2 : 1024;
-    while (cap < b->len + (size_t)n + 1) cap *= 2;
+    while (cap < b->len + (size_t)n + 1)
+      cap *= 2;
     char *s = kl_realloc(b->s, cap);
     if (!s) {
       b->oom = true;
@@ -290,7 +305,8 @@ static void op_text(sbuf *b, const kiln_node *v) {
       if (kl_dtype_is_float((kiln_dtype)v->type.dtype))
         kiln_format_double(kl_load_f64((kiln_dtype)v->type.dtype, v->data, 0), num, sizeof num);
       else
-        snprintf(num, sizeof num, "%lld", (long long)kl_load_i64((kiln_dtype)v->type.dtype, v->data, 0));
+        snprintf(num, sizeof num, "%lld",
+                 (long long)kl_load_i64((kiln_dtype)v->type.dtype, v->data, 0));
       sb_printf(b, "{%s}", num);
     }
   }
@@ -306,7 +322,8 @@ char *kl_fg_text(const kl_fgraph *g) {
     sb_printf(&b, "%%%d = ", i);
     op_text(&b, v);
     sb_printf(&b, "(");
-    for (int k = 0; k < v->n_in; k++) sb_printf(&b, "%s%%%u", k ? ", " : "", v->in[k]->id);
+    for (int k = 0; k < v->n_in; k++)
+      sb_printf(&b, "%s%%%u", k ? ", " : "", v->in[k]->id);
     sb_printf(&b, ") : %s", kl_type_str(&v->type, ty, sizeof ty));
     if (v->name) sb_printf(&b, " '%s'", v->name);
     sb_printf(&b, "  @ %s:%d", kl_basename(v->file), v->line);
@@ -318,7 +335,8 @@ char *kl_fg_text(const kl_fgraph *g) {
     if (v->origin) sb_printf(&b, "  [%s]", v->origin);
     sb_printf(&b, "\n");
   }
-  for (int k = 0; k < g->n_outputs; k++) sb_printf(&b, "output %d = %%%u\n", k, g->outputs[k]->id);
+  for (int k = 0; k < g->n_outputs; k++)
+    sb_printf(&b, "output %d = %%%u\n", k, g->outputs[k]->id);
   for (int u = 0; u < g->n_updates; u++) {
     const kiln_node *s = g->upd_shared[u];
     sb_printf(&b, "update '%s' <- %%%u\n", s->name ? s->name : "?", g->upd_value[u]->id);
@@ -330,7 +348,10 @@ char *kl_fg_dot(const kl_fgraph *g, const char *name) {
   static const char *const fill[] = {"white", "lightyellow", "lightblue", "lightsalmon"};
   sbuf b = {0};
   char ty[200];
-  sb_printf(&b, "digraph \"%s\" {\n  rankdir=TB;\n  node [shape=box, style=filled, fontname=\"monospace\"];\n", name);
+  sb_printf(&b,
+            "digraph \"%s\" {\n  rankdir=TB;\n  node [shape=box, style=filled, "
+            "fontname=\"monospace\"];\n",
+            name);
   for (int i = 0; i < g->n; i++) {
     const kiln_node *v = g->nodes[i];
     sb_printf(&b, "  n%d [label=\"%%%d ", i, i);
@@ -339,10 +360,12 @@ char *kl_fg_dot(const kl_fgraph *g, const char *name) {
     sb_printf(&b, "\\n%s\", fillcolor=%s];\n", kl_type_str(&v->type, ty, sizeof ty),
               fill[g->sched ? g->sched[i] : 0]);
     for (int k = 0; k < v->n_in; k++)
-      sb_printf(&b, "  n%u -> n%d%s;\n", v->in[k]->id, i, kl_reads_value(v, k) ? "" : " [style=dashed]");
+      sb_printf(&b, "  n%u -> n%d%s;\n", v->in[k]->id, i,
+                kl_reads_value(v, k) ? "" : " [style=dashed]");
   }
   for (int k = 0; k < g->n_outputs; k++)
-    sb_printf(&b, "  out%d [shape=oval, label=\"output %d\"];\n  n%u -> out%d;\n", k, k, g->outputs[k]->id, k);
+    sb_printf(&b, "  out%d [shape=oval, label=\"output %d\"];\n  n%u -> out%d;\n", k, k,
+              g->outputs[k]->id, k);
   for (int u = 0; u < g->n_updates; u++)
     sb_printf(&b, "  upd%d [shape=oval, label=\"update '%s'\"];\n  n%u -> upd%d;\n", u,
               g->upd_shared[u]->name ? g->upd_shared[u]->name : "?", g->upd_value[u]->id, u);

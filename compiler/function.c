@@ -164,8 +164,10 @@ static kiln_status make_plan(kl_fgraph *g) {
     op->n_in = (uint8_t)v->n_in;
     op->mask = v->p.axes;
     op->flags = (uint8_t)((v->p.ta ? 1 : 0) | (v->p.tb ? 2 : 0));
-    for (int k = 0; k < v->n_in && k < 3; k++) op->in[k] = (int32_t)v->in[k]->id;
-    for (int d = 0; d < KILN_MAX_RANK; d++) op->fixed[d] = d < v->type.rank ? v->type.dims[d] : KILN_DYN;
+    for (int k = 0; k < v->n_in && k < 3; k++)
+      op->in[k] = (int32_t)v->in[k]->id;
+    for (int d = 0; d < KILN_MAX_RANK; d++)
+      op->fixed[d] = d < v->type.rank ? v->type.dims[d] : KILN_DYN;
     op->dims_base = dims;
     dims += v->type.rank;
     op->opname = kl_ops[v->op].name;
@@ -315,7 +317,10 @@ static char *plan_text(const kl_fgraph *g) {
     if (g->sched[i] != KL_S_ROOT) continue;
     kl_opkind kd = kl_ops[v->op].kind;
     const kiln_node *space = (kd == KL_REDUCE || kd == KL_LIKE) ? v->in[0] : v;
-    const char *what = kd == KL_REDUCE ? "reduce" : kd == KL_LIKE ? "sum_like" : kd == KL_DOT ? "dot" : "elementwise";
+    const char *what = kd == KL_REDUCE ? "reduce"
+                       : kd == KL_LIKE ? "sum_like"
+                       : kd == KL_DOT  ? "dot"
+                                       : "elementwise";
     OUT("kernel %d: %%%d = %s%s%s%s, %s loop over %s", kern++, i, kl_ops[v->op].name,
         v->name ? " '" : "", v->name ? v->name : "", v->name ? "'" : "", what,
         kl_shape_str(sh, sizeof sh, space->type.rank, space->type.dims));
@@ -332,8 +337,10 @@ static char *plan_text(const kl_fgraph *g) {
         for (int k = 0; k < x->n_in; k++) {
           int y = (int)x->in[k]->id;
           if (!kl_reads_value(x, k)) continue;
-          if (y == j) reach = true;
-          else if (g->sched[y] == KL_S_FUSED && sp < 64) stack[sp++] = y;
+          if (y == j)
+            reach = true;
+          else if (g->sched[y] == KL_S_FUSED && sp < 64)
+            stack[sp++] = y;
         }
       }
       if (reach) {
@@ -341,20 +348,23 @@ static char *plan_text(const kl_fgraph *g) {
         any = true;
       }
     }
-    if (g->home[i] < 0) OUT(" -> register\n");
+    if (g->home[i] < 0)
+      OUT(" -> register\n");
     else if (g->inplace[i]) {
       const char *var = "?";
       for (int u = 0; u < g->n_updates; u++)
         if (g->upd_value[u] == v) var = g->upd_shared[u]->name ? g->upd_shared[u]->name : "?";
       OUT(" -> in place into '%s'\n", var);
-    }
-    else OUT(" -> buf %d (%s)\n", g->home[i], bufkind[g->plan->bufs[g->home[i]].kind]);
+    } else
+      OUT(" -> buf %d (%s)\n", g->home[i], bufkind[g->plan->bufs[g->home[i]].kind]);
   }
-  for (int c = 0; c < g->n_copies; c++) OUT("copy     %%%d -> buf %d\n", g->copies[c].node, g->copies[c].buf);
+  for (int c = 0; c < g->n_copies; c++)
+    OUT("copy     %%%d -> buf %d\n", g->copies[c].node, g->copies[c].buf);
   for (int b = 0; b < g->plan->n_bufs; b++) {
     const kl_buf *bf = &g->plan->bufs[b];
     OUT("buf %d: %s", b, bufkind[bf->kind]);
-    for (int j = 0; j < bf->n_nodes; j++) OUT("%s%%%d", j ? " " : " for ", bf->nodes[j]);
+    for (int j = 0; j < bf->n_nodes; j++)
+      OUT("%s%%%d", j ? " " : " for ", bf->nodes[j]);
     OUT("\n");
   }
   for (int u = 0; u < g->n_updates; u++)
@@ -382,7 +392,8 @@ static void dump_to_dir(kiln_function *f, const char *dir) {
   static const struct {
     kiln_stage stage;
     const char *suffix;
-  } llvm_stages[] = {{KILN_STAGE_LLVM_IR, "ll"}, {KILN_STAGE_LLVM_OPT, "opt.ll"}, {KILN_STAGE_ASM, "s"}};
+  } llvm_stages[] = {
+      {KILN_STAGE_LLVM_IR, "ll"}, {KILN_STAGE_LLVM_OPT, "opt.ll"}, {KILN_STAGE_ASM, "s"}};
   for (size_t i = 0; i < sizeof llvm_stages / sizeof llvm_stages[0]; i++) {
     char path[4096], err[256];
     kiln_status st;
@@ -406,18 +417,19 @@ static void print_timing(const kiln_function *f, double graph_s, double plan_s, 
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "copy graph", graph_s * 1e3);
   for (int p = 0; p < f->log.n_passes; p++)
     if (f->log.pass_names[p])
-      fprintf(stderr, "kiln:   pass %-11s %9.3f ms\n", f->log.pass_names[p], f->log.seconds[p] * 1e3);
+      fprintf(stderr, "kiln:   pass %-11s %9.3f ms\n", f->log.pass_names[p],
+              f->log.seconds[p] * 1e3);
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "plan", plan_s * 1e3);
-  fprintf(stderr, "kiln:   %-16s %9.3f ms%s\n", "LLVM + JIT", llvm_s * 1e3, llvm_s == 0 ? " (cached)" : "");
+  fprintf(stderr, "kiln:   %-16s %9.3f ms%s\n", "LLVM + JIT", llvm_s * 1e3,
+          llvm_s == 0 ? " (cached)" : "");
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "total", total_s * 1e3);
 }
 
 /* ------------------------------------------------------------ public API */
 
 kiln_function *kiln_function_new(kiln_ctx *ctx, const char *name, int n_inputs,
-                                 kiln_node *const *inputs, int n_outputs,
-                                 kiln_node *const *outputs, int n_updates,
-                                 const kiln_update *updates) {
+                                 kiln_node *const *inputs, int n_outputs, kiln_node *const *outputs,
+                                 int n_updates, const kiln_update *updates) {
   return kiln_function_new_opts(ctx, name, n_inputs, inputs, n_outputs, outputs, n_updates, updates,
                                 NULL);
 }
@@ -447,10 +459,13 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
   kiln_status st = f ? KILN_OK : fg_error(ctx, KILN_NOMEM, "function: out of memory");
   if (!st) {
     f->ctx = ctx;
-    if (!(f->name = kl_strdup(name ? name : "f"))) st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
+    if (!(f->name = kl_strdup(name ? name : "f")))
+      st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
   }
-  if (!st) st = kl_fg_build(&g, ctx, n_inputs, inputs, n_outputs, outputs, n_updates, updates);
-  else memset(&g, 0, sizeof g);
+  if (!st)
+    st = kl_fg_build(&g, ctx, n_inputs, inputs, n_outputs, outputs, n_updates, updates);
+  else
+    memset(&g, 0, sizeof g);
   if (!st && kl_fg_sort(&g) != KILN_OK) st = ctx->status;
   if (!st && kl_log_add(&f->log, "graph", kl_fg_text(&g)) != KILN_OK)
     st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
@@ -533,14 +548,16 @@ kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
   if (st != KILN_OK) return kl_error(f->ctx, st, "%s", err);
   kiln_clear_error(f->ctx);
   if (outputs)
-    for (int k = 0; k < f->plan->n_outputs; k++) outputs[k] = &f->plan->outputs[k];
+    for (int k = 0; k < f->plan->n_outputs; k++)
+      outputs[k] = &f->plan->outputs[k];
   return KILN_OK;
 }
 
 int kiln_function_n_inputs(const kiln_function *f) { return fn_ok(f) ? f->plan->n_inputs : -1; }
 int kiln_function_n_outputs(const kiln_function *f) { return fn_ok(f) ? f->plan->n_outputs : -1; }
 
-static const char *const stage_names[KILN_N_STAGES] = {"graph", "ll", "opt.ll", "s", "opt", "plan", "dot"};
+static const char *const stage_names[KILN_N_STAGES] = {"graph", "ll",   "opt.ll", "s",
+                                                       "opt",   "plan", "dot"};
 
 int kiln_function_n_dumps(const kiln_function *f) { return fn_ok(f) ? f->log.n + 3 : -1; }
 
@@ -564,7 +581,8 @@ kiln_status kiln_function_dump_named(const kiln_function *f, const char *stage, 
       text = kl_backend_text(f->code, (kiln_stage)s, &st, err, sizeof err);
       if (!text) return kl_error(f->ctx, st ? st : KILN_LLVM, "function_dump: %s", err);
     }
-  if (!text) return kl_error(f->ctx, KILN_MISUSE, "function_dump: no stage '%s' in '%s'", stage, f->name);
+  if (!text)
+    return kl_error(f->ctx, KILN_MISUSE, "function_dump: no stage '%s' in '%s'", stage, f->name);
   if (fputs(text, out) < 0) return kl_error(f->ctx, KILN_ERROR, "function_dump: write failed");
   return KILN_OK;
 }

@@ -36,7 +36,7 @@ typedef struct kl_fgraph {
   int n, cap;
   /* the function's interface, as nodes of this graph */
   int n_inputs, n_outputs, n_updates;
-  kiln_node **inputs;     /* INPUT copies, in the function's order (may be unused) */
+  kiln_node **inputs; /* INPUT copies, in the function's order (may be unused) */
   kiln_node **outputs;
   kiln_node **upd_shared; /* SHARED copies */
   kiln_node **upd_value;
@@ -63,8 +63,7 @@ void kl_fg_free(kl_fgraph *g);
 kiln_node *kl_fg_add(kl_fgraph *g, kl_opcode op, int n_in, kiln_node *const *in,
                      const kl_type *type, const kl_params *p, const kiln_node *like);
 /* A rank-0 or static constant node with the given data (copied). */
-kiln_node *kl_fg_const(kl_fgraph *g, const kl_type *type, const void *data,
-                       const kiln_node *like);
+kiln_node *kl_fg_const(kl_fgraph *g, const kl_type *type, const void *data, const kiln_node *like);
 /* Every use of old (inputs of nodes, outputs, update values) now uses new. */
 void kl_fg_replace(kl_fgraph *g, kiln_node *old, kiln_node *repl);
 /* Drops nodes no output or update reaches and restores topological order
@@ -116,8 +115,8 @@ struct kiln_function {
 /* The LLVM side (compiler/llvm/backend.c); no LLVM types cross this line. */
 kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol,
                                struct kl_jit_code **out_code, void **out_fn, double *out_secs);
-const char *kl_backend_text(struct kl_jit_code *code, kiln_stage stage, kiln_status *st,
-                            char *err, size_t errn);
+const char *kl_backend_text(struct kl_jit_code *code, kiln_stage stage, kiln_status *st, char *err,
+                            size_t errn);
 void kl_backend_code_free(struct kl_jit_code *code);
 void kl_ctx_jit_free(kiln_ctx *ctx);
 

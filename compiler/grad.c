@@ -81,14 +81,14 @@ static void grad_rule(kiln_node *v, kiln_node *g, const bool *need, kiln_node **
     if (need[0]) gin[0] = to_shape(bin(KL_OP_DIV, g, b, gc), a, gc);
     if (need[1])
       gin[1] = to_shape(
-          un(KL_OP_NEG, bin(KL_OP_DIV, bin(KL_OP_MUL, g, a, gc), un(KL_OP_SQR, b, gc), gc), gc),
-          b, gc);
+          un(KL_OP_NEG, bin(KL_OP_DIV, bin(KL_OP_MUL, g, a, gc), un(KL_OP_SQR, b, gc), gc), gc), b,
+          gc);
     break;
   case KL_OP_POW:
     if (need[0]) {
       kiln_node *bm1 = bin(KL_OP_SUB, b, lit(ctx, 1.0, gc), gc);
-      gin[0] = to_shape(bin(KL_OP_MUL, bin(KL_OP_MUL, g, b, gc), bin(KL_OP_POW, a, bm1, gc), gc),
-                        a, gc);
+      gin[0] =
+          to_shape(bin(KL_OP_MUL, bin(KL_OP_MUL, g, b, gc), bin(KL_OP_POW, a, bm1, gc), gc), a, gc);
     }
     if (need[1])
       gin[1] = to_shape(bin(KL_OP_MUL, bin(KL_OP_MUL, g, v, gc), un(KL_OP_LOG, a, gc), gc), b, gc);
@@ -156,11 +156,13 @@ static bool is_float(const kiln_node *v) { return kl_dtype_is_float((kiln_dtype)
 kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln_node **out_grads,
                          unsigned flags, const char *file, int line) {
   if (out_grads)
-    for (int i = 0; i < n_wrt; i++) out_grads[i] = NULL;
+    for (int i = 0; i < n_wrt; i++)
+      out_grads[i] = NULL;
   if (!kl_node_ok(cost)) return KILN_MISUSE;
   kiln_ctx *ctx = cost->ctx;
   if (n_wrt < 0 || (n_wrt > 0 && (!wrt || !out_grads)))
-    return kl_error(ctx, KILN_MISUSE, "grad: bad wrt list (grad called at %s:%d)", kl_basename(file), line);
+    return kl_error(ctx, KILN_MISUSE, "grad: bad wrt list (grad called at %s:%d)",
+                    kl_basename(file), line);
   char lb[256], sb[160];
   for (int i = 0; i < n_wrt; i++) {
     if (!kl_node_ok(wrt[i]) || wrt[i]->ctx != ctx)
@@ -197,13 +199,15 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
     if (wrt[i]->id < n) depends[wrt[i]->id] = true;
   for (uint32_t id = 0; id < n; id++) {
     kiln_node *v = ctx->nodes[id];
-    for (int k = 0; k < v->n_in && !depends[id]; k++) depends[id] = depends[v->in[k]->id];
+    for (int k = 0; k < v->n_in && !depends[id]; k++)
+      depends[id] = depends[v->in[k]->id];
   }
   reach[cost->id] = conn[cost->id] = true;
   for (uint32_t id = n; id-- > 0;) {
     kiln_node *v = ctx->nodes[id];
     if (reach[id])
-      for (int k = 0; k < v->n_in; k++) reach[v->in[k]->id] = true;
+      for (int k = 0; k < v->n_in; k++)
+        reach[v->in[k]->id] = true;
     kl_opkind kind = kl_ops[v->op].kind;
     if (conn[id])
       for (int k = 0; k < v->n_in; k++)
@@ -258,7 +262,8 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
     out_grads[i] = g;
   }
   if (st != KILN_OK)
-    for (int i = 0; i < n_wrt; i++) out_grads[i] = NULL;
+    for (int i = 0; i < n_wrt; i++)
+      out_grads[i] = NULL;
   ctx->origin = NULL;
   kl_free(depends);
   kl_free(gsum);

@@ -20,7 +20,15 @@ typedef enum kl_opcode {
   KL_N_OPS
 } kl_opcode;
 
-typedef enum kl_opkind { KL_LEAF, KL_ELEM, KL_BCAST, KL_REDUCE, KL_LIKE, KL_DOT, KL_COUNT } kl_opkind;
+typedef enum kl_opkind {
+  KL_LEAF,
+  KL_ELEM,
+  KL_BCAST,
+  KL_REDUCE,
+  KL_LIKE,
+  KL_DOT,
+  KL_COUNT
+} kl_opkind;
 
 typedef struct kl_opinfo {
   const char *name;
@@ -59,8 +67,8 @@ struct kiln_node {
   kiln_node **in;
   kl_type type;
   kl_params p;
-  const char *name;   /* user's name or NULL (arena) */
-  const char *file;   /* where the builder was called (the user's string literal) */
+  const char *name; /* user's name or NULL (arena) */
+  const char *file; /* where the builder was called (the user's string literal) */
   int line;
   const char *origin; /* which rule made it ("grad of 'cost'"), or NULL (arena) */
   void *data;         /* CONST: the value, C order, type.dtype (arena) */
@@ -88,9 +96,9 @@ struct kiln_ctx {
   int n_shared, cap_shared;
   struct kiln_function **fns; /* live functions, owned */
   int n_fns, cap_fns;
-  struct kl_jit *jit; /* created with the first function */
-  const char *origin; /* set while kiln_grad builds nodes */
-  int n_funcs_made;   /* to name step symbols uniquely */
+  struct kl_jit *jit;            /* created with the first function */
+  const char *origin;            /* set while kiln_grad builds nodes */
+  int n_funcs_made;              /* to name step symbols uniquely */
   struct kl_cache_entry **cache; /* compiled steps, shared by equal functions (cache.c) */
   int n_cache, cap_cache;
 };

@@ -12,7 +12,8 @@
 kiln_status kl_ref_run(kiln_ctx *ctx, int n_in, kiln_node *const *inputs,
                        const kiln_tensor *const *values, int n_out, kiln_node *const *outputs,
                        kiln_tensor **results) {
-  for (int k = 0; k < n_out; k++) results[k] = NULL;
+  for (int k = 0; k < n_out; k++)
+    results[k] = NULL;
   if (!kl_ctx_ok(ctx)) return KILN_MISUSE;
   uint32_t top = 0;
   for (int k = 0; k < n_out; k++) {
@@ -28,10 +29,12 @@ kiln_status kl_ref_run(kiln_ctx *ctx, int n_in, kiln_node *const *inputs,
     st = kl_error(ctx, KILN_NOMEM, "ref: out of memory");
     goto done;
   }
-  for (int k = 0; k < n_out; k++) need[outputs[k]->id] = true;
+  for (int k = 0; k < n_out; k++)
+    need[outputs[k]->id] = true;
   for (uint32_t id = top; id-- > 0;)
     if (need[id])
-      for (int j = 0; j < ctx->nodes[id]->n_in; j++) need[ctx->nodes[id]->in[j]->id] = true;
+      for (int j = 0; j < ctx->nodes[id]->n_in; j++)
+        need[ctx->nodes[id]->in[j]->id] = true;
   for (uint32_t id = 0; id < top && st == KILN_OK; id++) {
     if (!need[id]) continue;
     kiln_node *v = ctx->nodes[id];
@@ -49,7 +52,8 @@ kiln_status kl_ref_run(kiln_ctx *ctx, int n_in, kiln_node *const *inputs,
       continue;
     }
     const kiln_tensor *in[3] = {NULL, NULL, NULL};
-    for (int j = 0; j < v->n_in && j < 3; j++) in[j] = val[v->in[j]->id];
+    for (int j = 0; j < v->n_in && j < 3; j++)
+      in[j] = val[v->in[j]->id];
     val[id] = kiln_tensor_new((kiln_dtype)v->type.dtype, 0, NULL, NULL);
     if (!val[id]) {
       st = kl_error(ctx, KILN_NOMEM, "ref: out of memory");
@@ -72,7 +76,8 @@ kiln_status kl_ref_run(kiln_ctx *ctx, int n_in, kiln_node *const *inputs,
       results[k] = NULL;
     }
 done:
-  for (uint32_t id = 0; val && id < top; id++) kiln_tensor_free(val[id]);
+  for (uint32_t id = 0; val && id < top; id++)
+    kiln_tensor_free(val[id]);
   kl_free(val);
   kl_free(need);
   return st;

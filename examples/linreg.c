@@ -41,13 +41,15 @@ static void solve(double A[D + 1][D + 1], double *r, double *z) {
     r[p] = t;
     for (int i = c + 1; i < n; i++) {
       double f = A[i][c] / A[c][c];
-      for (int j = c; j < n; j++) A[i][j] -= f * A[c][j];
+      for (int j = c; j < n; j++)
+        A[i][j] -= f * A[c][j];
       r[i] -= f * r[c];
     }
   }
   for (int i = n - 1; i >= 0; i--) {
     double s = r[i];
-    for (int j = i + 1; j < n; j++) s -= A[i][j] * z[j];
+    for (int j = i + 1; j < n; j++)
+      s -= A[i][j] * z[j];
     z[i] = s / A[i][i];
   }
 }
@@ -75,7 +77,8 @@ int main(void) {
   if (kiln_grad(loss, 2, (kiln_node *[]){w, b}, g, 0) != KILN_OK) die(ctx, "grad");
   kiln_node *lr = kiln_lit(ctx, 0.1);
   kiln_update upd[2] = {{w, kiln_sub(w, kiln_mul(lr, g[0]))}, {b, kiln_sub(b, kiln_mul(lr, g[1]))}};
-  kiln_function *train = kiln_function_new(ctx, "train", 2, (kiln_node *[]){x, t}, 1, &loss, 2, upd);
+  kiln_function *train =
+      kiln_function_new(ctx, "train", 2, (kiln_node *[]){x, t}, 1, &loss, 2, upd);
   if (!train) die(ctx, "function");
 
   kiln_tensor *in[2] = {kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){N, D}, X),
@@ -91,11 +94,13 @@ int main(void) {
   double A[D + 1][D + 1] = {{0}}, r[D + 1] = {0}, z[D + 1];
   for (int i = 0; i < N; i++) {
     double row[D + 1];
-    for (int j = 0; j < D; j++) row[j] = X[i][j];
+    for (int j = 0; j < D; j++)
+      row[j] = X[i][j];
     row[D] = 1.0;
     for (int p = 0; p <= D; p++) {
       r[p] += row[p] * y[i];
-      for (int q = 0; q <= D; q++) A[p][q] += row[p] * row[q];
+      for (int q = 0; q <= D; q++)
+        A[p][q] += row[p] * row[q];
     }
   }
   solve(A, r, z);

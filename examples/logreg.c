@@ -31,7 +31,8 @@ static void die(kiln_ctx *ctx, const char *what) {
 /* Fraction of rows whose logit has the label's sign. */
 static double accuracy(const kiln_tensor *z, const double *labels, int n) {
   int right = 0;
-  for (int i = 0; i < n; i++) right += (kiln_tensor_get(z, i) > 0) == (labels[i] > 0.5);
+  for (int i = 0; i < n; i++)
+    right += (kiln_tensor_get(z, i) > 0) == (labels[i] > 0.5);
   return (double)right / n;
 }
 
@@ -51,7 +52,8 @@ int main(int argc, char **argv) {
   kiln_rng rng;
   kiln_rng_seed(&rng, 7);
   int64_t *perm = malloc(sizeof *perm * (size_t)n);
-  for (int i = 0; i < n; i++) perm[i] = i;
+  for (int i = 0; i < n; i++)
+    perm[i] = i;
   kiln_shuffle(&rng, perm, n);
   double *X = malloc(sizeof *X * (size_t)(n * d)), *y = malloc(sizeof *y * (size_t)n);
   for (int i = 0; i < n; i++) {
@@ -60,11 +62,14 @@ int main(int argc, char **argv) {
   }
   for (int j = 0; j < d; j++) {
     double mu = 0, var = 0;
-    for (int i = 0; i < n_train; i++) mu += X[i * d + j];
+    for (int i = 0; i < n_train; i++)
+      mu += X[i * d + j];
     mu /= n_train;
-    for (int i = 0; i < n_train; i++) var += (X[i * d + j] - mu) * (X[i * d + j] - mu);
+    for (int i = 0; i < n_train; i++)
+      var += (X[i * d + j] - mu) * (X[i * d + j] - mu);
     double sd = sqrt(var / n_train);
-    for (int i = 0; i < n; i++) X[i * d + j] = (X[i * d + j] - mu) / (sd > 0 ? sd : 1);
+    for (int i = 0; i < n; i++)
+      X[i * d + j] = (X[i * d + j] - mu) / (sd > 0 ? sd : 1);
   }
 
   kiln_ctx *ctx = kiln_ctx_new();
@@ -73,8 +78,9 @@ int main(int argc, char **argv) {
   kiln_node *b = kiln_shared(ctx, "b", KILN_FLOAT64, 0, NULL, NULL);
   kiln_node *z = kiln_name(kiln_add(kiln_dot(x, w), b), "z");
   /* binary cross-entropy with logits, stable for any z */
-  kiln_node *bce = kiln_add(kiln_sub(kiln_maximum(z, kiln_lit(ctx, 0.0)), kiln_mul(z, t)),
-                            kiln_log(kiln_add(kiln_lit(ctx, 1.0), kiln_exp(kiln_neg(kiln_abs(z))))));
+  kiln_node *bce =
+      kiln_add(kiln_sub(kiln_maximum(z, kiln_lit(ctx, 0.0)), kiln_mul(z, t)),
+               kiln_log(kiln_add(kiln_lit(ctx, 1.0), kiln_exp(kiln_neg(kiln_abs(z))))));
   kiln_node *loss = kiln_name(kiln_mean(bce), "loss");
   kiln_node *g[2];
   if (kiln_grad(loss, 2, (kiln_node *[]){w, b}, g, 0) != KILN_OK) die(ctx, "grad");
@@ -87,7 +93,8 @@ int main(int argc, char **argv) {
 
   kiln_tensor *tr[2] = {kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){n_train, d}, X),
                         kiln_tensor_new(KILN_FLOAT64, 1, (int64_t[]){n_train}, y)};
-  kiln_tensor *te = kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){n_test, d}, X + (size_t)n_train * d);
+  kiln_tensor *te =
+      kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){n_test, d}, X + (size_t)n_train * d);
   const kiln_tensor *out[2];
   for (int epoch = 1; epoch <= 200; epoch++) {
     /* z comes from the weights before this step's update */

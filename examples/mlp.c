@@ -55,12 +55,14 @@ int main(int argc, char **argv) {
   kiln_rng rng;
   kiln_rng_seed(&rng, 42);
   int64_t *perm = malloc(sizeof *perm * (size_t)n);
-  for (int i = 0; i < n; i++) perm[i] = i;
+  for (int i = 0; i < n; i++)
+    perm[i] = i;
   kiln_shuffle(&rng, perm, n);
   float *X = malloc(sizeof *X * (size_t)n * IN), *Y = calloc((size_t)n * OUT, sizeof *Y);
   int *label = malloc(sizeof *label * (size_t)n);
   for (int i = 0; i < n; i++) {
-    for (int j = 0; j < IN; j++) X[i * IN + j] = raw[perm[i] * (IN + 1) + j] / 16.0f;
+    for (int j = 0; j < IN; j++)
+      X[i * IN + j] = raw[perm[i] * (IN + 1) + j] / 16.0f;
     label[i] = (int)raw[perm[i] * (IN + 1) + IN];
     Y[i * OUT + label[i]] = 1.0f;
   }
@@ -80,16 +82,19 @@ int main(int argc, char **argv) {
   kiln_update upd[4];
   for (int k = 0; k < 4; k++)
     upd[k] = (kiln_update){params[k], kiln_sub(params[k], kiln_mul(kiln_lit(ctx, 0.2), g[k]))};
-  kiln_function *train = kiln_function_new(ctx, "train", 2, (kiln_node *[]){x, y}, 1, &loss, 4, upd);
+  kiln_function *train =
+      kiln_function_new(ctx, "train", 2, (kiln_node *[]){x, y}, 1, &loss, 4, upd);
   kiln_function *predict = kiln_function_new(ctx, "predict", 1, &x, 1, &z, 0, NULL);
   if (!train || !predict) die(ctx, "function");
 
   kiln_tensor *bx = kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){BATCH, IN}, NULL);
   kiln_tensor *by = kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){BATCH, OUT}, NULL);
-  kiln_tensor *tx = kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){n_test, IN}, X + (size_t)n_train * IN);
+  kiln_tensor *tx =
+      kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){n_test, IN}, X + (size_t)n_train * IN);
   kiln_tensor *trx = kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){n_train, IN}, X);
   int64_t *order = malloc(sizeof *order * (size_t)n_train);
-  for (int i = 0; i < n_train; i++) order[i] = i;
+  for (int i = 0; i < n_train; i++)
+    order[i] = i;
   const kiln_tensor *out;
   double acc = 0;
   for (int epoch = 1; epoch <= EPOCHS; epoch++) {
@@ -102,7 +107,8 @@ int main(int argc, char **argv) {
         memcpy(pxb + r * IN, X + order[s + r] * IN, sizeof *pxb * IN);
         memcpy(pyb + r * OUT, Y + order[s + r] * OUT, sizeof *pyb * OUT);
       }
-      if (kiln_call(train, (const kiln_tensor *const *)(kiln_tensor *[]){bx, by}, &out)) die(ctx, "train");
+      if (kiln_call(train, (const kiln_tensor *const *)(kiln_tensor *[]){bx, by}, &out))
+        die(ctx, "train");
       total += kiln_tensor_get(out, 0);
     }
     if (kiln_call(predict, (const kiln_tensor *const *)&trx, &out)) die(ctx, "predict");

@@ -45,13 +45,15 @@ int main(int argc, char **argv) {
   if (!ctx) return 1;
   kiln_node *x = kiln_fvector(ctx, "x");
   kiln_node *target = kiln_fscalar(ctx, "target");
-  kiln_node *W = kiln_shared(ctx, "W", KILN_FLOAT64, 1, (int64_t[]){4}, (double[]){0.1, 0.25, 0.15, 0.3});
+  kiln_node *W =
+      kiln_shared(ctx, "W", KILN_FLOAT64, 1, (int64_t[]){4}, (double[]){0.1, 0.25, 0.15, 0.3});
   kiln_node *y = kiln_name(kiln_sum(kiln_mul(x, W)), "y");
   kiln_node *cost = kiln_name(kiln_sqr(kiln_sub(target, y)), "cost");
   kiln_node *gW;
   if (kiln_grad(cost, 1, &W, &gW, 0) != KILN_OK) goto fail;
   kiln_update upd = {W, kiln_sub(W, kiln_mul(kiln_lit(ctx, 0.1), gW))};
-  kiln_function *f = kiln_function_new(ctx, "seed_step", 2, (kiln_node *[]){x, target}, 1, &y, 1, &upd);
+  kiln_function *f =
+      kiln_function_new(ctx, "seed_step", 2, (kiln_node *[]){x, target}, 1, &y, 1, &upd);
   if (!f) goto fail;
   for (int i = 0; i < kiln_function_n_dumps(f); i++) {
     const char *stage = kiln_function_dump_name(f, i);

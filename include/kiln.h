@@ -202,7 +202,8 @@ KILN_API kiln_node *kiln_input_at(kiln_ctx *ctx, const char *name, kiln_dtype dt
 /* Theano's shorthands: <prefix><kind>(ctx, name), prefix b=int8 w=int16
 ** i=int32 l=int64 f=float32 d=float64; kind scalar, vector, matrix, row (1,n),
 ** col (n,1), tensor3, tensor4. */
-#define KILN__IN(ctx, name, dt, r, dims) kiln_input_at((ctx), (name), (dt), (r), (dims), __FILE__, __LINE__)
+#define KILN__IN(ctx, name, dt, r, dims)                                                           \
+  kiln_input_at((ctx), (name), (dt), (r), (dims), __FILE__, __LINE__)
 #define KILN__ROW ((const int64_t[]){1, KILN_DYN})
 #define KILN__COL ((const int64_t[]){KILN_DYN, 1})
 #define kiln_bscalar(c, n) KILN__IN(c, n, KILN_INT8, 0, NULL)
@@ -271,8 +272,12 @@ KILN_API kiln_node *kiln_scalar_at(kiln_ctx *ctx, kiln_dtype dtype, double v, co
 ** a weak integer (the C type of the argument decides, as in Python). */
 KILN_API kiln_node *kiln_flit_at(kiln_ctx *ctx, double v, const char *file, int line);
 KILN_API kiln_node *kiln_ilit_at(kiln_ctx *ctx, int64_t v, const char *file, int line);
-#define kiln_lit(ctx, v) _Generic((v), float: kiln_flit_at, double: kiln_flit_at, long double: kiln_flit_at,             \
-           default: kiln_ilit_at)((ctx), (v), __FILE__, __LINE__)
+#define kiln_lit(ctx, v)                                                                           \
+  _Generic((v), float                                                                              \
+           : kiln_flit_at, double                                                                  \
+           : kiln_flit_at, long double                                                             \
+           : kiln_flit_at, default                                                                 \
+           : kiln_ilit_at)((ctx), (v), __FILE__, __LINE__)
 
 /* ---------------------------------------------------------------- nodes */
 
@@ -471,10 +476,10 @@ KILN_API kiln_function *kiln_function_new(kiln_ctx *ctx, const char *name, int n
 /* Options of kiln_function_new_opts. Set size to sizeof(kiln_options); a
 ** zeroed struct (with size set) means: optimize, IEEE arithmetic, LLVM -O2. */
 typedef struct kiln_options {
-  size_t size;         /* sizeof(kiln_options): lets the struct grow */
-  int no_optimize;     /* 1: no graph rewrites and no fusion, each node its own loop */
-  int fast_math;       /* 1: also rewrites that are not IEEE-exact (x*0 -> 0, x-x -> 0) */
-  int llvm_opt_level;  /* 0..3 for LLVM's pipeline; 0 here means the default, 2 */
+  size_t size;        /* sizeof(kiln_options): lets the struct grow */
+  int no_optimize;    /* 1: no graph rewrites and no fusion, each node its own loop */
+  int fast_math;      /* 1: also rewrites that are not IEEE-exact (x*0 -> 0, x-x -> 0) */
+  int llvm_opt_level; /* 0..3 for LLVM's pipeline; 0 here means the default, 2 */
 } kiln_options;
 
 /* kiln_function_new with options (opts may be NULL: the defaults).
@@ -530,8 +535,7 @@ KILN_API kiln_status kiln_function_dump(const kiln_function *f, kiln_stage stage
 ** number of names, the i-th name (NULL past the end), and the named stage. */
 KILN_API int kiln_function_n_dumps(const kiln_function *f);
 KILN_API const char *kiln_function_dump_name(const kiln_function *f, int i);
-KILN_API kiln_status kiln_function_dump_named(const kiln_function *f, const char *stage,
-                                              FILE *out);
+KILN_API kiln_status kiln_function_dump_named(const kiln_function *f, const char *stage, FILE *out);
 
 #ifdef __cplusplus
 }

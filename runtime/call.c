@@ -69,7 +69,8 @@ static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *
     case KL_SH_FIXED: memcpy(d, op->fixed, R * sizeof *d); break;
     case KL_SH_SCALAR: break;
     case KL_SH_ELEM:
-      for (int j = 0; j < R; j++) d[j] = 1;
+      for (int j = 0; j < R; j++)
+        d[j] = 1;
       for (int k = 0; k < op->n_in; k++) {
         const kl_shape_op *s = &p->shape[op->in[k]];
         const int64_t *sd = dims_of(p, op->in[k]);
@@ -84,7 +85,8 @@ static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *
               int jj = j + R - s->rank - (R - t->rank);
               if (jj >= 0 && dims_of(p, op->in[q])[jj] == *o) break;
             }
-            return pair_error(p, op, op->in[q < k ? q : 0], op->in[k], "cannot be broadcast", err, n);
+            return pair_error(p, op, op->in[q < k ? q : 0], op->in[k], "cannot be broadcast", err,
+                              n);
           }
           *o = sd[j];
         }
@@ -125,7 +127,8 @@ static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *
       bool ta = op->flags & 1, tb = op->flags & 2;
       int64_t ka = sa->rank == 1 ? a[0] : a[ta ? 0 : 1];
       int64_t kb = sb->rank == 1 ? b[0] : b[tb ? 1 : 0];
-      if (ka != kb) return pair_error(p, op, op->in[0], op->in[1], "have different inner sizes", err, n);
+      if (ka != kb)
+        return pair_error(p, op, op->in[0], op->in[1], "have different inner sizes", err, n);
       int r = 0;
       if (sa->rank == 2) d[r++] = a[ta ? 1 : 0];
       if (sb->rank == 2) d[r++] = b[tb ? 0 : 1];
@@ -145,7 +148,8 @@ static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *
     const kl_shape_op *op = &p->shape[s->node];
     const int64_t *d = dims_of(p, s->node);
     bool same = op->rank == s->target->rank;
-    for (int j = 0; same && j < op->rank; j++) same = d[j] == s->target->shape[j];
+    for (int j = 0; same && j < op->rank; j++)
+      same = d[j] == s->target->shape[j];
     if (!same) {
       char a[160], b[160];
       snprintf(err, n, "update of %s: the new value has shape %s, the variable %s; the value is %s",
@@ -194,7 +198,8 @@ static kiln_status place_buffers(kl_plan *p, const kiln_tensor *const *in, char 
   for (int k = 0; k < p->n_outputs; k++) {
     const kl_shape_op *op = &p->shape[p->output_node[k]];
     kiln_tensor *t = &p->outputs[k];
-    if (kl_tensor_reshape(t, (kiln_dtype)t->dtype, op->rank, dims_of(p, p->output_node[k])) != KILN_OK) {
+    if (kl_tensor_reshape(t, (kiln_dtype)t->dtype, op->rank, dims_of(p, p->output_node[k])) !=
+        KILN_OK) {
       snprintf(err, n, "call: out of memory allocating output %d", k);
       return KILN_NOMEM;
     }
@@ -234,7 +239,9 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
     if (st == KILN_OK) st = infer_shapes(p, in, err, errn);
     if (st == KILN_OK) st = place_buffers(p, in, err, errn);
     if (st != KILN_OK) return st;
-    if (!p->last_dims) p->last_dims = kl_calloc((size_t)(p->n_inputs ? p->n_inputs : 1) * KILN_MAX_RANK, sizeof *p->last_dims);
+    if (!p->last_dims)
+      p->last_dims =
+          kl_calloc((size_t)(p->n_inputs ? p->n_inputs : 1) * KILN_MAX_RANK, sizeof *p->last_dims);
     if (p->last_dims) {
       for (int i = 0; i < p->n_inputs; i++)
         memcpy(p->last_dims + i * KILN_MAX_RANK, in[i]->shape, in[i]->rank * sizeof *in[i]->shape);
@@ -251,7 +258,8 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
 
 void kl_plan_free(kl_plan *p) {
   if (!p) return;
-  for (int i = 0; p->shape && i < p->n_nodes; i++) kl_free(p->shape[i].label);
+  for (int i = 0; p->shape && i < p->n_nodes; i++)
+    kl_free(p->shape[i].label);
   kl_free(p->shape);
   for (int b = 0; b < p->n_bufs; b++) {
     if (p->bufs[b].kind == KL_BUF_CONST) kl_aligned_free(p->bufs[b].data);
@@ -259,12 +267,15 @@ void kl_plan_free(kl_plan *p) {
   }
   kl_free(p->shape_dtype);
   kl_free(p->bufs);
-  for (int i = 0; i < p->n_inputs; i++) kl_free(p->inputs[i].label);
+  for (int i = 0; i < p->n_inputs; i++)
+    kl_free(p->inputs[i].label);
   kl_free(p->inputs);
   kl_free(p->output_node);
-  for (int k = 0; k < p->n_outputs && p->outputs; k++) kl_tensor_release(&p->outputs[k]);
+  for (int k = 0; k < p->n_outputs && p->outputs; k++)
+    kl_tensor_release(&p->outputs[k]);
   kl_free(p->outputs);
-  for (int u = 0; u < p->n_updates; u++) kl_free(p->updates[u].label);
+  for (int u = 0; u < p->n_updates; u++)
+    kl_free(p->updates[u].label);
   kl_free(p->updates);
   kl_free(p->dims);
   kl_free(p->ptrs);

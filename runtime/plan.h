@@ -31,10 +31,10 @@ typedef struct kl_shape_op {
   uint8_t kind, rank, n_in, flags;
   uint32_t mask;
   int32_t in[3];
-  int32_t src;       /* KL_SH_INPUT: input index */
-  int32_t dims_base; /* where this node's dims go in the dims array */
+  int32_t src;                  /* KL_SH_INPUT: input index */
+  int32_t dims_base;            /* where this node's dims go in the dims array */
   int64_t fixed[KILN_MAX_RANK]; /* static dims (KILN_DYN where dynamic) */
-  char *label;       /* "mul #5 (built at seed.c:14)" for messages */
+  char *label;                  /* "mul #5 (built at seed.c:14)" for messages */
   const char *opname;
 } kl_shape_op;
 
@@ -48,8 +48,8 @@ typedef enum kl_buf_kind {
 
 typedef struct kl_buf {
   uint8_t kind, dtype;
-  int32_t node; /* whose shape sizes it */
-  int32_t src;  /* input / output index */
+  int32_t node;        /* whose shape sizes it */
+  int32_t src;         /* input / output index */
   kiln_tensor *shared; /* KL_BUF_SHARED */
   void *data;          /* KL_BUF_CONST (owned) */
   /* KL_BUF_WORK: a slot several nodes take in turn (their lives do not

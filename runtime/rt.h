@@ -54,9 +54,9 @@ struct kiln_tensor {
   uint8_t rank;
   bool borrowed; /* owned by a function or shared variable: kiln_tensor_free refuses */
   int64_t shape[KILN_MAX_RANK];
-  int64_t size;  /* product of shape */
-  size_t cap;    /* bytes allocated at data */
-  void *data;    /* KL_ALIGN-aligned */
+  int64_t size; /* product of shape */
+  size_t cap;   /* bytes allocated at data */
+  void *data;   /* KL_ALIGN-aligned */
 };
 
 bool kl_tensor_ok(const kiln_tensor *t);

@@ -28,7 +28,8 @@ const char *kl_shape_str(char *buf, size_t n, int rank, const int64_t *shape) {
       k += (size_t)snprintf(buf + k, k < n ? n - k : 0, "?");
     else
       k += (size_t)snprintf(buf + k, k < n ? n - k : 0, "%lld", (long long)shape[i]);
-    if (i + 1 < rank || rank == 1) k += (size_t)snprintf(buf + k, k < n ? n - k : 0, rank == 1 ? "," : ", ");
+    if (i + 1 < rank || rank == 1)
+      k += (size_t)snprintf(buf + k, k < n ? n - k : 0, rank == 1 ? "," : ", ");
   }
   snprintf(buf + k, k < n ? n - k : 0, ")");
   return buf;
@@ -60,7 +61,8 @@ kiln_status kl_tensor_reshape(kiln_tensor *t, kiln_dtype dt, int rank, const int
   }
   t->dtype = (uint8_t)dt;
   t->rank = (uint8_t)rank;
-  for (int i = 0; i < rank; i++) t->shape[i] = shape[i];
+  for (int i = 0; i < rank; i++)
+    t->shape[i] = shape[i];
   t->size = n;
   return KILN_OK;
 }

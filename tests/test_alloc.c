@@ -9,7 +9,8 @@
 START_TEST(seed_calls_allocate_nothing) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *x = kiln_fvector(ctx, "x"), *t = kiln_fscalar(ctx, "t");
-  kiln_node *W = kiln_shared(ctx, "W", KILN_FLOAT64, 1, (int64_t[]){4}, (double[]){0.1, 0.25, 0.15, 0.3});
+  kiln_node *W =
+      kiln_shared(ctx, "W", KILN_FLOAT64, 1, (int64_t[]){4}, (double[]){0.1, 0.25, 0.15, 0.3});
   kiln_node *y = kiln_sum(kiln_mul(x, W)), *g;
   ck_assert_int_eq(kiln_grad(kiln_sqr(kiln_sub(t, y)), 1, &W, &g, 0), KILN_OK);
   kiln_update u = {W, kiln_sub(W, kiln_mul(kiln_lit(ctx, 0.1), g))};

@@ -12,8 +12,8 @@
 #include <math.h>
 #include <string.h>
 
-static const double SPECIAL[] = {0.0,  -0.0, 1.0,  -1.0, 0.5,   -2.5,  3.0,  20.0, -20.0,
-                                 100., -100, 1e-8, 1e30, -1e30, NAN,   INFINITY, -INFINITY, 7.25};
+static const double SPECIAL[] = {0.0,  -0.0, 1.0,  -1.0, 0.5,   -2.5, 3.0,      20.0,      -20.0,
+                                 100., -100, 1e-8, 1e30, -1e30, NAN,  INFINITY, -INFINITY, 7.25};
 #define NS ((int64_t)(sizeof SPECIAL / sizeof SPECIAL[0]))
 
 typedef kiln_node *(*unary_fn)(kiln_node *);
@@ -33,8 +33,8 @@ static kiln_node *u_cast_i32(kiln_node *x) { return kiln_cast(x, KILN_INT32); }
 static kiln_node *u_cast_u8(kiln_node *x) { return kiln_cast(x, KILN_UINT8); }
 static kiln_node *u_cast_f32(kiln_node *x) { return kiln_cast(x, KILN_FLOAT32); }
 static kiln_node *u_cast_bool(kiln_node *x) { return kiln_cast(x, KILN_BOOL); }
-static const unary_fn UNARY[] = {u_log1p, u_expm1, u_tanh, u_sigmoid, u_softplus,
-                                 u_relu,  u_sign,  u_not,  u_isnan,   u_isinf,
+static const unary_fn UNARY[] = {u_log1p,    u_expm1,   u_tanh,     u_sigmoid,  u_softplus,
+                                 u_relu,     u_sign,    u_not,      u_isnan,    u_isinf,
                                  u_cast_i32, u_cast_u8, u_cast_f32, u_cast_bool};
 #define NU ((int)(sizeof UNARY / sizeof UNARY[0]))
 
@@ -50,7 +50,8 @@ static kiln_node *b_where(kiln_node *a, kiln_node *b) { return kiln_where(kiln_g
 static kiln_node *b_clip(kiln_node *a, kiln_node *b) {
   return kiln_clip(a, kiln_neg(kiln_abs(b)), kiln_abs(b));
 }
-static const binary_fn BINARY[] = {b_lt, b_le, b_gt, b_ge, b_eq, b_ne, b_and, b_or, b_where, b_clip};
+static const binary_fn BINARY[] = {b_lt, b_le,  b_gt, b_ge,    b_eq,
+                                   b_ne, b_and, b_or, b_where, b_clip};
 #define NB ((int)(sizeof BINARY / sizeof BINARY[0]))
 
 /* Compiles outs over ins, calls with vals, and compares with the reference. */
@@ -122,7 +123,7 @@ static double eval1(unary_fn f, kiln_dtype dt, double x, kiln_dtype *out_dt) {
 START_TEST(numpy_values) {
   kiln_dtype dt;
   ck_assert(eval1(u_sigmoid, KILN_FLOAT64, 0.0, NULL) == 0.5);
-  ck_assert(eval1(u_sigmoid, KILN_FLOAT64, -1000.0, NULL) == 0.0);  /* no overflow, no NaN */
+  ck_assert(eval1(u_sigmoid, KILN_FLOAT64, -1000.0, NULL) == 0.0); /* no overflow, no NaN */
   ck_assert(eval1(u_sigmoid, KILN_FLOAT64, 1000.0, NULL) == 1.0);
   ck_assert(eval1(u_softplus, KILN_FLOAT64, 0.0, NULL) == log(2.0));
   ck_assert(eval1(u_softplus, KILN_FLOAT64, 1000.0, NULL) == 1000.0); /* not inf */
@@ -141,10 +142,10 @@ START_TEST(numpy_values) {
   ck_assert(eval1(u_not, KILN_INT32, 0, NULL) == 1);
   ck_assert(eval1(u_cast_i32, KILN_FLOAT64, 1e300, NULL) == 2147483647.0); /* saturates */
   ck_assert(eval1(u_cast_i32, KILN_FLOAT64, NAN, NULL) == 0.0);
-  ck_assert(eval1(u_cast_i32, KILN_FLOAT64, -1.5, NULL) == -1.0);      /* toward zero */
-  ck_assert(eval1(u_cast_u8, KILN_INT32, 300, NULL) == 44.0);          /* int wraps */
-  ck_assert(eval1(u_cast_u8, KILN_FLOAT64, 300.0, NULL) == 255.0);     /* float saturates */
-  ck_assert(eval1(u_cast_bool, KILN_FLOAT64, NAN, NULL) == 1.0);       /* NaN != 0 */
+  ck_assert(eval1(u_cast_i32, KILN_FLOAT64, -1.5, NULL) == -1.0);  /* toward zero */
+  ck_assert(eval1(u_cast_u8, KILN_INT32, 300, NULL) == 44.0);      /* int wraps */
+  ck_assert(eval1(u_cast_u8, KILN_FLOAT64, 300.0, NULL) == 255.0); /* float saturates */
+  ck_assert(eval1(u_cast_bool, KILN_FLOAT64, NAN, NULL) == 1.0);   /* NaN != 0 */
   ck_assert(eval1(u_sign, KILN_FLOAT64, -3.0, NULL) == -1.0);
 }
 END_TEST
@@ -206,13 +207,15 @@ static void fd_check(unary_fn f, const double *xs, int n, const char *what) {
   ck_assert_ptr_nonnull(fg);
   int64_t len = n;
   double rv[16];
-  for (int i = 0; i < n; i++) rv[i] = 0.3 + 0.1 * i;
+  for (int i = 0; i < n; i++)
+    rv[i] = 0.3 + 0.1 * i;
   kiln_tensor *in[2] = {kiln_tensor_new(KILN_FLOAT64, 1, &len, xs),
                         kiln_tensor_new(KILN_FLOAT64, 1, &len, rv)};
   const kiln_tensor *gt;
   ck_assert_int_eq(kiln_call(fg, (const kiln_tensor *const *)in, &gt), KILN_OK);
   double grads[16];
-  for (int i = 0; i < n; i++) grads[i] = kiln_tensor_get(gt, i);
+  for (int i = 0; i < n; i++)
+    grads[i] = kiln_tensor_get(gt, i);
   for (int i = 0; i < n; i++) {
     double *xv = kiln_tensor_data(in[0]), x0 = xv[i], c[2];
     const kiln_tensor *ct;
@@ -269,7 +272,8 @@ START_TEST(no_gradient_through_comparisons) {
   kiln_tensor *in = kiln_tensor_new(KILN_FLOAT64, 1, (int64_t[]){3}, (double[]){-1, 2, 3});
   const kiln_tensor *o;
   ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)&in, &o), KILN_OK);
-  for (int i = 0; i < 3; i++) ck_assert(kiln_tensor_get(o, i) == 0.0);
+  for (int i = 0; i < 3; i++)
+    ck_assert(kiln_tensor_get(o, i) == 0.0);
   kiln_tensor_free(in);
   kiln_ctx_free(ctx);
 }

@@ -35,9 +35,9 @@ static void msg_has(const kiln_ctx *ctx, const char *list, const char **needles)
 #define EXPECT(ctx, expr, want)                                                                    \
   do {                                                                                             \
     kiln_status st_ = (expr);                                                                      \
-    ck_assert_msg(st_ == (want), "%s: got %s, want %s (%s)", #expr, kiln_status_str(st_),         \
+    ck_assert_msg(st_ == (want), "%s: got %s, want %s (%s)", #expr, kiln_status_str(st_),          \
                   kiln_status_str(want), kiln_errmsg(ctx));                                        \
-    ck_assert_msg(kiln_errcode(ctx) == (want), "%s: context holds %s, want %s", #expr,            \
+    ck_assert_msg(kiln_errcode(ctx) == (want), "%s: context holds %s, want %s", #expr,             \
                   kiln_status_str(kiln_errcode(ctx)), kiln_status_str(want));                      \
   } while (0)
 
@@ -89,7 +89,7 @@ static void w_bytes(const kiln_node *W, double out[4]) {
   do {                                                                                             \
     double now_[4];                                                                                \
     w_bytes((s)->W, now_);                                                                         \
-    ck_assert_msg(memcmp(now_, (before), sizeof now_) == 0, "W changed by a failed call");        \
+    ck_assert_msg(memcmp(now_, (before), sizeof now_) == 0, "W changed by a failed call");         \
   } while (0)
 
 /* --------------------------------------------------------- call errors */
@@ -231,7 +231,8 @@ START_TEST(call_out_of_memory) {
   enum { N = 1000 };
   kiln_tensor *big = kiln_tensor_new(KILN_FLOAT64, 1, (int64_t[]){N}, NULL);
   double *bd = kiln_tensor_data(big);
-  for (int i = 0; i < N; i++) bd[i] = i * 0.5;
+  for (int i = 0; i < N; i++)
+    bd[i] = i * 0.5;
   ck_assert_int_eq(kiln_call(f, IN_ARGS(small), NULL), KILN_OK);
   double c, want_c = 0.5 + ((0.0 + 1.0) + 4.0);
   ck_assert_int_eq(kiln_shared_get(C, &c, sizeof c), KILN_OK);
@@ -258,7 +259,8 @@ START_TEST(call_out_of_memory) {
   ck_assert_int_gt(failures, 0);
   /* the successful call computed from the old C */
   double s = 0.0;
-  for (int i = 0; i < N; i++) s = s + bd[i] * bd[i];
+  for (int i = 0; i < N; i++)
+    s = s + bd[i] * bd[i];
   want_c = want_c + s;
   ck_assert_int_eq(kiln_shared_get(C, &c, sizeof c), KILN_OK);
   ck_assert(c == want_c);
@@ -372,8 +374,8 @@ START_TEST(unlisted_input) {
   seed_build(&s);
   kiln_ctx *ctx = s.ctx;
   /* y depends on x, which is not listed */
-  EXPECT(ctx, kiln_function_new(ctx, "g", 1, &s.target, 1, &s.y, 0, NULL) ? KILN_OK
-                                                                          : kiln_errcode(ctx),
+  EXPECT(ctx,
+         kiln_function_new(ctx, "g", 1, &s.target, 1, &s.y, 0, NULL) ? KILN_OK : kiln_errcode(ctx),
          KILN_MISUSE);
   MSG_HAS(ctx, "'x'", THIS_FILE);
   /* with no inputs at all */

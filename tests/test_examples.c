@@ -16,7 +16,8 @@ static char *run(const char *cmd) {
   size_t cap = 1 << 16, n = 0;
   char *s = malloc(cap);
   size_t k;
-  while (s && (k = fread(s + n, 1, cap - n - 1, p)) > 0) n += k;
+  while (s && (k = fread(s + n, 1, cap - n - 1, p)) > 0)
+    n += k;
   int rc = pclose(p);
   if (s) s[n] = 0;
   if (rc != 0) {

@@ -30,7 +30,7 @@ static void teardown(void) { kl_mem_fail_at(0); }
 #define OK(ctx, expr)                                                                              \
   do {                                                                                             \
     kiln_status st_ = (expr);                                                                      \
-    ck_assert_msg(st_ == KILN_OK, "%s -> %s: %s", #expr, kiln_status_str(st_), kiln_errmsg(ctx)); \
+    ck_assert_msg(st_ == KILN_OK, "%s -> %s: %s", #expr, kiln_status_str(st_), kiln_errmsg(ctx));  \
   } while (0)
 
 static kiln_function *must_fn(kiln_ctx *ctx, kiln_function *f) {
@@ -51,8 +51,7 @@ static uint64_t bits(double d) {
   return u;
 }
 
-#define ASSERT_BITS(got, want, ...)                                                                \
-  ck_assert_msg(bits(got) == bits(want), __VA_ARGS__)
+#define ASSERT_BITS(got, want, ...) ck_assert_msg(bits(got) == bits(want), __VA_ARGS__)
 
 /* t must be a float64 tensor of rank/shape (n,) (or rank 0 when n < 0)
 ** holding exactly want[0..]. */
@@ -125,21 +124,23 @@ START_TEST(seed_ten_iterations_bit_exact) {
 
   /* numpy, by hand: float32 inputs widen to float64 because W is float64 */
   double w[4] = {0.1, 0.25, 0.15, 0.3}, xd[4], td = (double)tv;
-  for (int j = 0; j < 4; j++) xd[j] = (double)xv[j];
+  for (int j = 0; j < 4; j++)
+    xd[j] = (double)xv[j];
   /* The recorded numpy output (SEED.md): shortest reprs, so exact doubles. */
-  static const double numpy_y[10] = {0.8,         80.16000000000001, 96.03200000000001,
-                                     99.2064,     99.84128,          99.968256,
-                                     99.9936512,  99.99873024,       99.99974604799999,
-                                     99.99994920960002};
+  static const double numpy_y[10] = {
+      0.8,       80.16000000000001, 96.03200000000001, 99.2064,           99.84128,
+      99.968256, 99.9936512,        99.99873024,       99.99974604799999, 99.99994920960002};
   static const double numpy_w1[4] = {19.940000000000005, 20.090000000000003, 19.990000000000002,
                                      20.140000000000004};
   for (int it = 0; it < 10; it++) {
     /* y = (x * W).sum(): numpy adds in index order from +0.0 */
     double y = 0.0;
-    for (int j = 0; j < 4; j++) y = y + xd[j] * w[j];
+    for (int j = 0; j < 4; j++)
+      y = y + xd[j] * w[j];
     /* W - 0.1 * ((-2 * (t - y)) * x) */
     double g = -2.0 * (td - y);
-    for (int j = 0; j < 4; j++) w[j] = w[j] - 0.1 * (g * xd[j]);
+    for (int j = 0; j < 4; j++)
+      w[j] = w[j] - 0.1 * (g * xd[j]);
 
     const kiln_tensor *out = NULL;
     OK(s.ctx, kiln_call(s.f, IN_ARGS(x, t), &out));
@@ -173,7 +174,8 @@ START_TEST(outputs_see_old_values) {
     const kiln_tensor *o[2] = {NULL, NULL};
     OK(ctx, kiln_call(f, NULL, o));
     double w2[3], wn[3];
-    for (int i = 0; i < 3; i++) w2[i] = w[i] * 2.0, wn[i] = w[i] + 1.0;
+    for (int i = 0; i < 3; i++)
+      w2[i] = w[i] * 2.0, wn[i] = w[i] + 1.0;
     check_f64(o[0], 3, w, "output W (old value)");
     check_f64(o[1], 3, w2, "output W*2 (from the old value)");
     check_shared(W, 3, wn, "W after the call");
@@ -227,7 +229,8 @@ START_TEST(update_used_by_two_outputs) {
     const kiln_tensor *o[2];
     OK(ctx, kiln_call(f, NULL, o));
     double w2[3], s = 0.0, wn[3];
-    for (int i = 0; i < 3; i++) w2[i] = w[i] * 2.0, s = s + w[i], wn[i] = w[i] - 1.0;
+    for (int i = 0; i < 3; i++)
+      w2[i] = w[i] * 2.0, s = s + w[i], wn[i] = w[i] - 1.0;
     check_f64(o[0], 3, w2, "W*2 from the old W");
     check_f64(o[1], -1, &s, "sum(W) from the old W");
     check_shared(W, 3, wn, "W - 1");
@@ -241,7 +244,8 @@ START_TEST(update_used_by_two_outputs) {
   const kiln_tensor *o[2];
   OK(ctx, kiln_call(g, NULL, o));
   double wm[3], s = 0.0;
-  for (int i = 0; i < 3; i++) wm[i] = w[i] - 0.5, s = s + w[i];
+  for (int i = 0; i < 3; i++)
+    wm[i] = w[i] - 0.5, s = s + w[i];
   check_f64(o[0], 3, wm, "output that is also the update value");
   check_f64(o[1], -1, &s, "sum of the old W");
   check_shared(W, 3, wm, "W after W <- W - 0.5");
@@ -302,8 +306,10 @@ START_TEST(several_outputs) {
   const kiln_tensor *o[4];
   OK(ctx, kiln_call(f, IN_ARGS(xt, vt), o));
   double add[4], mul[4], sub[4], s = 0.0;
-  for (int i = 0; i < 4; i++) add[i] = xv[i] + vv[i], mul[i] = xv[i] * vv[i], sub[i] = vv[i] - xv[i];
-  for (int i = 0; i < 4; i++) s = s + xv[i];
+  for (int i = 0; i < 4; i++)
+    add[i] = xv[i] + vv[i], mul[i] = xv[i] * vv[i], sub[i] = vv[i] - xv[i];
+  for (int i = 0; i < 4; i++)
+    s = s + xv[i];
   check_f64(o[0], 4, add, "x + v");
   check_f64(o[1], 4, mul, "x * v");
   check_f64(o[2], -1, &s, "sum(x)");
@@ -329,7 +335,8 @@ START_TEST(same_node_twice_and_input_as_output) {
   OK(ctx, kiln_call(f, IN_ARGS(xt), o));
   double x3v[5];
   volatile double three = 3.0; /* computed at run time, as the JIT does */
-  for (int i = 0; i < 5; i++) x3v[i] = xv[i] * three;
+  for (int i = 0; i < 5; i++)
+    x3v[i] = xv[i] * three;
   check_f64(o[0], 5, x3v, "x*3 (first)");
   check_f64(o[1], 5, x3v, "x*3 (second)");
   check_f64(o[2], 5, xv, "x as an output");
@@ -453,7 +460,8 @@ START_TEST(dynamic_shapes_regrow) {
   for (int c = 0; c < 5; c++) {
     int64_t n = lens[c];
     double *xv = malloc((size_t)(n + 1) * sizeof *xv), *vv = malloc((size_t)(n + 1) * sizeof *vv);
-    for (int64_t i = 0; i < n; i++) xv[i] = kt_rand(&seed) * 20 - 10, vv[i] = kt_rand(&seed) * 6 - 3;
+    for (int64_t i = 0; i < n; i++)
+      xv[i] = kt_rand(&seed) * 20 - 10, vv[i] = kt_rand(&seed) * 6 - 3;
     kiln_tensor *xt = kt_tensor(KILN_FLOAT64, 1, &n, xv), *vt = kt_tensor(KILN_FLOAT32, 1, &n, vv);
     char what[64];
     snprintf(what, sizeof what, "length %lld", (long long)n);
@@ -476,7 +484,8 @@ START_TEST(dynamic_shapes_regrow) {
         tail = tail + ti * xv[i];
     }
     for (int w = 8; w >= 1; w /= 2)
-      for (int j = 0; j < w; j++) lane[j] = lane[j] + lane[j + w];
+      for (int j = 0; j < w; j++)
+        lane[j] = lane[j] + lane[j + w];
     ASSERT_BITS(kiln_tensor_get(o[1], 0), lane[0] + tail, "%s: sum", what);
     kiln_tensor_free(xt);
     kiln_tensor_free(vt);
@@ -500,21 +509,25 @@ START_TEST(dynamic_matrix_shapes) {
     int64_t m = dims[c][0], k = dims[c][1], n = dims[c][2];
     double *av = malloc((size_t)(m * k) * sizeof *av), *bv = malloc((size_t)(k * n) * sizeof *bv);
     double *rv = malloc((size_t)n * sizeof *rv);
-    for (int64_t i = 0; i < m * k; i++) av[i] = kt_rand(&seed) - 0.5;
-    for (int64_t i = 0; i < k * n; i++) bv[i] = kt_rand(&seed) - 0.5;
-    for (int64_t i = 0; i < n; i++) rv[i] = kt_rand(&seed);
+    for (int64_t i = 0; i < m * k; i++)
+      av[i] = kt_rand(&seed) - 0.5;
+    for (int64_t i = 0; i < k * n; i++)
+      bv[i] = kt_rand(&seed) - 0.5;
+    for (int64_t i = 0; i < n; i++)
+      rv[i] = kt_rand(&seed);
     kiln_tensor *at = kt_tensor(KILN_FLOAT64, 2, (int64_t[]){m, k}, av);
     kiln_tensor *bt = kt_tensor(KILN_FLOAT64, 2, (int64_t[]){k, n}, bv);
     kiln_tensor *rt = kt_tensor(KILN_FLOAT64, 1, &n, rv);
     char what[64];
-    snprintf(what, sizeof what, "(%lld,%lld).(%lld,%lld)", (long long)m, (long long)k,
-             (long long)k, (long long)n);
+    snprintf(what, sizeof what, "(%lld,%lld).(%lld,%lld)", (long long)m, (long long)k, (long long)k,
+             (long long)n);
     check_vs_ref(ctx, f, 3, ins, IN_ARGS(at, bt, rt), 4, outs, what);
     /* one element by hand: AB[m-1][n-1] */
     const kiln_tensor *o[4];
     OK(ctx, kiln_call(f, IN_ARGS(at, bt, rt), o));
     double d = 0.0;
-    for (int64_t i = 0; i < k; i++) d = d + av[(m - 1) * k + i] * bv[i * n + n - 1];
+    for (int64_t i = 0; i < k; i++)
+      d = d + av[(m - 1) * k + i] * bv[i * n + n - 1];
     ASSERT_BITS(kiln_tensor_get(o[0], m * n - 1), d, "%s: last element of A.B", what);
     kiln_tensor_free(at);
     kiln_tensor_free(bt);
@@ -646,7 +659,8 @@ START_TEST(two_functions_share_a_variable) {
   kiln_update up = {W, kiln_sub(W, kiln_mul(kiln_lit(ctx, 0.5), x))};
   kiln_function *train = must_fn(ctx, kiln_function_new(ctx, "train", 1, &x, 0, NULL, 1, &up));
   kiln_node *pred = kiln_sum(kiln_mul(W, x));
-  kiln_function *predict = must_fn(ctx, kiln_function_new(ctx, "predict", 1, &x, 1, &pred, 0, NULL));
+  kiln_function *predict =
+      must_fn(ctx, kiln_function_new(ctx, "predict", 1, &x, 1, &pred, 0, NULL));
   double xv[] = {0.5, -1.0, 0.25}, w[3];
   memcpy(w, w0, sizeof w);
   kiln_tensor *xt = dvec(3, xv);
@@ -654,10 +668,12 @@ START_TEST(two_functions_share_a_variable) {
     const kiln_tensor *o = NULL;
     OK(ctx, kiln_call(predict, IN_ARGS(xt), &o));
     double p = 0.0;
-    for (int i = 0; i < 3; i++) p = p + w[i] * xv[i];
+    for (int i = 0; i < 3; i++)
+      p = p + w[i] * xv[i];
     check_f64(o, -1, &p, "prediction with the current W");
     OK(ctx, kiln_call(train, IN_ARGS(xt), NULL));
-    for (int i = 0; i < 3; i++) w[i] = w[i] - 0.5 * xv[i];
+    for (int i = 0; i < 3; i++)
+      w[i] = w[i] - 0.5 * xv[i];
     check_shared(W, 3, w, "W after training");
   }
   /* kiln_shared_set is seen by both */
@@ -747,7 +763,8 @@ START_TEST(many_functions) {
       const kiln_tensor *o = NULL;
       OK(ctx, kiln_call(fs[i], IN_ARGS(xt), &o));
       double want[3];
-      for (int j = 0; j < 3; j++) want[j] = xv[j] * (double)i + 0.5;
+      for (int j = 0; j < 3; j++)
+        want[j] = xv[j] * (double)i + 0.5;
       char what[32];
       snprintf(what, sizeof what, "f%d", i);
       check_f64(o, 3, want, what);

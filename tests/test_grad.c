@@ -61,11 +61,11 @@ typedef struct gcase {
 
 static bool has(const char *msg, const char *part) { return strstr(msg, part) != NULL; }
 
-
 static kiln_tensor *copy_tensor(const kiln_tensor *t) {
   ck_assert_ptr_nonnull(t);
   int64_t shape[KILN_MAX_RANK];
-  for (int i = 0; i < kiln_tensor_rank(t); i++) shape[i] = kiln_tensor_dim(t, i);
+  for (int i = 0; i < kiln_tensor_rank(t); i++)
+    shape[i] = kiln_tensor_dim(t, i);
   kiln_tensor *c =
       kiln_tensor_new(kiln_tensor_dtype(t), kiln_tensor_rank(t), shape, kiln_tensor_data(t));
   ck_assert_ptr_nonnull(c);
@@ -97,9 +97,11 @@ static double rand_value(const ispec *s, uint64_t *rng) {
 static kiln_tensor *rand_tensor(const ispec *s, uint64_t *rng) {
   double vals[256];
   int64_t n = 1;
-  for (int d = 0; d < s->rank; d++) n *= s->shape[d];
+  for (int d = 0; d < s->rank; d++)
+    n *= s->shape[d];
   ck_assert_int_le(n, 256);
-  for (int64_t i = 0; i < n; i++) vals[i] = rand_value(s, rng);
+  for (int64_t i = 0; i < n; i++)
+    vals[i] = rand_value(s, rng);
   kiln_tensor *t = kt_tensor(s->dt, s->rank, s->shape, vals);
   ck_assert_ptr_nonnull(t);
   return t;
@@ -111,7 +113,8 @@ static kiln_node *rand_const(kiln_ctx *ctx, kiln_dtype dt, int rank, const int64
   double vals[256];
   float fv[256];
   int64_t n = 1;
-  for (int d = 0; d < rank; d++) n *= shape[d];
+  for (int d = 0; d < rank; d++)
+    n *= shape[d];
   ck_assert_int_le(n, 256);
   uint64_t rng = seed * 0x9E3779B97F4A7C15ull + 1;
   for (int64_t i = 0; i < n; i++) {
@@ -148,12 +151,13 @@ static void world_init(world *w, int n, const ispec *in, uint64_t seed) {
   for (int k = 0; k < n; k++) {
     const ispec *s = &in[k];
     int64_t dims[MAXR];
-    for (int d = 0; d < s->rank; d++) dims[d] = (s->dyn >> d & 1u) ? KILN_DYN : s->shape[d];
+    for (int d = 0; d < s->rank; d++)
+      dims[d] = (s->dyn >> d & 1u) ? KILN_DYN : s->shape[d];
     w->val[k] = rand_tensor(s, &rng);
     w->flags[k] = s->flags;
     if (s->flags & F_SHARED) {
-      w->node[k] = kiln_shared(w->ctx, s->name, s->dt, s->rank, s->shape,
-                               kiln_tensor_data(w->val[k]));
+      w->node[k] =
+          kiln_shared(w->ctx, s->name, s->dt, s->rank, s->shape, kiln_tensor_data(w->val[k]));
     } else {
       w->node[k] = kiln_input(w->ctx, s->name, s->dt, s->rank, dims);
       w->fin[w->n_fin] = w->node[k];
@@ -164,14 +168,14 @@ static void world_init(world *w, int n, const ispec *in, uint64_t seed) {
 }
 
 static void world_free(world *w) {
-  for (int k = 0; k < w->n; k++) kiln_tensor_free(w->val[k]);
+  for (int k = 0; k < w->n; k++)
+    kiln_tensor_free(w->val[k]);
   kiln_ctx_free(w->ctx);
 }
 
 /* Makes val[k]'s current contents the leaf's value (shared: in the context). */
 static void world_push(world *w, int k) {
-  if (w->flags[k] & F_SHARED)
-    ck_assert_int_eq(kiln_shared_set(w->node[k], w->val[k]), KILN_OK);
+  if (w->flags[k] & F_SHARED) ck_assert_int_eq(kiln_shared_set(w->node[k], w->val[k]), KILN_OK);
 }
 
 static kiln_function *compile(world *w, int n_out, kiln_node *const *outs) {
@@ -186,7 +190,8 @@ static void run_jit(world *w, kiln_function *f, int n_out, kiln_tensor **res) {
   ck_assert_int_le(n_out, 8);
   kiln_status st = kiln_call(f, w->fval, o);
   ck_assert_msg(st == KILN_OK, "call: %s", kiln_errmsg(w->ctx));
-  for (int i = 0; i < n_out; i++) res[i] = copy_tensor(o[i]);
+  for (int i = 0; i < n_out; i++)
+    res[i] = copy_tensor(o[i]);
 }
 
 static void run_ref(world *w, int n_out, kiln_node *const *outs, kiln_tensor **res) {
@@ -249,7 +254,8 @@ static void check_grad(const gcase *c) {
   /* cost = sum(out * R), R of out's run-time shape */
   kiln_tensor *ov = ref_value(&w, out);
   int64_t oshape[KILN_MAX_RANK];
-  for (int i = 0; i < kiln_tensor_rank(ov); i++) oshape[i] = kiln_tensor_dim(ov, i);
+  for (int i = 0; i < kiln_tensor_rank(ov); i++)
+    oshape[i] = kiln_tensor_dim(ov, i);
   kiln_node *R = rand_const(w.ctx, c->r32 ? KILN_FLOAT32 : KILN_FLOAT64, kiln_tensor_rank(ov),
                             oshape, (uint64_t)c->arg + 99u);
   kiln_tensor_free(ov);
@@ -266,7 +272,8 @@ static void check_grad(const gcase *c) {
     }
   ck_assert_int_gt(nw, 0);
   kiln_node **g = outs + 1;
-  for (int i = 0; i < nw; i++) g[i] = cost; /* must be overwritten */
+  for (int i = 0; i < nw; i++)
+    g[i] = cost; /* must be overwritten */
   kiln_status st = kiln_grad(cost, nw, wrt, g, 0);
   ck_assert_msg(st == KILN_OK, "%s: grad: %s", c->what, kiln_errmsg(w.ctx));
   for (int i = 0; i < nw; i++) {
@@ -309,8 +316,10 @@ static void check_grad(const gcase *c) {
 /* ---------------------------------------------------------------- specs */
 
 #define IN(nm, dt_, r, s0, s1, s2, dy, l, h, st, fl)                                               \
-  {.name = (nm), .dt = (dt_), .rank = (r), .shape = {(s0), (s1), (s2), 0}, .dyn = (dy),          \
-   .lo = (l), .hi = (h), .step = (st), .flags = (fl)}
+  {                                                                                                \
+    .name = (nm), .dt = (dt_), .rank = (r), .shape = {(s0), (s1), (s2), 0}, .dyn = (dy),           \
+    .lo = (l), .hi = (h), .step = (st), .flags = (fl)                                              \
+  }
 #define D64 KILN_FLOAT64
 #define F32 KILN_FLOAT32
 #define I32 KILN_INT32
@@ -333,7 +342,7 @@ static const struct {
   const char *name;
   double lo, hi;
   unsigned flags;
-} un_ops[] = {{"neg", -2, 2, 0},      {"sqr", -2, 2, 0},  {"sqrt", 0.5, 3, 0},
+} un_ops[] = {{"neg", -2, 2, 0},     {"sqr", -2, 2, 0},  {"sqrt", 0.5, 3, 0},
               {"exp", -1.5, 1.5, 0}, {"log", 0.3, 3, 0}, {"abs", 0.2, 2, F_SIGN}};
 #define N_UN 6
 
@@ -430,10 +439,10 @@ END_TEST
 START_TEST(binary_op_one_wrt) {
   int op = _i % N_BIN, which = _i / N_BIN;
   gcase c = {.what = bin_ops[op].name, .n_in = 2, .build = b_binary, .arg = op};
-  c.in[0] = (ispec)IN("a", D64, 2, 2, 3, 0, 0, bin_ops[op].alo, bin_ops[op].ahi,
-                      bin_ops[op].astep, which == 0 ? F_WRT : 0);
-  c.in[1] = (ispec)IN("b", D64, 1, 3, 0, 0, 0, bin_ops[op].blo, bin_ops[op].bhi,
-                      bin_ops[op].bstep, bin_ops[op].bflags | (which == 1 ? F_WRT : 0));
+  c.in[0] = (ispec)IN("a", D64, 2, 2, 3, 0, 0, bin_ops[op].alo, bin_ops[op].ahi, bin_ops[op].astep,
+                      which == 0 ? F_WRT : 0);
+  c.in[1] = (ispec)IN("b", D64, 1, 3, 0, 0, 0, bin_ops[op].blo, bin_ops[op].bhi, bin_ops[op].bstep,
+                      bin_ops[op].bflags | (which == 1 ? F_WRT : 0));
   check_grad(&c);
 }
 END_TEST
@@ -454,10 +463,10 @@ static const struct {
   int rank;
   unsigned dyn;
 } reductions[] = {
-    {100, 3, 0},  {10, 3, 0},   {11, 3, 0},    {12, 3, 0},    {9, 3, 0},     {7, 3, 0},
-    {1100, 3, 0}, {1010, 3, 0}, {1011, 3, 0},  {1012, 3, 0},  {1008, 3, 0},  {100, 3, 7},
-    {11, 3, 7},   {1100, 3, 7}, {1012, 3, 7},  {1010, 3, 5},  {100, 1, 0},   {1100, 1, 1},
-    {10, 1, 0},   {1010, 1, 1}, {100, 2, 2},   {1011, 2, 1},
+    {100, 3, 0},  {10, 3, 0},   {11, 3, 0},   {12, 3, 0},   {9, 3, 0},    {7, 3, 0},
+    {1100, 3, 0}, {1010, 3, 0}, {1011, 3, 0}, {1012, 3, 0}, {1008, 3, 0}, {100, 3, 7},
+    {11, 3, 7},   {1100, 3, 7}, {1012, 3, 7}, {1010, 3, 5}, {100, 1, 0},  {1100, 1, 1},
+    {10, 1, 0},   {1010, 1, 1}, {100, 2, 2},  {1011, 2, 1},
 };
 #define N_RED ((int)(sizeof reductions / sizeof reductions[0]))
 
@@ -504,24 +513,20 @@ static const struct {
   int64_t sb[2];
   unsigned db;
 } dots[] = {
-    {"v.v", 1, {4, 0}, 0, 1, {4, 0}, 0},
-    {"m.v", 2, {3, 4}, 0, 1, {4, 0}, 0},
-    {"v.m", 1, {4, 0}, 0, 2, {4, 3}, 0},
-    {"m.m", 2, {2, 4}, 0, 2, {4, 3}, 0},
-    {"m.m inner 1", 2, {3, 1}, 0, 2, {1, 2}, 0},
-    {"v.v dyn", 1, {5, 0}, 1, 1, {5, 0}, 1},
-    {"m.v dyn", 2, {3, 4}, 3, 1, {4, 0}, 1},
-    {"v.m dyn", 1, {4, 0}, 1, 2, {4, 3}, 3},
+    {"v.v", 1, {4, 0}, 0, 1, {4, 0}, 0},         {"m.v", 2, {3, 4}, 0, 1, {4, 0}, 0},
+    {"v.m", 1, {4, 0}, 0, 2, {4, 3}, 0},         {"m.m", 2, {2, 4}, 0, 2, {4, 3}, 0},
+    {"m.m inner 1", 2, {3, 1}, 0, 2, {1, 2}, 0}, {"v.v dyn", 1, {5, 0}, 1, 1, {5, 0}, 1},
+    {"m.v dyn", 2, {3, 4}, 3, 1, {4, 0}, 1},     {"v.m dyn", 1, {4, 0}, 1, 2, {4, 3}, 3},
     {"m.m dyn", 2, {2, 4}, 3, 2, {4, 3}, 3},
 };
 #define N_DOT 9
 
 START_TEST(dot_product) {
   gcase c = {.what = dots[_i].name, .n_in = 2, .build = b_dot, .arg = _i};
-  c.in[0] = (ispec)IN("A", D64, dots[_i].ra, dots[_i].sa[0], dots[_i].sa[1], 0, dots[_i].da, -1,
-                      1, 0, F_WRT);
-  c.in[1] = (ispec)IN("B", D64, dots[_i].rb, dots[_i].sb[0], dots[_i].sb[1], 0, dots[_i].db, -1,
-                      1, 0, F_WRT);
+  c.in[0] = (ispec)IN("A", D64, dots[_i].ra, dots[_i].sa[0], dots[_i].sa[1], 0, dots[_i].da, -1, 1,
+                      0, F_WRT);
+  c.in[1] = (ispec)IN("B", D64, dots[_i].rb, dots[_i].sb[0], dots[_i].sb[1], 0, dots[_i].db, -1, 1,
+                      0, F_WRT);
   check_grad(&c);
 }
 END_TEST
@@ -574,7 +579,8 @@ START_TEST(wrt_used_twice_accumulates) {
   const kiln_tensor *o;
   ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)&xt, &o), KILN_OK);
   ck_assert_int_eq(kiln_tensor_size(o), 3);
-  for (int i = 0; i < 3; i++) ck_assert_double_eq(kiln_tensor_get(o, i), 2 * xv[i] + 1);
+  for (int i = 0; i < 3; i++)
+    ck_assert_double_eq(kiln_tensor_get(o, i), 2 * xv[i] + 1);
   kiln_tensor_free(xt);
   kiln_ctx_free(ctx);
 }
@@ -641,7 +647,8 @@ START_TEST(intermediate_wrt) {
   kiln_tensor *jr[3], *rr[3];
   run_jit(&w, f, 3, jr);
   run_ref(&w, 3, outs, rr);
-  for (int i = 0; i < 3; i++) ck_assert(kt_same_bits(jr[i], rr[i]));
+  for (int i = 0; i < 3; i++)
+    ck_assert(kt_same_bits(jr[i], rr[i]));
   fd_check(&w, f, 0, jr[2], false, "total derivative wrt x");
 
   /* the same cost with h an input holding h's value, x held fixed */
@@ -715,7 +722,10 @@ static kiln_node *b_v32(kiln_ctx *ctx, kiln_node *const *in, int arg) {
 
 START_TEST(shared_float32) {
   gcase c = {.what = _i ? "float32 shared, float32 cost" : "float32 shared, float64 cost",
-             .n_in = 2, .build = b_v32, .arg = _i, .r32 = _i == 1};
+             .n_in = 2,
+             .build = b_v32,
+             .arg = _i,
+             .r32 = _i == 1};
   c.in[0] = (ispec)IN("V", F32, 2, 2, 3, 0, 0, -1, 1, 0, F_WRT | F_SHARED);
   c.in[1] = (ispec)IN("d", _i ? F32 : D64, 1, 3, 0, 0, 1, -1, 1, 0, F_WRT);
   check_grad(&c);
@@ -762,8 +772,8 @@ START_TEST(shared_update_step) {
         kiln_tensor_free(wv);
       }
       double n = (c2[0] - c2[1]) / 2e-6, a = kiln_tensor_get(expect[1], i);
-      ck_assert_msg(fabs(a - n) <= 1e-5 + 1e-3 * fabs(n), "step %d: dW[%d] %g vs fd %g", step, i,
-                    a, n);
+      ck_assert_msg(fabs(a - n) <= 1e-5 + 1e-3 * fabs(n), "step %d: dW[%d] %g vs fd %g", step, i, a,
+                    n);
     }
     ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)args, NULL), KILN_OK);
     ck_assert_msg(kt_same_bits(kiln_shared_value(W), expect[0]), "step %d: W differs", step);
@@ -820,7 +830,8 @@ START_TEST(second_order_through_comparison) {
   run_ref(&w, 2, outs, rr);
   ck_assert(kt_same_bits(jr[1], rr[1]));
   ck_assert_int_eq(kiln_tensor_size(jr[1]), 4);
-  for (int i = 0; i < 4; i++) ck_assert_double_eq(kiln_tensor_get(jr[1], i), 0.0);
+  for (int i = 0; i < 4; i++)
+    ck_assert_double_eq(kiln_tensor_get(jr[1], i), 0.0);
   fd_check(&w, f, 0, jr[1], false, "second order through maximum");
   for (int i = 0; i < 2; i++) {
     kiln_tensor_free(jr[i]);
@@ -855,7 +866,8 @@ START_TEST(second_order_comparison_default_flags) {
     const kiln_tensor *o;
     ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)v, &o), KILN_OK);
     ck_assert_int_eq(kiln_tensor_size(o), 3);
-    for (int i = 0; i < 3; i++) ck_assert_double_eq(kiln_tensor_get(o, i), 0.0);
+    for (int i = 0; i < 3; i++)
+      ck_assert_double_eq(kiln_tensor_get(o, i), 0.0);
     kiln_tensor_free(v[0]);
     kiln_tensor_free(v[1]);
   }
@@ -892,8 +904,10 @@ START_TEST(max_min_ties_go_to_first) {
       ck_assert_double_eq(kiln_tensor_get(o[1], i), kiln_tensor_get(ref[0], i));
       ck_assert_double_eq(kiln_tensor_get(o[2], i), 0.0);
     }
-    for (int i = 1; i < 3; i++) ck_assert(kt_same_bits(o[i], ref[i]));
-    for (int i = 0; i < 3; i++) kiln_tensor_free(ref[i]);
+    for (int i = 1; i < 3; i++)
+      ck_assert(kt_same_bits(o[i], ref[i]));
+    for (int i = 0; i < 3; i++)
+      kiln_tensor_free(ref[i]);
     kiln_tensor_free(v[0]);
     kiln_tensor_free(v[1]);
     kiln_ctx_free(ctx);
@@ -934,7 +948,8 @@ static kiln_node *b_second(kiln_ctx *ctx, kiln_node *const *in, int arg) {
   case 10: /* dot (2,4).(4,3): dA = dot(R, B^T) */
     return inner_grad(kiln_sum(kiln_mul(kiln_dot(x, y), R23)), x);
   case 11: /* dB = dot(A^T, R) */
-    return inner_grad(kiln_sum(kiln_mul(kiln_dot(x, y), rand_const(ctx, D64, 2, (int64_t[]){2, 3}, 44))), y);
+    return inner_grad(
+        kiln_sum(kiln_mul(kiln_dot(x, y), rand_const(ctx, D64, 2, (int64_t[]){2, 3}, 44))), y);
   case 12: /* dot (2,3).(3): dv = dot(A^T, r) */
     return inner_grad(kiln_sum(kiln_mul(kiln_dot(x, y), rand_const(ctx, D64, 1, s2, 45))), y);
   case 13: /* dA = bcast(r) * v */
@@ -1054,9 +1069,9 @@ END_TEST
 START_TEST(disconnected_zero) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *x = kiln_dvector(ctx, "x");
-  kiln_node *z = kiln_dmatrix(ctx, "z");                                    /* (?, ?) */
-  kiln_node *s = kiln_input(ctx, "s", D64, 2, (int64_t[]){2, 2});          /* static */
-  kiln_node *q = kiln_input(ctx, "q", F32, 2, (int64_t[]){KILN_DYN, 3});  /* float32 */
+  kiln_node *z = kiln_dmatrix(ctx, "z");                                 /* (?, ?) */
+  kiln_node *s = kiln_input(ctx, "s", D64, 2, (int64_t[]){2, 2});        /* static */
+  kiln_node *q = kiln_input(ctx, "q", F32, 2, (int64_t[]){KILN_DYN, 3}); /* float32 */
   kiln_node *cost = kiln_sum(kiln_exp(x));
   kiln_node *late = kiln_dvector(ctx, "late");
   kiln_node *wrt[5] = {z, x, s, q, late}, *g[5];
@@ -1070,10 +1085,11 @@ START_TEST(disconnected_zero) {
   kiln_function *f = kiln_function_new(ctx, "f", 5, in, 5, g, 0, NULL);
   ck_assert_msg(f != NULL, "%s", kiln_errmsg(ctx));
   double v[16];
-  for (int i = 0; i < 16; i++) v[i] = 1.0 + i;
+  for (int i = 0; i < 16; i++)
+    v[i] = 1.0 + i;
   kiln_tensor *vals[5] = {
-      kt_tensor(D64, 1, (int64_t[]){3}, v),     kt_tensor(D64, 2, (int64_t[]){4, 2}, v),
-      kt_tensor(D64, 2, (int64_t[]){2, 2}, v),  kt_tensor(F32, 2, (int64_t[]){5, 3}, v),
+      kt_tensor(D64, 1, (int64_t[]){3}, v), kt_tensor(D64, 2, (int64_t[]){4, 2}, v),
+      kt_tensor(D64, 2, (int64_t[]){2, 2}, v), kt_tensor(F32, 2, (int64_t[]){5, 3}, v),
       kt_tensor(D64, 1, (int64_t[]){0}, v)};
   const kiln_tensor *o[5];
   ck_assert_msg(kiln_call(f, (const kiln_tensor *const *)vals, o) == KILN_OK, "%s",
@@ -1094,7 +1110,8 @@ START_TEST(disconnected_zero) {
     }
     kiln_tensor_free(ref[i]);
   }
-  for (int i = 0; i < 5; i++) kiln_tensor_free(vals[i]);
+  for (int i = 0; i < 5; i++)
+    kiln_tensor_free(vals[i]);
   kiln_ctx_free(ctx);
 }
 END_TEST

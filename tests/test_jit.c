@@ -418,11 +418,15 @@ START_TEST(test_many_codes) {
     kl_llmod m = build_const(jit, name, 1000 + i);
     codes[i] = add_ok(jit, &m, name, 2, &fns[i]);
   }
-  for (int i = 0; i < N; i++) ck_assert_int_eq(AS_FN(fn_v_i, fns[i])(), 1000 + i);
+  for (int i = 0; i < N; i++)
+    ck_assert_int_eq(AS_FN(fn_v_i, fns[i])(), 1000 + i);
   /* Free the even ones, the others must still run; then the rest. */
-  for (int i = 0; i < N; i += 2) kl_jit_code_free(codes[i]);
-  for (int i = 1; i < N; i += 2) ck_assert_int_eq(AS_FN(fn_v_i, fns[i])(), 1000 + i);
-  for (int i = N - 1; i > 0; i -= 2) kl_jit_code_free(codes[i]);
+  for (int i = 0; i < N; i += 2)
+    kl_jit_code_free(codes[i]);
+  for (int i = 1; i < N; i += 2)
+    ck_assert_int_eq(AS_FN(fn_v_i, fns[i])(), 1000 + i);
+  for (int i = N - 1; i > 0; i -= 2)
+    kl_jit_code_free(codes[i]);
   /* Create and free, one at a time, under one name. */
   for (int i = 0; i < N; i++) {
     kl_llmod m = build_const(jit, "kiln_t_again", i);
@@ -499,8 +503,7 @@ START_TEST(test_misuse) {
   m = build_const(jit, "kiln_t_m", 1);
   ck_assert_int_eq(kl_jit_add(jit, &m, NULL, NULL, &code, &fn, NULL, 0), KILN_MISUSE);
   m = build_const(jit, "kiln_t_m", 1);
-  ck_assert_int_eq(kl_jit_add(jit, &m, "kiln_t_m", NULL, NULL, &fn, err, sizeof err),
-                   KILN_MISUSE);
+  ck_assert_int_eq(kl_jit_add(jit, &m, "kiln_t_m", NULL, NULL, &fn, err, sizeof err), KILN_MISUSE);
   ck_assert_int_eq(kl_jit_add(jit, NULL, "kiln_t_m", NULL, &code, &fn, err, sizeof err),
                    KILN_MISUSE);
   for (int level = -1; level <= 4; level += 5) {
@@ -558,8 +561,8 @@ START_TEST(test_out_of_memory) {
     void *fn = NULL;
     kl_mem_fail_at(k);
     kiln_status st = kl_jit_add(jit, &m, "kiln_t_oom", NULL, &code, &fn, err, sizeof err);
-    const char *as = st == KILN_OK ? kl_jit_code_text(code, KILN_STAGE_ASM, &st, err, sizeof err)
-                                   : NULL;
+    const char *as =
+        st == KILN_OK ? kl_jit_code_text(code, KILN_STAGE_ASM, &st, err, sizeof err) : NULL;
     kl_mem_fail_at(0);
     ck_assert_ptr_null(m.mod);
     if (st == KILN_NOMEM) {

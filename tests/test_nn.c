@@ -18,7 +18,8 @@ static void jit_vs_ref(kiln_ctx *ctx, int n_in, kiln_node **ins, kiln_tensor **v
   const kiln_tensor *got;
   ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)vals, &got), KILN_OK);
   kiln_tensor *want;
-  ck_assert_int_eq(kl_ref_run(ctx, n_in, ins, (const kiln_tensor *const *)vals, 1, &out, &want), KILN_OK);
+  ck_assert_int_eq(kl_ref_run(ctx, n_in, ins, (const kiln_tensor *const *)vals, 1, &out, &want),
+                   KILN_OK);
   ck_assert_msg(kt_same_bits(got, want), "JIT and reference differ");
   kiln_tensor_free(want);
   if (got_out) *got_out = got;
@@ -48,7 +49,8 @@ START_TEST(max_values) {
   const kiln_tensor *r;
   jit_vs_ref(ctx, 1, &x, &v, kiln_max_axis(x, 1), &r);
   /* rows: [1 5 nan -2] -> nan, [0 -0 -inf 3] -> 3, [7 7 -1 2] -> 7 */
-  ck_assert(isnan(kiln_tensor_get(r, 0)) && kiln_tensor_get(r, 1) == 3 && kiln_tensor_get(r, 2) == 7);
+  ck_assert(isnan(kiln_tensor_get(r, 0)) && kiln_tensor_get(r, 1) == 3 &&
+            kiln_tensor_get(r, 2) == 7);
   kiln_tensor_free(v);
   double zz[2] = {0.0, -0.0};
   kiln_node *z = kiln_dvector(ctx, "z");
@@ -79,7 +81,8 @@ START_TEST(softmax_values_and_stability) {
   ck_assert(kiln_tensor_get(r, 4) == 0.0 && kiln_tensor_get(r, 5) == -INFINITY);
   ck_assert(isnan(kiln_tensor_get(r, 6)) && isnan(kiln_tensor_get(r, 7))); /* documented */
   jit_vs_ref(ctx, 1, &z, &v, kiln_softmax(z), &r);
-  ck_assert(kiln_tensor_get(r, 2) == 0.5 && kiln_tensor_get(r, 4) == 1.0 && kiln_tensor_get(r, 5) == 0.0);
+  ck_assert(kiln_tensor_get(r, 2) == 0.5 && kiln_tensor_get(r, 4) == 1.0 &&
+            kiln_tensor_get(r, 5) == 0.0);
   /* crossentropy with one-hot targets: the -inf logit against a 0 target adds nothing */
   kiln_node *t = kiln_dmatrix(ctx, "t");
   double tv[8] = {1, 0, 0, 1, 1, 0, 1, 0};
@@ -99,16 +102,19 @@ START_TEST(huge_logits_finite_gradient) {
   kiln_node *z = kiln_dmatrix(ctx, "z"), *t = kiln_dmatrix(ctx, "t"), *g;
   kiln_node *loss = kiln_mean(kiln_crossentropy(kiln_mul(z, kiln_lit(ctx, 1e3)), t));
   ck_assert_int_eq(kiln_grad(loss, 1, &z, &g, 0), KILN_OK);
-  kiln_function *f = kiln_function_new(ctx, "f", 2, (kiln_node *[]){z, t}, 2, (kiln_node *[]){loss, g}, 0, NULL);
+  kiln_function *f =
+      kiln_function_new(ctx, "f", 2, (kiln_node *[]){z, t}, 2, (kiln_node *[]){loss, g}, 0, NULL);
   ck_assert_ptr_nonnull(f);
-  kiln_tensor *in[2] = {kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, -4, 0.5, 9}),
-                        kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){2, 3}, (double[]){1, 0, 0, 0, 1, 0})};
+  kiln_tensor *in[2] = {
+      kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){2, 3}, (double[]){1, 2, 3, -4, 0.5, 9}),
+      kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){2, 3}, (double[]){1, 0, 0, 0, 1, 0})};
   const kiln_tensor *o[2];
   ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, o), KILN_OK);
   ck_assert(isfinite(kiln_tensor_get(o[0], 0)));
   /* (1000*2 - 1000*1 + ...) : row 0 loses 2000 (3000 - 1000), row 1 loses 8500 */
   ck_assert(fabs(kiln_tensor_get(o[0], 0) - (2000.0 + 8500.0) / 2) < 1e-6);
-  for (int i = 0; i < 6; i++) ck_assert(isfinite(kiln_tensor_get(o[1], i)));
+  for (int i = 0; i < 6; i++)
+    ck_assert(isfinite(kiln_tensor_get(o[1], i)));
   kiln_tensor_free(in[0]);
   kiln_tensor_free(in[1]);
   kiln_ctx_free(ctx);
@@ -130,7 +136,8 @@ static void fd(kiln_node *(*build)(kiln_ctx *, kiln_node *), const double *xs, i
   const kiln_tensor *o;
   ck_assert_int_eq(kiln_call(fg, (const kiln_tensor *const *)&in, &o), KILN_OK);
   double grad[64];
-  for (int64_t i = 0; i < r * c; i++) grad[i] = kiln_tensor_get(o, i);
+  for (int64_t i = 0; i < r * c; i++)
+    grad[i] = kiln_tensor_get(o, i);
   double *xv = kiln_tensor_data(in);
   for (int64_t i = 0; i < r * c; i++) {
     double x0 = xv[i], v[2];
@@ -141,8 +148,8 @@ static void fd(kiln_node *(*build)(kiln_ctx *, kiln_node *), const double *xs, i
     }
     xv[i] = x0;
     double n = (v[0] - v[1]) / 2e-6;
-    ck_assert_msg(fabs(grad[i] - n) <= 1e-5 + 1e-3 * fabs(n), "%s: element %lld grad %.10g fd %.10g",
-                  what, (long long)i, grad[i], n);
+    ck_assert_msg(fabs(grad[i] - n) <= 1e-5 + 1e-3 * fabs(n),
+                  "%s: element %lld grad %.10g fd %.10g", what, (long long)i, grad[i], n);
   }
   kiln_tensor_free(in);
   kiln_ctx_free(ctx);
@@ -150,21 +157,28 @@ static void fd(kiln_node *(*build)(kiln_ctx *, kiln_node *), const double *xs, i
 
 static kiln_node *weights(kiln_ctx *ctx, int64_t r, int64_t c) {
   double w[64];
-  for (int i = 0; i < r * c; i++) w[i] = 0.5 + 0.25 * (i % 5) - 0.1 * i;
+  for (int i = 0; i < r * c; i++)
+    w[i] = 0.5 + 0.25 * (i % 5) - 0.1 * i;
   return kiln_const(ctx, KILN_FLOAT64, 2, ((int64_t[]){r, c}), w);
 }
 static kiln_node *c_max(kiln_ctx *ctx, kiln_node *x) {
-  return kiln_sum(kiln_mul(kiln_max_axis(x, 1), kiln_const(ctx, KILN_FLOAT64, 1, ((int64_t[]){3}), ((double[]){1.5, -2, 0.7}))));
+  return kiln_sum(kiln_mul(kiln_max_axis(x, 1), kiln_const(ctx, KILN_FLOAT64, 1, ((int64_t[]){3}),
+                                                           ((double[]){1.5, -2, 0.7}))));
 }
-static kiln_node *c_logsm(kiln_ctx *ctx, kiln_node *x) { return kiln_sum(kiln_mul(kiln_log_softmax(x), weights(ctx, 3, 4))); }
-static kiln_node *c_sm(kiln_ctx *ctx, kiln_node *x) { return kiln_sum(kiln_mul(kiln_softmax(x), weights(ctx, 3, 4))); }
+static kiln_node *c_logsm(kiln_ctx *ctx, kiln_node *x) {
+  return kiln_sum(kiln_mul(kiln_log_softmax(x), weights(ctx, 3, 4)));
+}
+static kiln_node *c_sm(kiln_ctx *ctx, kiln_node *x) {
+  return kiln_sum(kiln_mul(kiln_softmax(x), weights(ctx, 3, 4)));
+}
 static kiln_node *c_xent(kiln_ctx *ctx, kiln_node *x) {
   double t[12] = {0, 1, 0, 0, 0.2, 0.3, 0.5, 0, 1, 0, 0, 0};
   return kiln_mean(kiln_crossentropy(x, kiln_const(ctx, KILN_FLOAT64, 2, ((int64_t[]){3, 4}), t)));
 }
 
 START_TEST(gradients) {
-  const double xs[12] = {0.3, -1.2, 2.5, 0.9, -0.4, 1.7, -2.2, 0.1, 1.1, 0.6, -0.8, 3.1}; /* no ties */
+  const double xs[12] = {0.3,  -1.2, 2.5, 0.9, -0.4, 1.7,
+                         -2.2, 0.1,  1.1, 0.6, -0.8, 3.1}; /* no ties */
   fd(c_max, xs, 3, 4, "max");
   fd(c_logsm, xs, 3, 4, "log_softmax");
   fd(c_sm, xs, 3, 4, "softmax");

@@ -151,8 +151,9 @@ static void check_no_dead_nodes(const char *text, const char *stage) {
 
 static kiln_tensor *copy_tensor(const kiln_tensor *t) {
   kiln_tensor *c = kiln_tensor_new(kiln_tensor_dtype(t), kiln_tensor_rank(t),
-                                   (int64_t[]){kiln_tensor_dim(t, 0), kiln_tensor_dim(t, 1), kiln_tensor_dim(t, 2),
-                                               kiln_tensor_dim(t, 3), kiln_tensor_dim(t, 4), kiln_tensor_dim(t, 5),
+                                   (int64_t[]){kiln_tensor_dim(t, 0), kiln_tensor_dim(t, 1),
+                                               kiln_tensor_dim(t, 2), kiln_tensor_dim(t, 3),
+                                               kiln_tensor_dim(t, 4), kiln_tensor_dim(t, 5),
                                                kiln_tensor_dim(t, 6), kiln_tensor_dim(t, 7)},
                                    kiln_tensor_data(t));
   ck_assert_ptr_nonnull(c);
@@ -166,11 +167,13 @@ static void run(kiln_ctx *ctx, kiln_function *f, const kiln_tensor *const *in, i
   ck_assert_int_le(n_out, 16);
   kiln_status st = kiln_call(f, in, res);
   ck_assert_msg(st == KILN_OK, "kiln_call: %s", kiln_errmsg(ctx));
-  for (int k = 0; k < n_out; k++) out[k] = copy_tensor(res[k]);
+  for (int k = 0; k < n_out; k++)
+    out[k] = copy_tensor(res[k]);
 }
 
 static void free_all(int n, kiln_tensor **t) {
-  for (int k = 0; k < n; k++) kiln_tensor_free(t[k]);
+  for (int k = 0; k < n; k++)
+    kiln_tensor_free(t[k]);
 }
 
 static const char *show(const kiln_tensor *t, char *buf, size_t n) {
@@ -185,7 +188,8 @@ static const char *show(const kiln_tensor *t, char *buf, size_t n) {
   for (int64_t i = 0; i < kiln_tensor_size(t) && i < 32 && at + 24 < n; i++) {
     uint64_t bits = 0;
     memcpy(&bits, d + (size_t)i * es, es);
-    at += (size_t)snprintf(buf + at, n - at, "%s%llx", i ? " " : " bits: ", (unsigned long long)bits);
+    at +=
+        (size_t)snprintf(buf + at, n - at, "%s%llx", i ? " " : " bits: ", (unsigned long long)bits);
   }
   return buf;
 }
@@ -193,20 +197,22 @@ static const char *show(const kiln_tensor *t, char *buf, size_t n) {
 /* Asserts a and b hold the same bits, naming what is compared. */
 static void same_bits(const kiln_tensor *a, const kiln_tensor *b, const char *what) {
   char sa[2048], sb[2048];
-  ck_assert_msg(a && b && kt_same_bits(a, b), "%s differ:\n  %s\n  %s", what, show(a, sa, sizeof sa),
-                show(b, sb, sizeof sb));
+  ck_assert_msg(a && b && kt_same_bits(a, b), "%s differ:\n  %s\n  %s", what,
+                show(a, sa, sizeof sa), show(b, sb, sizeof sb));
 }
 
 /* Compiles outputs optimized (with o) and unoptimized, runs both and the
 ** reference on the same inputs and asserts all three agree bit for bit. */
-static void check_values(kiln_ctx *ctx, int n_in, kiln_node *const *in, const kiln_tensor *const *vals,
-                         int n_out, kiln_node *const *out, const kiln_options *o) {
+static void check_values(kiln_ctx *ctx, int n_in, kiln_node *const *in,
+                         const kiln_tensor *const *vals, int n_out, kiln_node *const *out,
+                         const kiln_options *o) {
   kiln_function *fo = compile(ctx, "opt", n_in, in, n_out, out, 0, NULL, o);
   kiln_function *fn = compile(ctx, "noopt", n_in, in, n_out, out, 0, NULL, &NOOPT);
   kiln_tensor *ro[16], *rn[16], *rr[16];
   run(ctx, fo, vals, n_out, ro);
   run(ctx, fn, vals, n_out, rn);
-  ck_assert_msg(kl_ref_run(ctx, n_in, in, vals, n_out, out, rr) == KILN_OK, "ref: %s", kiln_errmsg(ctx));
+  ck_assert_msg(kl_ref_run(ctx, n_in, in, vals, n_out, out, rr) == KILN_OK, "ref: %s",
+                kiln_errmsg(ctx));
   for (int k = 0; k < n_out; k++) {
     char what[64];
     snprintf(what, sizeof what, "output %d: optimized and unoptimized", k);
@@ -262,13 +268,15 @@ START_TEST(canonicalize_constant_right) {
   kiln_node *out[] = {kiln_name(ya, "ya"), kiln_name(ym, "ym")};
   kiln_function *f = compile(ctx, "f", 1, &x, 2, out, 0, NULL, &OPT);
   char *before = dump(f, "graph"), *after = dump_pass(f, "canonicalize");
-  int xb = node_id(before, "'x'"), c2 = node_id(before, "const{2.0}"), c3 = node_id(before, "const{3.0}");
+  int xb = node_id(before, "'x'"), c2 = node_id(before, "const{2.0}"),
+      c3 = node_id(before, "const{3.0}");
   char want[64];
   snprintf(want, sizeof want, "add(%%%d, %%%d)", c2, xb);
   ck_assert_msg(strstr(before, want), "graph has no '%s':\n%s", want, before);
   snprintf(want, sizeof want, "mul(%%%d, %%%d)", c3, xb);
   ck_assert_msg(strstr(before, want), "graph has no '%s':\n%s", want, before);
-  int xa = node_id(after, "'x'"), a2 = node_id(after, "const{2.0}"), a3 = node_id(after, "const{3.0}");
+  int xa = node_id(after, "'x'"), a2 = node_id(after, "const{2.0}"),
+      a3 = node_id(after, "const{3.0}");
   snprintf(want, sizeof want, "add(%%%d, %%%d)", xa, a2);
   ck_assert_msg(strstr(after, want), "no '%s' after canonicalize:\n%s", want, after);
   snprintf(want, sizeof want, "mul(%%%d, %%%d)", xa, a3);
@@ -303,7 +311,8 @@ START_TEST(canonicalize_sub_constant) {
   free(before);
   free(after);
   /* 5 - 5 is +0.0 both ways; -0.0 - 5, NaN, infinities */
-  kiln_tensor *xv = kt_tensor(KILN_FLOAT64, 1, (int64_t[]){5}, (double[]){5.0, -0.0, NAN, INFINITY, -INFINITY});
+  kiln_tensor *xv =
+      kt_tensor(KILN_FLOAT64, 1, (int64_t[]){5}, (double[]){5.0, -0.0, NAN, INFINITY, -INFINITY});
   check_values(ctx, 1, &x, (const kiln_tensor *[]){xv}, 1, &y, &OPT);
   kiln_function *fo = compile(ctx, "g", 1, &x, 1, &y, 0, NULL, &OPT);
   const kiln_tensor *r;
@@ -321,7 +330,8 @@ START_TEST(canonicalize_sub_integer_wraps) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *b = kiln_bvector(ctx, "b");
   kiln_node *u = kiln_input(ctx, "u", KILN_UINT8, 1, NULL);
-  kiln_node *out[] = {kiln_sub(b, kiln_scalar(ctx, KILN_INT8, -128)), kiln_sub(u, kiln_scalar(ctx, KILN_UINT8, 5))};
+  kiln_node *out[] = {kiln_sub(b, kiln_scalar(ctx, KILN_INT8, -128)),
+                      kiln_sub(u, kiln_scalar(ctx, KILN_UINT8, 5))};
   kiln_function *f = compile(ctx, "f", 2, (kiln_node *[]){b, u}, 2, out, 0, NULL, &OPT);
   char *after = dump(f, "opt");
   ck_assert_msg(count_lines(after, "= sub(", 0) == 0 && count_lines(after, "const{-128}", 0) == 1 &&
@@ -367,7 +377,8 @@ START_TEST(constant_fold_subgraph) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *x = kiln_dvector(ctx, "x");
   /* 2 + exp(0) folds to 3; the mul with x stays */
-  kiln_node *c = kiln_add(kiln_scalar(ctx, KILN_FLOAT64, 2.0), kiln_exp(kiln_scalar(ctx, KILN_FLOAT64, 0.0)));
+  kiln_node *c =
+      kiln_add(kiln_scalar(ctx, KILN_FLOAT64, 2.0), kiln_exp(kiln_scalar(ctx, KILN_FLOAT64, 0.0)));
   kiln_node *y = kiln_mul(x, c);
   kiln_function *f = compile(ctx, "f", 1, &x, 1, &y, 0, NULL, &OPT);
   char *before = dump(f, "graph"), *after = dump_pass(f, "constant_fold");
@@ -453,7 +464,17 @@ END_TEST
 
 /* ------------------------------------------------------------- simplify */
 
-typedef enum rule_case { R_MUL1, R_DIV1, R_ADDNEG0, R_NEGNEG, R_POW1, R_MAX, R_MIN, R_SUM0, R_N } rule_case;
+typedef enum rule_case {
+  R_MUL1,
+  R_DIV1,
+  R_ADDNEG0,
+  R_NEGNEG,
+  R_POW1,
+  R_MAX,
+  R_MIN,
+  R_SUM0,
+  R_N
+} rule_case;
 
 static kiln_node *rule_expr(kiln_ctx *ctx, rule_case r, kiln_node *x) {
   switch (r) {
@@ -469,7 +490,8 @@ static kiln_node *rule_expr(kiln_ctx *ctx, rule_case r, kiln_node *x) {
   }
 }
 
-static const char *const rule_op[R_N] = {"= mul(", "= div(", "= add(", "= neg(", "= pow(", "= maximum(", "= minimum(", "= sum{"};
+static const char *const rule_op[R_N] = {"= mul(", "= div(",     "= add(",     "= neg(",
+                                         "= pow(", "= maximum(", "= minimum(", "= sum{"};
 
 /* Each exact rule removes its op; the consumer (exp) then reads x itself. */
 START_TEST(simplify_exact_rules) {
@@ -477,12 +499,14 @@ START_TEST(simplify_exact_rules) {
     for (int fl = 0; fl < 2; fl++) {
       kiln_ctx *ctx = kiln_ctx_new();
       kiln_dtype dt = fl ? KILN_FLOAT32 : KILN_FLOAT64;
-      kiln_node *x = r == R_SUM0 ? kiln_input(ctx, "x", dt, 0, NULL) : kiln_input(ctx, "x", dt, 1, NULL);
+      kiln_node *x =
+          r == R_SUM0 ? kiln_input(ctx, "x", dt, 0, NULL) : kiln_input(ctx, "x", dt, 1, NULL);
       kiln_node *y = kiln_exp(rule_expr(ctx, (rule_case)r, x));
       ck_assert_msg(y != NULL, "rule %d: %s", r, kiln_errmsg(ctx));
       kiln_function *f = compile(ctx, "f", 1, &x, 1, &y, 0, NULL, &OPT);
       char *before = dump(f, "graph"), *after = dump_pass(f, "simplify"), *opt = dump(f, "opt");
-      ck_assert_msg(count_lines(before, rule_op[r], 0) >= 1, "rule %d: graph lacks %s:\n%s", r, rule_op[r], before);
+      ck_assert_msg(count_lines(before, rule_op[r], 0) >= 1, "rule %d: graph lacks %s:\n%s", r,
+                    rule_op[r], before);
       ck_assert_msg(count_lines(after, rule_op[r], 0) == 0, "rule %d: %s survives simplify:\n%s", r,
                     rule_op[r], after);
       char want[64];
@@ -493,7 +517,8 @@ START_TEST(simplify_exact_rules) {
       free(after);
       free(opt);
       int64_t n = r == R_SUM0 ? 0 : N_SPECIAL;
-      kiln_tensor *xv = kt_tensor(dt, r == R_SUM0 ? 0 : 1, &n, r == R_SUM0 ? (double[]){-0.0} : SPECIAL);
+      kiln_tensor *xv =
+          kt_tensor(dt, r == R_SUM0 ? 0 : 1, &n, r == R_SUM0 ? (double[]){-0.0} : SPECIAL);
       check_values(ctx, 1, &x, (const kiln_tensor *[]){xv}, 1, &y, &OPT);
       kiln_tensor_free(xv);
       /* without the exp: the output is x itself */
@@ -513,8 +538,8 @@ START_TEST(simplify_leaves_inexact) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *x = kiln_dvector(ctx, "x");
   kiln_node *one11 = kiln_const(ctx, KILN_FLOAT64, 2, (int64_t[]){1, 1}, (double[]){1.0});
-  kiln_node *out[] = {kiln_add(x, kiln_lit(ctx, 0.0)), kiln_mul(x, kiln_lit(ctx, 0.0)), kiln_sub(x, x),
-                      kiln_mul(x, one11)};
+  kiln_node *out[] = {kiln_add(x, kiln_lit(ctx, 0.0)), kiln_mul(x, kiln_lit(ctx, 0.0)),
+                      kiln_sub(x, x), kiln_mul(x, one11)};
   kiln_function *f = compile(ctx, "f", 1, &x, 4, out, 0, NULL, &OPT);
   char *opt = dump(f, "opt");
   ck_assert_msg(count_lines(opt, "= add(", 0) == 1 && count_lines(opt, "= mul(", 0) == 2 &&
@@ -527,9 +552,10 @@ START_TEST(simplify_leaves_inexact) {
   /* hand-computed (numpy): */
   kiln_tensor *r[4];
   run(ctx, f, (const kiln_tensor *[]){xv}, 4, r);
-  const double *add0 = kiln_tensor_data(r[0]), *mul0 = kiln_tensor_data(r[1]), *subx = kiln_tensor_data(r[2]);
-  ck_assert(add0[3] == 0.0 && !signbit(add0[3]));      /* -0.0 + 0.0 = +0.0 */
-  ck_assert(mul0[1] == 0.0 && signbit(mul0[1]));       /* -2 * 0 = -0.0 */
+  const double *add0 = kiln_tensor_data(r[0]), *mul0 = kiln_tensor_data(r[1]),
+               *subx = kiln_tensor_data(r[2]);
+  ck_assert(add0[3] == 0.0 && !signbit(add0[3]));                /* -0.0 + 0.0 = +0.0 */
+  ck_assert(mul0[1] == 0.0 && signbit(mul0[1]));                 /* -2 * 0 = -0.0 */
   ck_assert(isnan(mul0[4]) && isnan(mul0[5]) && isnan(mul0[6])); /* NaN, inf, -inf times 0 */
   ck_assert(isnan(subx[4]) && isnan(subx[5]) && isnan(subx[6])); /* x - x */
   ck_assert(subx[0] == 0.0 && !signbit(subx[0]));
@@ -544,7 +570,8 @@ END_TEST
 START_TEST(simplify_fast_math) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *x = kiln_dvector(ctx, "x");
-  kiln_node *out[] = {kiln_name(kiln_mul(x, kiln_lit(ctx, 0.0)), "xz"), kiln_name(kiln_sub(x, x), "xx"),
+  kiln_node *out[] = {kiln_name(kiln_mul(x, kiln_lit(ctx, 0.0)), "xz"),
+                      kiln_name(kiln_sub(x, x), "xx"),
                       kiln_name(kiln_add(x, kiln_lit(ctx, 0.0)), "xa")};
   kiln_function *f = compile(ctx, "f", 1, &x, 3, out, 0, NULL, &FAST);
   char *opt = dump(f, "opt");
@@ -560,7 +587,8 @@ START_TEST(simplify_fast_math) {
   kiln_tensor *xv = kt_tensor(KILN_FLOAT64, 1, (int64_t[]){N_SPECIAL}, SPECIAL);
   kiln_tensor *r[3];
   run(ctx, f, (const kiln_tensor *[]){xv}, 3, r);
-  const double *mz = kiln_tensor_data(r[0]), *sx = kiln_tensor_data(r[1]), *ax = kiln_tensor_data(r[2]);
+  const double *mz = kiln_tensor_data(r[0]), *sx = kiln_tensor_data(r[1]),
+               *ax = kiln_tensor_data(r[2]);
   for (int i = 0; i < N_SPECIAL; i++) {
     ck_assert_msg(mz[i] == 0.0 && !signbit(mz[i]), "fast x*0 [%d] = %g", i, mz[i]);
     ck_assert_msg(sx[i] == 0.0 && !signbit(sx[i]), "fast x-x [%d] = %g", i, sx[i]);
@@ -657,12 +685,13 @@ static void assert_sched(const char *text, const char *op, const char *mark) {
 START_TEST(fusion_marks) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *x = kiln_dvector(ctx, "x"), *s = kiln_dscalar(ctx, "s");
-  /* exp(x + 1): add fused into the exp kernel; s * 2: a scalar; sum(sqr(x)): sqr fused into the reduction */
+  /* exp(x + 1): add fused into the exp kernel; s * 2: a scalar; sum(sqr(x)): sqr fused into the
+   * reduction */
   kiln_node *out[] = {kiln_exp(kiln_add(x, kiln_lit(ctx, 1.0))), kiln_mul(s, kiln_lit(ctx, 2.0)),
                       kiln_sum(kiln_sqr(x))};
   kiln_function *f = compile(ctx, "f", 2, (kiln_node *[]){x, s}, 3, out, 0, NULL, &OPT);
-  char *g = dump(f, "graph"), *fe = dump_pass(f, "fuse_elemwise"), *fr = dump_pass(f, "fuse_reduce"),
-       *opt = dump(f, "opt"), *plan = dump(f, "plan");
+  char *g = dump(f, "graph"), *fe = dump_pass(f, "fuse_elemwise"),
+       *fr = dump_pass(f, "fuse_reduce"), *opt = dump(f, "opt"), *plan = dump(f, "plan");
   ck_assert_int_eq(count_lines(g, "<", 0), 0); /* no schedule yet */
   assert_sched(opt, "= add(", "<fused>");
   assert_sched(opt, "= exp(", "<kernel>");
@@ -690,7 +719,8 @@ START_TEST(fusion_marks) {
   ck_assert_int_eq(count_lines(opt, "<fused>", 0), 0);
   ck_assert_int_eq(count_lines(opt, "<kernel>", 0), 4); /* add exp sqr sum */
   ck_assert_int_eq(count_lines(plan, "kernel ", 1), 4);
-  ck_assert_int_eq(kiln_function_n_dumps(fn), 7 + 1); /* graph, pass.01.schedule, opt, plan, dot, ll, opt.ll, s */
+  ck_assert_int_eq(kiln_function_n_dumps(fn),
+                   7 + 1); /* graph, pass.01.schedule, opt, plan, dot, ll, opt.ll, s */
   ck_assert_ptr_nonnull(pass_stage(fn, "schedule"));
   free(opt);
   free(plan);
@@ -728,7 +758,8 @@ START_TEST(inplace_seed_update) {
   kiln_ctx *ctx = kiln_ctx_new();
   seed_graph s;
   kiln_function *f = compile_seed(ctx, &s, "f", &OPT);
-  char *before = dump_pass(f, "fuse_reduce"), *after = dump_pass(f, "inplace"), *plan = dump(f, "plan");
+  char *before = dump_pass(f, "fuse_reduce"), *after = dump_pass(f, "inplace"),
+       *plan = dump(f, "plan");
   ck_assert_int_eq(count_lines(before, "in place", 0), 0);
   ck_assert_int_eq(count_lines(after, "<kernel, in place>", 0), 1);
   /* it is the update's node */
@@ -754,7 +785,8 @@ static int update_in_place(const char *text, const char *var) {
   snprintf(pre, sizeof pre, "update '%s' <- %%", var);
   char *u = line_with(text, pre);
   int id = -1;
-  ck_assert_msg(u && sscanf(strstr(u, "<- %"), "<- %%%d", &id) == 1, "no update of %s:\n%s", var, text);
+  ck_assert_msg(u && sscanf(strstr(u, "<- %"), "<- %%%d", &id) == 1, "no update of %s:\n%s", var,
+                text);
   char *ln = line_of_node(text, id);
   int r = strstr(ln, "in place") != NULL;
   free(ln);
@@ -770,23 +802,27 @@ START_TEST(inplace_refused) {
   kiln_node *A = kiln_shared(ctx, "A", KILN_FLOAT64, 1, (int64_t[]){3}, (double[]){1, 2, 3});
   kiln_node *B = kiln_shared(ctx, "B", KILN_FLOAT64, 1, (int64_t[]){3}, (double[]){4, 5, 6});
   kiln_node *C = kiln_shared(ctx, "C", KILN_FLOAT64, 1, (int64_t[]){3}, (double[]){7, 8, 9});
-  kiln_node *na = kiln_add(A, x);                          /* also an output */
-  kiln_node *nb = kiln_mul(B, kiln_lit(ctx, 2.0));         /* B is read after: by sum(B) */
-  kiln_node *nc = kiln_sub(C, kiln_sum(kiln_mul(C, x)));  /* C read by an earlier reduction only: ok */
+  kiln_node *na = kiln_add(A, x);                  /* also an output */
+  kiln_node *nb = kiln_mul(B, kiln_lit(ctx, 2.0)); /* B is read after: by sum(B) */
+  kiln_node *nc =
+      kiln_sub(C, kiln_sum(kiln_mul(C, x))); /* C read by an earlier reduction only: ok */
   kiln_node *out[] = {na, kiln_add(kiln_sum(nb), kiln_sum(B))};
   kiln_update u[] = {{A, na}, {B, nb}, {C, nc}};
   kiln_tensor *xv = kt_tensor(KILN_FLOAT64, 1, (int64_t[]){3}, (double[]){0.5, -1, 2});
   const kiln_tensor *in[] = {xv};
   kiln_node *sh[] = {A, B, C};
   kiln_tensor *init[3], *ref[5];
-  for (int k = 0; k < 3; k++) init[k] = copy_tensor(kiln_shared_value(sh[k]));
+  for (int k = 0; k < 3; k++)
+    init[k] = copy_tensor(kiln_shared_value(sh[k]));
   kiln_node *refout[] = {out[0], out[1], na, nb, nc};
   ck_assert_int_eq(kl_ref_run(ctx, 1, &x, in, 5, refout, ref), KILN_OK);
   for (int pass = 0; pass < 2; pass++) {
-    for (int k = 0; k < 3; k++) ck_assert_int_eq(kiln_shared_set(sh[k], init[k]), KILN_OK);
+    for (int k = 0; k < 3; k++)
+      ck_assert_int_eq(kiln_shared_set(sh[k], init[k]), KILN_OK);
     kiln_function *f = compile(ctx, "f", 1, &x, 2, out, 3, u, pass ? &NOOPT : &OPT);
     char *opt = dump(f, "opt");
-    if (pass) ck_assert_int_eq(count_lines(opt, "in place", 0), 0);
+    if (pass)
+      ck_assert_int_eq(count_lines(opt, "in place", 0), 0);
     else {
       ck_assert_msg(!update_in_place(opt, "A"), "A's new value is an output:\n%s", opt);
       ck_assert_msg(update_in_place(opt, "C"), "C's update should be in place:\n%s", opt);
@@ -796,7 +832,8 @@ START_TEST(inplace_refused) {
     run(ctx, f, in, 2, r);
     same_bits(r[0], ref[0], "output 0 and reference");
     same_bits(r[1], ref[1], "output 1 and reference");
-    for (int k = 0; k < 3; k++) same_bits(kiln_shared_value(sh[k]), ref[2 + k], "update and reference");
+    for (int k = 0; k < 3; k++)
+      same_bits(kiln_shared_value(sh[k]), ref[2 + k], "update and reference");
     free_all(2, r);
   }
   free_all(3, init);
@@ -816,13 +853,17 @@ START_TEST(seed_plan_two_kernels) {
   int kernels = 0, scalars = 0, other = 0;
   char *ln;
   for (int k = 0; (ln = nth_line(plan, k)) != NULL; k++) {
-    if (strncmp(ln, "kernel ", 7) == 0) kernels++;
-    else if (strncmp(ln, "scalar ", 7) == 0) scalars++;
-    else if (strncmp(ln, "buf ", 4) && strncmp(ln, "update ", 7)) other++;
+    if (strncmp(ln, "kernel ", 7) == 0)
+      kernels++;
+    else if (strncmp(ln, "scalar ", 7) == 0)
+      scalars++;
+    else if (strncmp(ln, "buf ", 4) && strncmp(ln, "update ", 7))
+      other++;
     free(ln);
   }
   ck_assert_msg(kernels == 2 && scalars == 4 && other == 0,
-                "seed plan: %d kernels, %d scalars, %d other lines:\n%s", kernels, scalars, other, plan);
+                "seed plan: %d kernels, %d scalars, %d other lines:\n%s", kernels, scalars, other,
+                plan);
   ck_assert_int_eq(count_lines(plan, "reduce loop", 0), 1);
   ck_assert_int_eq(count_lines(plan, "elementwise loop", 0), 1);
   free(plan);
@@ -832,7 +873,8 @@ END_TEST
 
 static int count_substr(const char *text, const char *sub) {
   int n = 0;
-  for (const char *p = text; (p = strstr(p, sub)) != NULL; p += strlen(sub)) n++;
+  for (const char *p = text; (p = strstr(p, sub)) != NULL; p += strlen(sub))
+    n++;
   return n;
 }
 
@@ -843,7 +885,8 @@ static int loop_headers(const char *ir) {
   for (int k = 0; (ln = nth_line(ir, k)) != NULL; k++) {
     if (strncmp(ln, "loop", 4) == 0) {
       const char *p = ln + 4;
-      while (*p >= '0' && *p <= '9') p++;
+      while (*p >= '0' && *p <= '9')
+        p++;
       if (*p == ':') n++;
     }
     free(ln);
@@ -861,7 +904,8 @@ START_TEST(seed_llvm_ir) {
   ** sum as a lane loop plus a tail loop: 6 loop headers before LLVM, all
   ** from two kernels. W has a static size of 4, so LLVM unrolls them all:
   ** no loop is left after LLVM's passes (at most two may be). */
-  ck_assert_msg(loop_headers(ll) == 6, "pre-LLVM IR has %d loop headers:\n%s", loop_headers(ll), ll);
+  ck_assert_msg(loop_headers(ll) == 6, "pre-LLVM IR has %d loop headers:\n%s", loop_headers(ll),
+                ll);
   ck_assert_msg(count_substr(opt, "!llvm.loop") <= 2, "more than two loops after LLVM:\n%s", opt);
   ck_assert_int_eq(count_lines(opt, "define ", 1), 1);
   ck_assert_int_eq(count_lines(opt, "define void @kiln_step_", 1), 1);
@@ -891,7 +935,8 @@ START_TEST(seed_node_counts) {
   kiln_function *f = compile_seed(ctx, &s, "f", &OPT);
   char *g = dump(f, "graph"), *opt = dump(f, "opt");
   int before = n_nodes(g), after = n_nodes(opt);
-  printf("seed step: %d nodes as built (stage graph), %d after the pipeline (stage opt)\n", before, after);
+  printf("seed step: %d nodes as built (stage graph), %d after the pipeline (stage opt)\n", before,
+         after);
   fflush(stdout);
   /* as built: x, target, W, cast, mul, sum, cast, sub, grad: 1.0, mul, 2.0,
   ** mul, neg, broadcast, mul, 0.1, mul, sub = 18. The pipeline removes the
@@ -920,7 +965,8 @@ START_TEST(seed_steps_agree) {
   for (int i = 0; i < 10; i++) {
     kiln_tensor *ref[2];
     ck_assert_int_eq(kl_ref_run(ctx, 2, (kiln_node *[]){so.x, so.target}, in, 2,
-                                (kiln_node *[]){so.y, so.W_updated}, ref), KILN_OK);
+                                (kiln_node *[]){so.y, so.W_updated}, ref),
+                     KILN_OK);
     kiln_tensor *ro, *rn;
     run(ctx, fo, in, 1, &ro);
     run(ctx, fn, in, 1, &rn);
@@ -963,7 +1009,8 @@ START_TEST(verifier_clean) {
   g.nodes[0] = g.nodes[g.n - 1];
   g.nodes[g.n - 1] = t;
   ck_assert_int_eq(kl_fg_verify(&g, "test"), KILN_INTERNAL);
-  ck_assert_msg(strstr(kiln_errmsg(ctx), "internal: graph invalid after test"), "%s", kiln_errmsg(ctx));
+  ck_assert_msg(strstr(kiln_errmsg(ctx), "internal: graph invalid after test"), "%s",
+                kiln_errmsg(ctx));
   kl_fg_free(&g);
   kiln_clear_error(ctx);
   unsetenv("KILN_VERIFY");
@@ -1083,17 +1130,19 @@ START_TEST(dump_names) {
       char pass[64];
       ck_assert_msg(sscanf(nm, "pass.%2d.%63s", &num, pass) == 2, "unexpected stage '%s'", nm);
       ck_assert_int_eq(num, ++passes);
-      static const char *const pn[] = {"canonicalize", "constant_fold", "cse", "simplify", "dce",
-                                       "fuse_elemwise", "fuse_reduce", "inplace"};
+      static const char *const pn[] = {"canonicalize", "constant_fold", "cse",         "simplify",
+                                       "dce",          "fuse_elemwise", "fuse_reduce", "inplace"};
       int ok = 0;
-      for (size_t k = 0; k < sizeof pn / sizeof pn[0]; k++) ok |= !strcmp(pass, pn[k]);
+      for (size_t k = 0; k < sizeof pn / sizeof pn[0]; k++)
+        ok |= !strcmp(pass, pn[k]);
       ck_assert_msg(ok, "unknown pass in '%s'", nm);
     }
     char *t = dump(f, nm);
     ck_assert_msg(strlen(t) > 0, "stage %s is empty", nm);
     free(t);
   }
-  for (int k = 0; k < 7; k++) ck_assert_msg(seen[k] == 1, "stage %s listed %d times", fixed[k], seen[k]);
+  for (int k = 0; k < 7; k++)
+    ck_assert_msg(seen[k] == 1, "stage %s listed %d times", fixed[k], seen[k]);
   ck_assert_int_eq(n, 7 + passes);
   ck_assert_int_eq(passes, 5); /* canonicalize, simplify, fuse_elemwise, fuse_reduce, inplace */
   ck_assert_ptr_null(kiln_function_dump_name(f, n));
@@ -1104,8 +1153,9 @@ START_TEST(dump_names) {
   static const struct {
     kiln_stage st;
     const char *nm;
-  } pairs[] = {{KILN_STAGE_GRAPH, "graph"}, {KILN_STAGE_LLVM_IR, "ll"}, {KILN_STAGE_LLVM_OPT, "opt.ll"},
-               {KILN_STAGE_ASM, "s"}, {KILN_STAGE_OPT_GRAPH, "opt"}, {KILN_STAGE_PLAN, "plan"},
+  } pairs[] = {{KILN_STAGE_GRAPH, "graph"},     {KILN_STAGE_LLVM_IR, "ll"},
+               {KILN_STAGE_LLVM_OPT, "opt.ll"}, {KILN_STAGE_ASM, "s"},
+               {KILN_STAGE_OPT_GRAPH, "opt"},   {KILN_STAGE_PLAN, "plan"},
                {KILN_STAGE_DOT, "dot"}};
   for (size_t k = 0; k < sizeof pairs / sizeof pairs[0]; k++) {
     char *buf = NULL;
@@ -1138,14 +1188,15 @@ END_TEST
 /* ------------------------------------------------------- constant folding */
 
 /* Test values for each dtype, as raw elements. */
-static const double F_VALS[] = {0.0, -0.0, 1.0, -1.0, 2.5, -3.75, 0.5, 3.0, NAN, INFINITY, -INFINITY,
-                                1e308, 4.9e-324, 710.0, -745.5};
-static const float F32_VALS[] = {0.0f, -0.0f, 1.0f, -1.0f, 2.5f, -3.75f, 0.5f, 3.0f, NAN, INFINITY,
-                                 -INFINITY, 3e38f, 1e-45f, 89.0f, -104.0f};
+static const double F_VALS[] = {0.0, -0.0,     1.0,       -1.0,  2.5,      -3.75, 0.5,   3.0,
+                                NAN, INFINITY, -INFINITY, 1e308, 4.9e-324, 710.0, -745.5};
+static const float F32_VALS[] = {0.0f, -0.0f,    1.0f,      -1.0f, 2.5f,   -3.75f, 0.5f,   3.0f,
+                                 NAN,  INFINITY, -INFINITY, 3e38f, 1e-45f, 89.0f,  -104.0f};
 static const int8_t I8_VALS[] = {0, 1, -1, 2, -2, 3, 5, -7, 100, 127, -128};
 static const int16_t I16_VALS[] = {0, 1, -1, 2, -3, 7, 181, 255, 32767, -32768};
 static const int32_t I32_VALS[] = {0, 1, -1, 2, -3, 7, 46341, 65536, INT32_MAX, INT32_MIN};
-static const int64_t I64_VALS[] = {0, 1, -1, 2, -3, 7, 3037000500LL, 4294967296LL, INT64_MAX, INT64_MIN};
+static const int64_t I64_VALS[] = {0,         1,        -1, 2, -3, 7, 3037000500LL, 4294967296LL,
+                                   INT64_MAX, INT64_MIN};
 static const uint8_t U8_VALS[] = {0, 1, 2, 3, 7, 16, 127, 128, 200, 255};
 static const uint8_t B_VALS[] = {0, 1};
 
@@ -1170,7 +1221,8 @@ static void *cycle(kiln_dtype dt, int n, int start) {
   const unsigned char *v = vals_of(dt, &nv);
   size_t es = kiln_dtype_size(dt);
   unsigned char *d = malloc((size_t)n * es + 1);
-  for (int i = 0; i < n; i++) memcpy(d + (size_t)i * es, v + (size_t)((start + i) % nv) * es, es);
+  for (int i = 0; i < n; i++)
+    memcpy(d + (size_t)i * es, v + (size_t)((start + i) % nv) * es, es);
   return d;
 }
 
@@ -1179,7 +1231,8 @@ static void *cycle(kiln_dtype dt, int n, int start) {
 static void assert_all_folded(const char *opt, int n_out, const char *what) {
   int n = n_nodes(opt), consts = count_lines(opt, "= const", 0);
   ck_assert_msg(n == consts && n >= 1 && n <= n_out, "%s: not everything folded:\n%s", what, opt);
-  ck_assert_msg(count_lines(opt, "[constant_fold", 0) >= 1, "%s: no folded constant:\n%s", what, opt);
+  ck_assert_msg(count_lines(opt, "[constant_fold", 0) >= 1, "%s: no folded constant:\n%s", what,
+                opt);
 }
 
 /* The outputs computed twice: folded (from kiln_const leaves, default
@@ -1197,8 +1250,9 @@ typedef struct leafspec {
 static int fold_bad;
 static char fold_log[8192];
 
-static void fold_mismatch(const char *what, const char *op, const kiln_tensor *a, const kiln_tensor *b,
-                          kiln_ctx *ctx, int n_leaf, kiln_node *const *il, kiln_node *fi) {
+static void fold_mismatch(const char *what, const char *op, const kiln_tensor *a,
+                          const kiln_tensor *b, kiln_ctx *ctx, int n_leaf, kiln_node *const *il,
+                          kiln_node *fi) {
   fold_bad++;
   size_t at = strlen(fold_log);
   if (at > sizeof fold_log - 600) return;
@@ -1207,7 +1261,8 @@ static void fold_mismatch(const char *what, const char *op, const kiln_tensor *a
   uint64_t ba = 0, bb = 0;
   if (kiln_tensor_dtype(a) == kiln_tensor_dtype(b) && kiln_tensor_size(a) == kiln_tensor_size(b))
     for (int64_t i = 0; i < kiln_tensor_size(a) && first < 0; i++)
-      if (memcmp((const char *)kiln_tensor_data(a) + i * es, (const char *)kiln_tensor_data(b) + i * es, es)) {
+      if (memcmp((const char *)kiln_tensor_data(a) + i * es,
+                 (const char *)kiln_tensor_data(b) + i * es, es)) {
         first = i;
         memcpy(&ba, (const char *)kiln_tensor_data(a) + i * es, es);
         memcpy(&bb, (const char *)kiln_tensor_data(b) + i * es, es);
@@ -1234,15 +1289,16 @@ static void fold_mismatch(const char *what, const char *op, const kiln_tensor *a
            (unsigned long long)bb, ops);
 }
 
-static int fold_compare(int n_leaf, const leafspec *ls, int n_ops, build_fn build, const char *const *names,
-                        const char *what) {
+static int fold_compare(int n_leaf, const leafspec *ls, int n_ops, build_fn build,
+                        const char *const *names, const char *what) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *cl[4], *il[4], *fo[64], *fi[64];
   int opk[64];
   kiln_tensor *vals[4];
   for (int j = 0; j < n_leaf; j++) {
     int64_t size = 1;
-    for (int d = 0; d < ls[j].rank; d++) size *= ls[j].shape[d];
+    for (int d = 0; d < ls[j].rank; d++)
+      size *= ls[j].shape[d];
     void *data = cycle(ls[j].dt, (int)size, ls[j].start);
     cl[j] = kiln_const(ctx, ls[j].dt, ls[j].rank, ls[j].shape, data);
     il[j] = kiln_input(ctx, "in", ls[j].dt, ls[j].rank, ls[j].shape);
@@ -1256,7 +1312,8 @@ static int fold_compare(int n_leaf, const leafspec *ls, int n_ops, build_fn buil
       kiln_status st = kiln_errcode(ctx);
       ck_assert_msg(st == KILN_TYPE, "%s, %s: %s", what, names[k], kiln_errmsg(ctx));
       kiln_clear_error(ctx);
-      ck_assert_msg(build(ctx, il, k) == NULL, "%s, %s: built on inputs, not on constants", what, names[k]);
+      ck_assert_msg(build(ctx, il, k) == NULL, "%s, %s: built on inputs, not on constants", what,
+                    names[k]);
       kiln_clear_error(ctx);
       continue;
     }
@@ -1267,7 +1324,8 @@ static int fold_compare(int n_leaf, const leafspec *ls, int n_ops, build_fn buil
     opk[n++] = k;
   }
   if (n == 0) {
-    for (int j = 0; j < n_leaf; j++) kiln_tensor_free(vals[j]);
+    for (int j = 0; j < n_leaf; j++)
+      kiln_tensor_free(vals[j]);
     kiln_ctx_free(ctx);
     return 0;
   }
@@ -1279,12 +1337,16 @@ static int fold_compare(int n_leaf, const leafspec *ls, int n_ops, build_fn buil
   const kiln_tensor *ro[64], *rr[64];
   ck_assert_msg(kiln_call(ff, NULL, ro) == KILN_OK, "%s: %s", what, kiln_errmsg(ctx));
   kiln_tensor *keep[64];
-  for (int k = 0; k < n; k++) keep[k] = copy_tensor(ro[k]);
-  ck_assert_msg(kiln_call(fr, (const kiln_tensor *const *)vals, rr) == KILN_OK, "%s: %s", what, kiln_errmsg(ctx));
   for (int k = 0; k < n; k++)
-    if (!kt_same_bits(keep[k], rr[k])) fold_mismatch(what, names[opk[k]], keep[k], rr[k], ctx, n_leaf, il, fi[k]);
+    keep[k] = copy_tensor(ro[k]);
+  ck_assert_msg(kiln_call(fr, (const kiln_tensor *const *)vals, rr) == KILN_OK, "%s: %s", what,
+                kiln_errmsg(ctx));
+  for (int k = 0; k < n; k++)
+    if (!kt_same_bits(keep[k], rr[k]))
+      fold_mismatch(what, names[opk[k]], keep[k], rr[k], ctx, n_leaf, il, fi[k]);
   free_all(n, keep);
-  for (int j = 0; j < n_leaf; j++) kiln_tensor_free(vals[j]);
+  for (int j = 0; j < n_leaf; j++)
+    kiln_tensor_free(vals[j]);
   kiln_ctx_free(ctx);
   return n;
 }
@@ -1313,8 +1375,10 @@ static kiln_node *binary_ops(kiln_ctx *ctx, kiln_node *const *l, int k) {
   }
 }
 #define N_BINARY 11
-static const char *const BINARY_NAMES[N_BINARY] = {"add", "sub", "mul", "div", "pow", "maximum", "minimum",
-                                                   "intdiv", "mod", "dot (3, 5).(5,)", "dot (5,).(5,)"};
+static const char *const BINARY_NAMES[N_BINARY] = {
+    "add",          "sub",     "mul",    "div", "pow",
+    "maximum",      "minimum", "intdiv", "mod", "dot (3, 5).(5,)",
+    "dot (5,).(5,)"};
 
 /* Every binary op on every pair of dtypes (64 pairs: the mixed ones go
 ** through promotion casts, folded too), over the cross product of the test
@@ -1326,15 +1390,20 @@ START_TEST(fold_binary_all_dtypes) {
       int na, nb;
       vals_of((kiln_dtype)a, &na);
       vals_of((kiln_dtype)b, &nb);
-      leafspec ls[4] = {{(kiln_dtype)a, 2, {na, 1}, 0}, {(kiln_dtype)b, 2, {1, nb}, 0},
-                        {(kiln_dtype)a, 2, {3, 5}, 2}, {(kiln_dtype)b, 1, {5, 0}, 1}};
+      leafspec ls[4] = {{(kiln_dtype)a, 2, {na, 1}, 0},
+                        {(kiln_dtype)b, 2, {1, nb}, 0},
+                        {(kiln_dtype)a, 2, {3, 5}, 2},
+                        {(kiln_dtype)b, 1, {5, 0}, 1}};
       char what[64];
-      snprintf(what, sizeof what, "%s with %s", kiln_dtype_name((kiln_dtype)a), kiln_dtype_name((kiln_dtype)b));
+      snprintf(what, sizeof what, "%s with %s", kiln_dtype_name((kiln_dtype)a),
+               kiln_dtype_name((kiln_dtype)b));
       total += fold_compare(4, ls, N_BINARY, binary_ops, BINARY_NAMES, what);
     }
-  printf("constant folding: %d binary op/dtype-pair outputs compared, %d differ\n", total, fold_bad);
+  printf("constant folding: %d binary op/dtype-pair outputs compared, %d differ\n", total,
+         fold_bad);
   ck_assert_int_gt(total, 400);
-  ck_assert_msg(fold_bad == 0, "%d folded outputs differ from the same op computed at run time:\n%s", fold_bad,
+  ck_assert_msg(fold_bad == 0,
+                "%d folded outputs differ from the same op computed at run time:\n%s", fold_bad,
                 fold_log);
 }
 END_TEST
@@ -1356,18 +1425,32 @@ static kiln_node *unary_ops(kiln_ctx *ctx, kiln_node *const *l, int k) {
   case 11: return kiln_mean(m);
   case 12: return kiln_sum(l[2]); /* the finite values only */
   case 13: return kiln_mean(l[2]);
-  case 14: return kiln_dot(m, l[3]);      /* (3, 4) . (4, 2) */
-  case 15: return kiln_dot(l[2], l[2]);   /* finite vector . itself */
+  case 14: return kiln_dot(m, l[3]);                       /* (3, 4) . (4, 2) */
+  case 15: return kiln_dot(l[2], l[2]);                    /* finite vector . itself */
   case 16: return kiln_sum(kiln_sub(v, kiln_lit(ctx, 1))); /* a weak literal */
   case 17: return kiln_mul(m, kiln_lit(ctx, 0.5));
   default: return NULL;
   }
 }
 #define N_UNARY 18
-static const char *const UNARY_NAMES[N_UNARY] = {
-    "neg", "sqr", "sqrt", "exp", "log", "abs", "sum", "mean", "sum_axis 0", "sum_axis -1", "mean_axis 0",
-    "mean (matrix)", "sum (finite)", "mean (finite)", "dot (3, 4).(4, 2)", "dot (finite).(finite)",
-    "sum(x - 1)", "x * 0.5"};
+static const char *const UNARY_NAMES[N_UNARY] = {"neg",
+                                                 "sqr",
+                                                 "sqrt",
+                                                 "exp",
+                                                 "log",
+                                                 "abs",
+                                                 "sum",
+                                                 "mean",
+                                                 "sum_axis 0",
+                                                 "sum_axis -1",
+                                                 "mean_axis 0",
+                                                 "mean (matrix)",
+                                                 "sum (finite)",
+                                                 "mean (finite)",
+                                                 "dot (3, 4).(4, 2)",
+                                                 "dot (finite).(finite)",
+                                                 "sum(x - 1)",
+                                                 "x * 0.5"};
 
 START_TEST(fold_unary_reductions_all_dtypes) {
   int total = 0;
@@ -1376,13 +1459,16 @@ START_TEST(fold_unary_reductions_all_dtypes) {
     vals_of((kiln_dtype)a, &na);
     /* "finite": for floats, the test values before NaN */
     int nf = kl_dtype_is_float((kiln_dtype)a) ? 8 : na;
-    leafspec ls[4] = {{(kiln_dtype)a, 1, {na, 0}, 0}, {(kiln_dtype)a, 2, {3, 4}, 3},
-                      {(kiln_dtype)a, 1, {nf, 0}, 0}, {(kiln_dtype)a, 2, {4, 2}, 5}};
+    leafspec ls[4] = {{(kiln_dtype)a, 1, {na, 0}, 0},
+                      {(kiln_dtype)a, 2, {3, 4}, 3},
+                      {(kiln_dtype)a, 1, {nf, 0}, 0},
+                      {(kiln_dtype)a, 2, {4, 2}, 5}};
     total += fold_compare(4, ls, N_UNARY, unary_ops, UNARY_NAMES, kiln_dtype_name((kiln_dtype)a));
   }
   printf("constant folding: %d unary/reduction/dot outputs compared, %d differ\n", total, fold_bad);
   ck_assert_int_gt(total, 100);
-  ck_assert_msg(fold_bad == 0, "%d folded outputs differ from the same op computed at run time:\n%s", fold_bad,
+  ck_assert_msg(fold_bad == 0,
+                "%d folded outputs differ from the same op computed at run time:\n%s", fold_bad,
                 fold_log);
 }
 END_TEST
@@ -1418,23 +1504,105 @@ typedef struct hand_case {
 } hand_case;
 
 static const hand_case HAND[] = {
-    {"int8 127 + 1 wraps", KILN_INT8, KILN_INT8, KILN_INT8, 0, 3, {127, -128, 100}, {1, -1, 100}, {-128, 127, -56}},
+    {"int8 127 + 1 wraps",
+     KILN_INT8,
+     KILN_INT8,
+     KILN_INT8,
+     0,
+     3,
+     {127, -128, 100},
+     {1, -1, 100},
+     {-128, 127, -56}},
     {"uint8 0 - 1 wraps", KILN_UINT8, KILN_UINT8, KILN_UINT8, 1, 2, {0, 255}, {1, 255}, {255, 0}},
-    {"int16 * wraps", KILN_INT16, KILN_INT16, KILN_INT16, 2, 2, {256, -32768}, {256, -1}, {0, -32768}},
-    {"int pow, negative exponents", KILN_INT32, KILN_INT32, KILN_INT32, 4, 8,
-     {2, -1, -1, 1, 0, -2, 3, 0}, {-1, -3, -4, -5, -1, -2, 2, 0}, {0, -1, 1, 1, 0, 0, 9, 1}},
-    {"int8 pow wraps", KILN_INT8, KILN_INT8, KILN_INT8, 4, 3, {2, 3, -2}, {7, 5, 7}, {-128, -13, -128}},
-    {"int / 0 is inf or nan", KILN_INT32, KILN_INT32, KILN_FLOAT64, 3, 4, {1, -1, 0, 7}, {0, 0, 0, 2},
+    {"int16 * wraps",
+     KILN_INT16,
+     KILN_INT16,
+     KILN_INT16,
+     2,
+     2,
+     {256, -32768},
+     {256, -1},
+     {0, -32768}},
+    {"int pow, negative exponents",
+     KILN_INT32,
+     KILN_INT32,
+     KILN_INT32,
+     4,
+     8,
+     {2, -1, -1, 1, 0, -2, 3, 0},
+     {-1, -3, -4, -5, -1, -2, 2, 0},
+     {0, -1, 1, 1, 0, 0, 9, 1}},
+    {"int8 pow wraps",
+     KILN_INT8,
+     KILN_INT8,
+     KILN_INT8,
+     4,
+     3,
+     {2, 3, -2},
+     {7, 5, 7},
+     {-128, -13, -128}},
+    {"int / 0 is inf or nan",
+     KILN_INT32,
+     KILN_INT32,
+     KILN_FLOAT64,
+     3,
+     4,
+     {1, -1, 0, 7},
+     {0, 0, 0, 2},
      {INFINITY, -INFINITY, NAN, 3.5}},
-    {"int8 / int8 is float64 (numpy true division)", KILN_INT8, KILN_INT8, KILN_FLOAT64, 3, 2, {1, -128}, {3, 0}, {1.0 / 3.0, -INFINITY}},
-    {"int32 // (floor, by 0 gives 0, INT_MIN // -1 wraps)", KILN_INT32, KILN_INT32, KILN_INT32, 7, 6,
-     {-2147483648.0, 7, -7, 7, -7, 5}, {-1, 0, 2, -2, -2, 0}, {-2147483648.0, 0, -4, -4, 3, 0}},
-    {"int32 % (sign of divisor)", KILN_INT32, KILN_INT32, KILN_INT32, 8, 6, {-2147483648.0, 7, -7, 7, -7, 5},
-     {-1, 0, 2, -2, -2, 0}, {0, 0, 1, -1, -1, 0}},
-    {"int8 -128 // -1 wraps", KILN_INT8, KILN_INT8, KILN_INT8, 7, 2, {-128, -128}, {-1, 3}, {-128, -43}},
-    {"float maximum propagates NaN, first of equal zeros", KILN_FLOAT64, KILN_FLOAT64, KILN_FLOAT64, 5, 4,
-     {NAN, 1, 0.0, -0.0}, {1, NAN, -0.0, 0.0}, {NAN, NAN, 0.0, -0.0}},
-    {"float minimum", KILN_FLOAT32, KILN_FLOAT32, KILN_FLOAT32, 6, 4, {NAN, 1, 0.0, -0.0}, {1, NAN, -0.0, 0.0},
+    {"int8 / int8 is float64 (numpy true division)",
+     KILN_INT8,
+     KILN_INT8,
+     KILN_FLOAT64,
+     3,
+     2,
+     {1, -128},
+     {3, 0},
+     {1.0 / 3.0, -INFINITY}},
+    {"int32 // (floor, by 0 gives 0, INT_MIN // -1 wraps)",
+     KILN_INT32,
+     KILN_INT32,
+     KILN_INT32,
+     7,
+     6,
+     {-2147483648.0, 7, -7, 7, -7, 5},
+     {-1, 0, 2, -2, -2, 0},
+     {-2147483648.0, 0, -4, -4, 3, 0}},
+    {"int32 % (sign of divisor)",
+     KILN_INT32,
+     KILN_INT32,
+     KILN_INT32,
+     8,
+     6,
+     {-2147483648.0, 7, -7, 7, -7, 5},
+     {-1, 0, 2, -2, -2, 0},
+     {0, 0, 1, -1, -1, 0}},
+    {"int8 -128 // -1 wraps",
+     KILN_INT8,
+     KILN_INT8,
+     KILN_INT8,
+     7,
+     2,
+     {-128, -128},
+     {-1, 3},
+     {-128, -43}},
+    {"float maximum propagates NaN, first of equal zeros",
+     KILN_FLOAT64,
+     KILN_FLOAT64,
+     KILN_FLOAT64,
+     5,
+     4,
+     {NAN, 1, 0.0, -0.0},
+     {1, NAN, -0.0, 0.0},
+     {NAN, NAN, 0.0, -0.0}},
+    {"float minimum",
+     KILN_FLOAT32,
+     KILN_FLOAT32,
+     KILN_FLOAT32,
+     6,
+     4,
+     {NAN, 1, 0.0, -0.0},
+     {1, NAN, -0.0, 0.0},
      {NAN, NAN, 0.0, -0.0}},
     {"bool + bool is or", KILN_BOOL, KILN_BOOL, KILN_BOOL, 0, 3, {1, 1, 0}, {1, 0, 0}, {1, 1, 0}},
 };
@@ -1453,7 +1621,8 @@ START_TEST(fold_hand_computed) {
   kiln_function *ff = compile(ctx, "folded", 0, NULL, 1, &fy, 0, NULL, &OPT);
   kiln_function *fr = compile(ctx, "runtime", 2, (kiln_node *[]){ia, ib}, 1, &ry, 0, NULL, &NOOPT);
   char *opt = dump(ff, "opt");
-  ck_assert_msg(n_nodes(opt) == 1 && count_lines(opt, "[constant_fold", 0) == 1, "%s:\n%s", h->what, opt);
+  ck_assert_msg(n_nodes(opt) == 1 && count_lines(opt, "[constant_fold", 0) == 1, "%s:\n%s", h->what,
+                opt);
   free(opt);
   const kiln_tensor *r1, *r2;
   ck_assert_int_eq(kiln_call(ff, NULL, &r1), KILN_OK);
@@ -1479,10 +1648,14 @@ START_TEST(fold_int64_extremes) {
   kiln_ctx *ctx = kiln_ctx_new();
   int64_t a[] = {INT64_MIN, INT64_MIN, INT64_MAX, -1}, b[] = {-1, 1, -1, INT64_MIN};
   int64_t n = 4;
-  kiln_node *ca = kiln_const(ctx, KILN_INT64, 1, &n, a), *cb = kiln_const(ctx, KILN_INT64, 1, &n, b);
-  kiln_node *ia = kiln_input(ctx, "a", KILN_INT64, 1, &n), *ib = kiln_input(ctx, "b", KILN_INT64, 1, &n);
-  kiln_node *fo[] = {kiln_intdiv(ca, cb), kiln_mod(ca, cb), kiln_abs(ca), kiln_neg(ca), kiln_add(ca, cb)};
-  kiln_node *fi[] = {kiln_intdiv(ia, ib), kiln_mod(ia, ib), kiln_abs(ia), kiln_neg(ia), kiln_add(ia, ib)};
+  kiln_node *ca = kiln_const(ctx, KILN_INT64, 1, &n, a),
+            *cb = kiln_const(ctx, KILN_INT64, 1, &n, b);
+  kiln_node *ia = kiln_input(ctx, "a", KILN_INT64, 1, &n),
+            *ib = kiln_input(ctx, "b", KILN_INT64, 1, &n);
+  kiln_node *fo[] = {kiln_intdiv(ca, cb), kiln_mod(ca, cb), kiln_abs(ca), kiln_neg(ca),
+                     kiln_add(ca, cb)};
+  kiln_node *fi[] = {kiln_intdiv(ia, ib), kiln_mod(ia, ib), kiln_abs(ia), kiln_neg(ia),
+                     kiln_add(ia, ib)};
   kiln_function *ff = compile(ctx, "folded", 0, NULL, 5, fo, 0, NULL, &OPT);
   kiln_function *fr = compile(ctx, "runtime", 2, (kiln_node *[]){ia, ib}, 5, fi, 0, NULL, &NOOPT);
   char *opt = dump(ff, "opt");
@@ -1491,11 +1664,15 @@ START_TEST(fold_int64_extremes) {
   const kiln_tensor *r1[5], *r2[5];
   ck_assert_int_eq(kiln_call(ff, NULL, r1), KILN_OK);
   kiln_tensor *keep[5];
-  for (int k = 0; k < 5; k++) keep[k] = copy_tensor(r1[k]);
-  kiln_tensor *av = kiln_tensor_new(KILN_INT64, 1, &n, a), *bv = kiln_tensor_new(KILN_INT64, 1, &n, b);
+  for (int k = 0; k < 5; k++)
+    keep[k] = copy_tensor(r1[k]);
+  kiln_tensor *av = kiln_tensor_new(KILN_INT64, 1, &n, a),
+              *bv = kiln_tensor_new(KILN_INT64, 1, &n, b);
   ck_assert_int_eq(kiln_call(fr, (const kiln_tensor *[]){av, bv}, r2), KILN_OK);
-  for (int k = 0; k < 5; k++) same_bits(keep[k], r2[k], "int64 extremes: folded and run time");
-  const int64_t *q = kiln_tensor_data(keep[0]), *m = kiln_tensor_data(keep[1]), *ab = kiln_tensor_data(keep[2]);
+  for (int k = 0; k < 5; k++)
+    same_bits(keep[k], r2[k], "int64 extremes: folded and run time");
+  const int64_t *q = kiln_tensor_data(keep[0]), *m = kiln_tensor_data(keep[1]),
+                *ab = kiln_tensor_data(keep[2]);
   /* numpy: INT64_MIN // -1 wraps to INT64_MIN; floor(INT64_MAX / -1); -1 // INT64_MIN = 0 */
   ck_assert(q[0] == INT64_MIN && q[1] == INT64_MIN && q[2] == -INT64_MAX && q[3] == 0);
   ck_assert(m[0] == 0 && m[1] == 0 && m[2] == 0 && m[3] == -1);

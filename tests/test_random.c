@@ -138,17 +138,26 @@ static void rand_value(rgraph *g, kiln_dtype dt, void *dst, int64_t i, int allow
   case KILN_FLOAT32:
   case KILN_FLOAT64: {
     double x;
-    if (u < 0.62) x = (rnd(g) - 0.5) * 6.0;
-    else if (u < 0.77) x = (double)(rint_(g, 9) - 4);
-    else if (u < 0.90) x = (double[]){0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-3}[rint_(g, 7)];
-    else if (u < 0.95) x = (double[]){INFINITY, -INFINITY, 1e300, -1e300, 1e-310, 88.0, 700.0}[rint_(g, 7)];
-    else x = allow_nan ? NAN : 3.0;
-    if (dt == KILN_FLOAT32) ((float *)dst)[i] = (float)x;
-    else ((double *)dst)[i] = x;
+    if (u < 0.62)
+      x = (rnd(g) - 0.5) * 6.0;
+    else if (u < 0.77)
+      x = (double)(rint_(g, 9) - 4);
+    else if (u < 0.90)
+      x = (double[]){0.0, -0.0, 1.0, -1.0, 0.5, 2.0, 1e-3}[rint_(g, 7)];
+    else if (u < 0.95)
+      x = (double[]){INFINITY, -INFINITY, 1e300, -1e300, 1e-310, 88.0, 700.0}[rint_(g, 7)];
+    else
+      x = allow_nan ? NAN : 3.0;
+    if (dt == KILN_FLOAT32)
+      ((float *)dst)[i] = (float)x;
+    else
+      ((double *)dst)[i] = x;
     return;
   }
   case KILN_BOOL: ((uint8_t *)dst)[i] = u < 0.5; return;
-  case KILN_UINT8: ((uint8_t *)dst)[i] = (uint8_t)(u < 0.85 ? rint_(g, 11) : 250 + rint_(g, 6)); return;
+  case KILN_UINT8:
+    ((uint8_t *)dst)[i] = (uint8_t)(u < 0.85 ? rint_(g, 11) : 250 + rint_(g, 6));
+    return;
   default: {
     int64_t lo, hi;
     switch (dt) {
@@ -158,9 +167,12 @@ static void rand_value(rgraph *g, kiln_dtype dt, void *dst, int64_t i, int allow
     default: lo = INT64_MIN, hi = INT64_MAX; break;
     }
     int64_t x;
-    if (u < 0.80) x = rint_(g, 11) - 5;
-    else if (u < 0.92) x = rint_(g, 201) - 100;
-    else x = (int64_t[]){lo, hi, lo + 1, hi - 1}[rint_(g, 4)];
+    if (u < 0.80)
+      x = rint_(g, 11) - 5;
+    else if (u < 0.92)
+      x = rint_(g, 201) - 100;
+    else
+      x = (int64_t[]){lo, hi, lo + 1, hi - 1}[rint_(g, 4)];
     switch (dt) {
     case KILN_INT8: ((int8_t *)dst)[i] = (int8_t)x; break;
     case KILN_INT16: ((int16_t *)dst)[i] = (int16_t)x; break;
@@ -171,10 +183,12 @@ static void rand_value(rgraph *g, kiln_dtype dt, void *dst, int64_t i, int allow
   }
 }
 
-static kiln_tensor *rand_tensor(rgraph *g, kiln_dtype dt, int rank, const int64_t *rt, int allow_nan) {
+static kiln_tensor *rand_tensor(rgraph *g, kiln_dtype dt, int rank, const int64_t *rt,
+                                int allow_nan) {
   kiln_tensor *t = kiln_tensor_new(dt, rank, rt, NULL);
   ck_assert_ptr_nonnull(t);
-  for (int64_t i = 0; i < kiln_tensor_size(t); i++) rand_value(g, dt, kiln_tensor_data(t), i, allow_nan);
+  for (int64_t i = 0; i < kiln_tensor_size(t); i++)
+    rand_value(g, dt, kiln_tensor_data(t), i, allow_nan);
   return t;
 }
 
@@ -200,7 +214,8 @@ static int add_pool(rgraph *g, kiln_node *v, int rank, const int64_t *rt, int ki
   rnode *r = &g->pool[g->n_pool];
   r->v = v;
   r->rank = rank;
-  for (int d = 0; d < rank; d++) r->rt[d] = rt[d];
+  for (int d = 0; d < rank; d++)
+    r->rt[d] = rt[d];
   r->kind = kind;
   return g->n_pool++;
 }
@@ -231,7 +246,8 @@ static int new_constant(rgraph *g) {
   kiln_tensor_sprint(t, val, sizeof val);
   for (char *c = val; *c; c++)
     if (*c == '\n') *c = ' ';
-  logf_(g, "  %%p%d = const %s %s %s\n", g->n_pool, kiln_dtype_name(dt), shape_str(rank, rt, sh, sizeof sh), val);
+  logf_(g, "  %%p%d = const %s %s %s\n", g->n_pool, kiln_dtype_name(dt),
+        shape_str(rank, rt, sh, sizeof sh), val);
   kiln_tensor_free(t);
   return add_pool(g, v, rank, rt, 2);
 }
@@ -267,19 +283,38 @@ static int broadcast(const rnode *a, const rnode *b, int *rank, int64_t *out) {
 /* -------------------------------------------------------------- the ops */
 
 typedef enum opk {
-  O_ADD, O_SUB, O_MUL, O_DIV, O_MAX, O_MIN, O_POW, O_INTDIV, O_MOD, /* binary */
-  O_NEG, O_SQR, O_ABS, O_EXP, O_LOG, O_SQRT,                        /* unary */
-  O_SUM, O_SUM_AXIS, O_MEAN, O_MEAN_AXIS, O_DOT, O_N
+  O_ADD,
+  O_SUB,
+  O_MUL,
+  O_DIV,
+  O_MAX,
+  O_MIN,
+  O_POW,
+  O_INTDIV,
+  O_MOD, /* binary */
+  O_NEG,
+  O_SQR,
+  O_ABS,
+  O_EXP,
+  O_LOG,
+  O_SQRT, /* unary */
+  O_SUM,
+  O_SUM_AXIS,
+  O_MEAN,
+  O_MEAN_AXIS,
+  O_DOT,
+  O_N
 } opk;
 
-static const char *const OP_NAMES[O_N] = {"add", "sub", "mul", "div", "maximum", "minimum", "pow",
-                                          "intdiv", "mod", "neg", "sqr", "abs", "exp", "log", "sqrt",
-                                          "sum", "sum_axis", "mean", "mean_axis", "dot"};
+static const char *const OP_NAMES[O_N] = {
+    "add", "sub", "mul", "div", "maximum", "minimum", "pow",      "intdiv", "mod",       "neg",
+    "sqr", "abs", "exp", "log", "sqrt",    "sum",     "sum_axis", "mean",   "mean_axis", "dot"};
 static const int OP_WEIGHT[O_N] = {10, 8, 10, 6, 5, 5, 4, 2, 2, 4, 4, 4, 3, 3, 3, 4, 4, 3, 3, 5};
 
 static opk pick_op(rgraph *g) {
   int total = 0;
-  for (int k = 0; k < O_N; k++) total += OP_WEIGHT[k];
+  for (int k = 0; k < O_N; k++)
+    total += OP_WEIGHT[k];
   int r = rint_(g, total);
   for (int k = 0; k < O_N; k++) {
     if (r < OP_WEIGHT[k]) return (opk)k;
@@ -318,7 +353,8 @@ static kiln_node *build_unary(opk k, kiln_node *a) {
 }
 
 /* A failure of the generator's own expectations (a library bug). */
-static void fail_build(stats *st, rgraph *g, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail_build(stats *st, rgraph *g, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void fail_build(stats *st, rgraph *g, const char *fmt, ...) {
   char msg[512];
   va_list ap;
@@ -326,10 +362,12 @@ static void fail_build(stats *st, rgraph *g, const char *fmt, ...) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   st->failures++;
-  fprintf(stderr, "random graph seed 0x%016" PRIx64 ": %s\nbuilt so far:\n%s\n", g->seed, msg, g->log);
+  fprintf(stderr, "random graph seed 0x%016" PRIx64 ": %s\nbuilt so far:\n%s\n", g->seed, msg,
+          g->log);
   size_t at = strlen(st->summary);
   if (at < sizeof st->summary - 300)
-    snprintf(st->summary + at, sizeof st->summary - at, "  seed 0x%016" PRIx64 ": %s\n", g->seed, msg);
+    snprintf(st->summary + at, sizeof st->summary - at, "  seed 0x%016" PRIx64 ": %s\n", g->seed,
+             msg);
 }
 
 /* Tries one random op; 1 if a node was added. */
@@ -374,31 +412,34 @@ static int try_op(stats *st, rgraph *g) {
   if (!v) {
     kiln_status s = kiln_errcode(g->ctx);
     if (s != KILN_TYPE && s != KILN_SHAPE)
-      fail_build(st, g, "%s refused with %s: %s", OP_NAMES[k], kiln_status_str(s), kiln_errmsg(g->ctx));
+      fail_build(st, g, "%s refused with %s: %s", OP_NAMES[k], kiln_status_str(s),
+                 kiln_errmsg(g->ctx));
     kiln_clear_error(g->ctx);
     st->skipped++;
     return 0;
   }
   /* the static type must agree with numpy's shape rule */
   int ok = kiln_node_rank(v) == rank;
-  for (int d = 0; ok && d < rank; d++) ok = kiln_node_dim(v, d) == KILN_DYN || kiln_node_dim(v, d) == rt[d];
+  for (int d = 0; ok && d < rank; d++)
+    ok = kiln_node_dim(v, d) == KILN_DYN || kiln_node_dim(v, d) == rt[d];
   char s1[64];
-  if (!ok) fail_build(st, g, "%s: static type of rank %d, numpy's shape is %s", OP_NAMES[k], kiln_node_rank(v),
-                      shape_str(rank, rt, s1, sizeof s1));
+  if (!ok)
+    fail_build(st, g, "%s: static type of rank %d, numpy's shape is %s", OP_NAMES[k],
+               kiln_node_rank(v), shape_str(rank, rt, s1, sizeof s1));
   int id = add_pool(g, v, rank, rt, 3);
   if (id < 0) return 0;
   if (consts) st->folded++;
   g->n_ops++;
   st->ops++;
   if (k == O_SUM_AXIS || k == O_MEAN_AXIS)
-    logf_(g, "  %%p%d = %s(%%p%d, %d) : %s %s\n", id, OP_NAMES[k], ia, axis, kiln_dtype_name(kiln_node_dtype(v)),
-          shape_str(rank, rt, s1, sizeof s1));
+    logf_(g, "  %%p%d = %s(%%p%d, %d) : %s %s\n", id, OP_NAMES[k], ia, axis,
+          kiln_dtype_name(kiln_node_dtype(v)), shape_str(rank, rt, s1, sizeof s1));
   else if (ib >= 0)
-    logf_(g, "  %%p%d = %s(%%p%d, %%p%d) : %s %s\n", id, OP_NAMES[k], ia, ib, kiln_dtype_name(kiln_node_dtype(v)),
-          shape_str(rank, rt, s1, sizeof s1));
+    logf_(g, "  %%p%d = %s(%%p%d, %%p%d) : %s %s\n", id, OP_NAMES[k], ia, ib,
+          kiln_dtype_name(kiln_node_dtype(v)), shape_str(rank, rt, s1, sizeof s1));
   else
-    logf_(g, "  %%p%d = %s(%%p%d) : %s %s\n", id, OP_NAMES[k], ia, kiln_dtype_name(kiln_node_dtype(v)),
-          shape_str(rank, rt, s1, sizeof s1));
+    logf_(g, "  %%p%d = %s(%%p%d) : %s %s\n", id, OP_NAMES[k], ia,
+          kiln_dtype_name(kiln_node_dtype(v)), shape_str(rank, rt, s1, sizeof s1));
   return 1;
 }
 
@@ -426,7 +467,8 @@ static void pick_update(rgraph *g) {
     rnode *r = &g->pool[i];
     int rank;
     int64_t rt[KILN_MAX_RANK];
-    if (r->kind != 3 || !broadcast(s, r, &rank, rt) || rank != s->rank || !same_rt(s, rank, rt)) continue;
+    if (r->kind != 3 || !broadcast(s, r, &rank, rt) || rank != s->rank || !same_rt(s, rank, rt))
+      continue;
     opk k = (opk[]){O_ADD, O_MUL, O_MAX, O_SUB}[rint_(g, 4)];
     kiln_node *v = build_binary(k, s->v, r->v);
     if (v && kiln_node_dtype(v) == dt) {
@@ -448,8 +490,10 @@ static void build_graph(stats *st, rgraph *g, kiln_ctx *ctx, uint64_t seed) {
   g->seed = seed;
   g->rng = seed ? seed : 1;
   g->shared = -1;
-  for (int r = 0; r < 3; r++) g->role[r] = 2 + rint_(g, 3);
-  logf_(g, "  roles p=%lld m=%lld n=%lld\n", (long long)g->role[0], (long long)g->role[1], (long long)g->role[2]);
+  for (int r = 0; r < 3; r++)
+    g->role[r] = 2 + rint_(g, 3);
+  logf_(g, "  roles p=%lld m=%lld n=%lld\n", (long long)g->role[0], (long long)g->role[1],
+        (long long)g->role[2]);
   g->n_in = 2 + rint_(g, 3);
   for (int j = 0; j < g->n_in; j++) {
     kiln_dtype dt = pick_dtype(g);
@@ -472,11 +516,13 @@ static void build_graph(stats *st, rgraph *g, kiln_ctx *ctx, uint64_t seed) {
     kiln_node *s = kiln_shared(ctx, "S", dt, rank, rt, kiln_tensor_data(g->shared_init));
     ck_assert_ptr_nonnull(s);
     char s1[64];
-    logf_(g, "  %%p%d = shared 'S' %s %s\n", g->n_pool, kiln_dtype_name(dt), shape_str(rank, rt, s1, sizeof s1));
+    logf_(g, "  %%p%d = shared 'S' %s %s\n", g->n_pool, kiln_dtype_name(dt),
+          shape_str(rank, rt, s1, sizeof s1));
     g->shared = add_pool(g, s, rank, rt, 1);
   }
   int want = 3 + rint_(g, 10);
-  for (int tries = 0; g->n_ops < want && tries < 6 * want && g->n_pool < MAX_POOL - 4; tries++) try_op(st, g);
+  for (int tries = 0; g->n_ops < want && tries < 6 * want && g->n_pool < MAX_POOL - 4; tries++)
+    try_op(st, g);
   /* outputs: mostly the latest results, sometimes any node (even repeated) */
   g->n_out = 1 + rint_(g, MAX_OUT);
   for (int k = 0; k < g->n_out; k++) {
@@ -499,7 +545,8 @@ static void build_graph(stats *st, rgraph *g, kiln_ctx *ctx, uint64_t seed) {
 }
 
 static void free_graph(rgraph *g) {
-  for (int j = 0; j < g->n_in; j++) kiln_tensor_free(g->in_val[j]);
+  for (int j = 0; j < g->n_in; j++)
+    kiln_tensor_free(g->in_val[j]);
   kiln_tensor_free(g->shared_init);
 }
 
@@ -507,8 +554,10 @@ static void free_graph(rgraph *g) {
 
 static kiln_tensor *copy_tensor(const kiln_tensor *t) {
   int64_t shape[KILN_MAX_RANK];
-  for (int d = 0; d < kiln_tensor_rank(t); d++) shape[d] = kiln_tensor_dim(t, d);
-  kiln_tensor *c = kiln_tensor_new(kiln_tensor_dtype(t), kiln_tensor_rank(t), shape, kiln_tensor_data(t));
+  for (int d = 0; d < kiln_tensor_rank(t); d++)
+    shape[d] = kiln_tensor_dim(t, d);
+  kiln_tensor *c =
+      kiln_tensor_new(kiln_tensor_dtype(t), kiln_tensor_rank(t), shape, kiln_tensor_data(t));
   ck_assert_ptr_nonnull(c);
   return c;
 }
@@ -564,7 +613,8 @@ typedef struct result {
 } result;
 
 static void free_result(result *r) {
-  for (int k = 0; k < MAX_OUT; k++) kiln_tensor_free(r->out[k]);
+  for (int k = 0; k < MAX_OUT; k++)
+    kiln_tensor_free(r->out[k]);
   kiln_tensor_free(r->shared);
   memset(r, 0, sizeof *r);
 }
@@ -572,29 +622,34 @@ static void free_result(result *r) {
 /* Resets S, calls f, keeps copies of the outputs and of S. */
 static kiln_status call_fn(rgraph *g, kiln_function *f, result *r) {
   memset(r, 0, sizeof *r);
-  if (g->shared >= 0) ck_assert_int_eq(kiln_shared_set(g->pool[g->shared].v, g->shared_init), KILN_OK);
+  if (g->shared >= 0)
+    ck_assert_int_eq(kiln_shared_set(g->pool[g->shared].v, g->shared_init), KILN_OK);
   const kiln_tensor *res[MAX_OUT];
   kiln_status st = kiln_call(f, (const kiln_tensor *const *)g->in_val, res);
   if (st != KILN_OK) return st;
-  for (int k = 0; k < g->n_out; k++) r->out[k] = copy_tensor(res[k]);
+  for (int k = 0; k < g->n_out; k++)
+    r->out[k] = copy_tensor(res[k]);
   if (g->shared >= 0) r->shared = copy_tensor(kiln_shared_value(g->pool[g->shared].v));
   return KILN_OK;
 }
 
-static void report(stats *st, rgraph *g, kiln_function *fo, const char *what, const kiln_tensor *want,
-                   const kiln_tensor *got, const char *want_label, const char *got_label) {
+static void report(stats *st, rgraph *g, kiln_function *fo, const char *what,
+                   const kiln_tensor *want, const kiln_tensor *got, const char *want_label,
+                   const char *got_label) {
   int nan = want && got && nan_only(want, got);
   st->failures++;
   if (nan) st->nan_only++;
   size_t at = strlen(st->summary);
   if (at < sizeof st->summary - 300)
-    snprintf(st->summary + at, sizeof st->summary - at, "  seed 0x%016" PRIx64 ": %s: %s and %s differ%s\n", g->seed,
-             what, want_label, got_label, nan ? " (only in NaN bits)" : "");
+    snprintf(st->summary + at, sizeof st->summary - at,
+             "  seed 0x%016" PRIx64 ": %s: %s and %s differ%s\n", g->seed, what, want_label,
+             got_label, nan ? " (only in NaN bits)" : "");
   if (st->shown++ >= MAX_SHOWN) return;
   FILE *o = stderr;
   fprintf(o, "\n=== random graph mismatch: %s: %s and %s differ%s\n", what, want_label, got_label,
           nan ? " (only in the bits of NaNs)" : "");
-  fprintf(o, "reproduce: KILN_RANDOM_ONLY=0x%016" PRIx64 " tests/test_random\nbuilt as:\n%s", g->seed, g->log);
+  fprintf(o, "reproduce: KILN_RANDOM_ONLY=0x%016" PRIx64 " tests/test_random\nbuilt as:\n%s",
+          g->seed, g->log);
   fprintf(o, "  inputs:\n");
   for (int j = 0; j < g->n_in; j++) {
     char l[16];
@@ -617,17 +672,20 @@ static void report(stats *st, rgraph *g, kiln_function *fo, const char *what, co
 static void check_graph(stats *st, rgraph *g, int llvm_level) {
   kiln_ctx *ctx = g->ctx;
   kiln_node *outs[MAX_OUT];
-  for (int k = 0; k < g->n_out; k++) outs[k] = g->pool[g->out[k]].v;
+  for (int k = 0; k < g->n_out; k++)
+    outs[k] = g->pool[g->out[k]].v;
   kiln_update upd = {g->shared >= 0 ? g->pool[g->shared].v : NULL, g->upd_value};
   int n_upd = g->upd_value ? 1 : 0;
   kiln_options oo = {.size = sizeof oo, .llvm_opt_level = llvm_level};
   kiln_options on = {.size = sizeof on, .no_optimize = 1, .llvm_opt_level = llvm_level};
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  kiln_function *fo = kiln_function_new_opts(ctx, "opt", g->n_in, g->in, g->n_out, outs, n_upd, &upd, &oo);
+  kiln_function *fo =
+      kiln_function_new_opts(ctx, "opt", g->n_in, g->in, g->n_out, outs, n_upd, &upd, &oo);
   char err[1100] = "";
   if (!fo) snprintf(err, sizeof err, "%s", kiln_errmsg(ctx));
-  kiln_function *fn = kiln_function_new_opts(ctx, "noopt", g->n_in, g->in, g->n_out, outs, n_upd, &upd, &on);
+  kiln_function *fn =
+      kiln_function_new_opts(ctx, "noopt", g->n_in, g->in, g->n_out, outs, n_upd, &upd, &on);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   st->compile_s += (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
   if (!fo || !fn) {
@@ -639,17 +697,21 @@ static void check_graph(stats *st, rgraph *g, int llvm_level) {
   }
   /* the reference, from the shared variable's initial value */
   kiln_node *rout[MAX_OUT + 1];
-  for (int k = 0; k < g->n_out; k++) rout[k] = outs[k];
+  for (int k = 0; k < g->n_out; k++)
+    rout[k] = outs[k];
   if (n_upd) rout[g->n_out] = g->upd_value;
   kiln_tensor *ref[MAX_OUT + 1] = {0};
   if (g->shared >= 0) ck_assert_int_eq(kiln_shared_set(upd.shared, g->shared_init), KILN_OK);
-  kiln_status rs = kl_ref_run(ctx, g->n_in, g->in, (const kiln_tensor *const *)g->in_val, g->n_out + n_upd, rout, ref);
+  kiln_status rs = kl_ref_run(ctx, g->n_in, g->in, (const kiln_tensor *const *)g->in_val,
+                              g->n_out + n_upd, rout, ref);
   result ro, rn, ro2;
   kiln_status so = call_fn(g, fo, &ro), sn = call_fn(g, fn, &rn), so2 = call_fn(g, fo, &ro2);
   if (rs != KILN_OK || so != KILN_OK || sn != KILN_OK || so2 != KILN_OK) {
     char m[1400];
-    snprintf(m, sizeof m, "a run failed: reference %s, optimized %s, unoptimized %s, optimized again %s: %s",
-             kiln_status_str(rs), kiln_status_str(so), kiln_status_str(sn), kiln_status_str(so2), kiln_errmsg(ctx));
+    snprintf(m, sizeof m,
+             "a run failed: reference %s, optimized %s, unoptimized %s, optimized again %s: %s",
+             kiln_status_str(rs), kiln_status_str(so), kiln_status_str(sn), kiln_status_str(so2),
+             kiln_errmsg(ctx));
     fail_build(st, g, "%s", m);
   } else {
     for (int k = 0; k <= g->n_out; k++) {
@@ -660,11 +722,14 @@ static void check_graph(stats *st, rgraph *g, int llvm_level) {
         want = ref[k], a = ro.out[k], b = rn.out[k], c = ro2.out[k];
         /* numpy's shape, computed while building */
         const rnode *r = &g->pool[g->out[k]];
-        int ok = kiln_tensor_rank(want) == r->rank && kiln_tensor_dtype(want) == kiln_node_dtype(r->v);
-        for (int d = 0; ok && d < r->rank; d++) ok = kiln_tensor_dim(want, d) == r->rt[d];
+        int ok =
+            kiln_tensor_rank(want) == r->rank && kiln_tensor_dtype(want) == kiln_node_dtype(r->v);
+        for (int d = 0; ok && d < r->rank; d++)
+          ok = kiln_tensor_dim(want, d) == r->rt[d];
         if (!ok) {
           char s1[64];
-          fail_build(st, g, "output %d: the reference's shape is not numpy's %s", k, shape_str(r->rank, r->rt, s1, sizeof s1));
+          fail_build(st, g, "output %d: the reference's shape is not numpy's %s", k,
+                     shape_str(r->rank, r->rt, s1, sizeof s1));
         }
       } else if (n_upd) {
         snprintf(what, sizeof what, "shared variable S after the call");
@@ -681,7 +746,8 @@ static void check_graph(stats *st, rgraph *g, int llvm_level) {
     if (g->shared >= 0 && !n_upd && !kt_same_bits(ro.shared, g->shared_init))
       report(st, g, fo, "S (not updated)", g->shared_init, ro.shared, "initial", "after the call");
   }
-  for (int k = 0; k <= MAX_OUT; k++) kiln_tensor_free(ref[k]);
+  for (int k = 0; k <= MAX_OUT; k++)
+    kiln_tensor_free(ref[k]);
   free_result(&ro);
   free_result(&rn);
   free_result(&ro2);
@@ -725,14 +791,17 @@ START_TEST(random_graphs_agree) {
   kiln_ctx_free(ctx);
   clock_gettime(CLOCK_MONOTONIC, &t1);
   st.total_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-  printf("random graphs: %d graphs (base seed 0x%016" PRIx64 "), %d ops built, %d candidates refused by builders, "
-         "%d all-constant ops, %d updates, %d values compared three ways; %d mismatches (%d only in NaN bits); "
+  printf("random graphs: %d graphs (base seed 0x%016" PRIx64
+         "), %d ops built, %d candidates refused by builders, "
+         "%d all-constant ops, %d updates, %d values compared three ways; %d mismatches (%d only "
+         "in NaN bits); "
          "%.1f s total, %.1f s compiling (%.1f ms per function)\n",
-         st.graphs, base, st.ops, st.skipped, st.folded, st.updates, st.compared, st.failures, st.nan_only,
-         st.total_s, st.compile_s, st.compile_s * 1e3 / (2.0 * st.graphs));
+         st.graphs, base, st.ops, st.skipped, st.folded, st.updates, st.compared, st.failures,
+         st.nan_only, st.total_s, st.compile_s, st.compile_s * 1e3 / (2.0 * st.graphs));
   fflush(stdout);
   ck_assert_int_eq(st.graphs, n);
-  ck_assert_msg(st.failures == 0, "%d mismatches in %d random graphs (%d only in the bits of NaNs):\n%s", st.failures,
+  ck_assert_msg(st.failures == 0,
+                "%d mismatches in %d random graphs (%d only in the bits of NaNs):\n%s", st.failures,
                 st.graphs, st.nan_only, st.summary);
 }
 END_TEST
@@ -747,7 +816,8 @@ START_TEST(generator_deterministic) {
     build_graph(&st, a, c1, splitmix(s));
     build_graph(&st, b, c2, splitmix(s));
     ck_assert_str_eq(a->log, b->log);
-    for (int j = 0; j < a->n_in; j++) ck_assert(kt_same_bits(a->in_val[j], b->in_val[j]));
+    for (int j = 0; j < a->n_in; j++)
+      ck_assert(kt_same_bits(a->in_val[j], b->in_val[j]));
     free_graph(a);
     free_graph(b);
   }

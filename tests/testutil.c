@@ -34,7 +34,8 @@ int kt_same_bits(const kiln_tensor *a, const kiln_tensor *b) {
     if (memcmp(pa + i * es, pb + i * es, es) == 0) continue;
     /* IEEE 754 leaves a NaN's sign and payload open: x86 makes negative
     ** NaNs, LLVM's constant folder positive ones. Any NaN equals any NaN. */
-    if ((dt == KILN_FLOAT32 || dt == KILN_FLOAT64) && kiln_tensor_get(a, i) != kiln_tensor_get(a, i) &&
+    if ((dt == KILN_FLOAT32 || dt == KILN_FLOAT64) &&
+        kiln_tensor_get(a, i) != kiln_tensor_get(a, i) &&
         kiln_tensor_get(b, i) != kiln_tensor_get(b, i))
       continue;
     return 0;

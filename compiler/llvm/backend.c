@@ -32,18 +32,18 @@ typedef struct em {
   LLVMValueRef fn, dims;
   LLVMTypeRef i1, i8, i16, i32, i64, f32, f64, ptr, vd;
   const kl_fgraph *g;
-  LLVMValueRef *base; /* per buffer: its pointer, loaded in the entry block */
-  LLVMValueRef ipow;  /* internal i64 ipow(i64, i64), made on first use */
-  LLVMValueRef *reg;  /* per node: its value in a register (rank 0), or NULL */
+  LLVMValueRef *base;                /* per buffer: its pointer, loaded in the entry block */
+  LLVMValueRef ipow;                 /* internal i64 ipow(i64, i64), made on first use */
+  LLVMValueRef *reg;                 /* per node: its value in a register (rank 0), or NULL */
   LLVMValueRef (*st)[KILN_MAX_RANK]; /* per node: broadcast strides, once computed */
   bool *has_st;
   LLVMValueRef (*st_fast)[KILN_MAX_RANK]; /* the same, assuming no dynamic size is 1 */
-  bool fast;          /* emitting the version that uses st_fast */
-  bool collect;       /* prepare() gathers the condition for the fast version */
-  LLVMValueRef kcond; /* that condition: every dynamic size read is not 1 */
-  LLVMValueRef *memo; /* per node: its value in the current loop body */
+  bool fast;                              /* emitting the version that uses st_fast */
+  bool collect;                           /* prepare() gathers the condition for the fast version */
+  LLVMValueRef kcond;                     /* that condition: every dynamic size read is not 1 */
+  LLVMValueRef *memo;                     /* per node: its value in the current loop body */
   int (*memo_map)[KILN_MAX_RANK];
-  LLVMValueRef idx[KILN_MAX_RANK]; /* the current loop indices */
+  LLVMValueRef idx[KILN_MAX_RANK];         /* the current loop indices */
   LLVMBasicBlockRef join, other, fast_end; /* emit_kernel's versions */
   LLVMValueRef fast_reg;
 } em;
@@ -63,7 +63,9 @@ static LLVMTypeRef lty(em *e, int dt) {
   }
 }
 
-static LLVMValueRef ci64(em *e, int64_t v) { return LLVMConstInt(e->i64, (unsigned long long)v, 1); }
+static LLVMValueRef ci64(em *e, int64_t v) {
+  return LLVMConstInt(e->i64, (unsigned long long)v, 1);
+}
 
 static bool is_unsigned(int dt) { return dt == KILN_BOOL || dt == KILN_UINT8; }
 
@@ -91,14 +93,16 @@ static void strides(em *e, int i, bool bcast, LLVMValueRef *st) {
     else if (v->type.dims[d] == 1)
       st[d] = ci64(e, 0);
     else
-      st[d] = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, n, ci64(e, 1), ""), ci64(e, 0), s, "");
+      st[d] = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, n, ci64(e, 1), ""), ci64(e, 0),
+                              s, "");
     s = LLVMBuildMul(e->b, s, n, "");
   }
 }
 
 static LLVMValueRef const_of(em *e, const kiln_node *v) {
   int dt = v->type.dtype;
-  if (kl_dtype_is_float((kiln_dtype)dt)) return LLVMConstReal(lty(e, dt), kl_load_f64((kiln_dtype)dt, v->data, 0));
+  if (kl_dtype_is_float((kiln_dtype)dt))
+    return LLVMConstReal(lty(e, dt), kl_load_f64((kiln_dtype)dt, v->data, 0));
   return LLVMConstInt(lty(e, dt), (unsigned long long)kl_load_i64((kiln_dtype)dt, v->data, 0), 1);
 }
 
@@ -145,13 +149,14 @@ static void loop_end(em *e, loop *l) {
 }
 
 static LLVMValueRef zero_of(em *e, int dt) {
-  return kl_dtype_is_float((kiln_dtype)dt) ? LLVMConstReal(lty(e, dt), 0.0) : LLVMConstInt(lty(e, dt), 0, 0);
+  return kl_dtype_is_float((kiln_dtype)dt) ? LLVMConstReal(lty(e, dt), 0.0)
+                                           : LLVMConstInt(lty(e, dt), 0, 0);
 }
 
 /* ------------------------------------------------------------ scalar ops */
 
-static LLVMValueRef intrinsic(em *e, const char *name, LLVMTypeRef *tys, int nt,
-                              LLVMValueRef *args, int na) {
+static LLVMValueRef intrinsic(em *e, const char *name, LLVMTypeRef *tys, int nt, LLVMValueRef *args,
+                              int na) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
   LLVMValueRef f = LLVMGetIntrinsicDeclaration(e->m, id, tys, (size_t)nt);
   LLVMTypeRef ft = LLVMIntrinsicGetType(e->c, id, tys, (size_t)nt);
@@ -206,13 +211,19 @@ static LLVMValueRef ipow_fn(em *e) {
   /* y < 0: 1 for x == 1; +-1 for x == -1 by y's parity; else 0 */
   LLVMPositionBuilderAtEnd(b, neg);
   LLVMValueRef odd = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildAnd(b, y, one, ""), zero, "");
-  LLVMValueRef m1 = LLVMBuildSelect(b, odd, LLVMConstInt(e->i64, (unsigned long long)-1, 1), one, "");
-  LLVMValueRef r_neg = LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, x, one, ""), one,
-      LLVMBuildSelect(b, LLVMBuildICmp(b, LLVMIntEQ, x, LLVMConstInt(e->i64, (unsigned long long)-1, 1), ""), m1, zero, ""), "");
+  LLVMValueRef m1 =
+      LLVMBuildSelect(b, odd, LLVMConstInt(e->i64, (unsigned long long)-1, 1), one, "");
+  LLVMValueRef r_neg = LLVMBuildSelect(
+      b, LLVMBuildICmp(b, LLVMIntEQ, x, one, ""), one,
+      LLVMBuildSelect(
+          b, LLVMBuildICmp(b, LLVMIntEQ, x, LLVMConstInt(e->i64, (unsigned long long)-1, 1), ""),
+          m1, zero, ""),
+      "");
   LLVMBuildRet(b, r_neg);
   /* square and multiply, wrapping */
   LLVMPositionBuilderAtEnd(b, head);
-  LLVMValueRef r = LLVMBuildPhi(b, e->i64, "r"), bb = LLVMBuildPhi(b, e->i64, "b"), yy = LLVMBuildPhi(b, e->i64, "y");
+  LLVMValueRef r = LLVMBuildPhi(b, e->i64, "r"), bb = LLVMBuildPhi(b, e->i64, "b"),
+               yy = LLVMBuildPhi(b, e->i64, "y");
   LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntEQ, yy, zero, ""), done, step);
   LLVMPositionBuilderAtEnd(b, step);
   LLVMValueRef bit = LLVMBuildICmp(b, LLVMIntNE, LLVMBuildAnd(b, yy, one, ""), zero, "");
@@ -238,8 +249,10 @@ static LLVMValueRef emit_cast(em *e, LLVMValueRef x, int from, int to) {
                         : LLVMBuildICmp(e->b, LLVMIntNE, x, LLVMConstInt(ft, 0, 0), "");
     return LLVMBuildZExt(e->b, c, e->i8, "");
   }
-  if (ff && tf) return to == KILN_FLOAT64 ? LLVMBuildFPExt(e->b, x, tt, "") : LLVMBuildFPTrunc(e->b, x, tt, "");
-  if (!ff && tf) return is_unsigned(from) ? LLVMBuildUIToFP(e->b, x, tt, "") : LLVMBuildSIToFP(e->b, x, tt, "");
+  if (ff && tf)
+    return to == KILN_FLOAT64 ? LLVMBuildFPExt(e->b, x, tt, "") : LLVMBuildFPTrunc(e->b, x, tt, "");
+  if (!ff && tf)
+    return is_unsigned(from) ? LLVMBuildUIToFP(e->b, x, tt, "") : LLVMBuildSIToFP(e->b, x, tt, "");
   if (ff) /* float -> int saturates, NaN -> 0 */
     return intrinsic(e, to == KILN_UINT8 ? "llvm.fptoui.sat" : "llvm.fptosi.sat",
                      (LLVMTypeRef[]){tt, ft}, 2, &x, 1);
@@ -249,11 +262,14 @@ static LLVMValueRef emit_cast(em *e, LLVMValueRef x, int from, int to) {
 static LLVMValueRef emit_cmp(em *e, kl_opcode op, int dt, LLVMValueRef a, LLVMValueRef b) {
   LLVMValueRef c;
   if (kl_dtype_is_float((kiln_dtype)dt)) {
-    static const LLVMRealPredicate fp[] = {LLVMRealOLT, LLVMRealOLE, LLVMRealOGT, LLVMRealOGE, LLVMRealOEQ, LLVMRealUNE};
+    static const LLVMRealPredicate fp[] = {LLVMRealOLT, LLVMRealOLE, LLVMRealOGT,
+                                           LLVMRealOGE, LLVMRealOEQ, LLVMRealUNE};
     c = LLVMBuildFCmp(e->b, fp[op - KL_OP_LT], a, b, "");
   } else {
-    static const LLVMIntPredicate sp[] = {LLVMIntSLT, LLVMIntSLE, LLVMIntSGT, LLVMIntSGE, LLVMIntEQ, LLVMIntNE};
-    static const LLVMIntPredicate up[] = {LLVMIntULT, LLVMIntULE, LLVMIntUGT, LLVMIntUGE, LLVMIntEQ, LLVMIntNE};
+    static const LLVMIntPredicate sp[] = {LLVMIntSLT, LLVMIntSLE, LLVMIntSGT,
+                                          LLVMIntSGE, LLVMIntEQ,  LLVMIntNE};
+    static const LLVMIntPredicate up[] = {LLVMIntULT, LLVMIntULE, LLVMIntUGT,
+                                          LLVMIntUGE, LLVMIntEQ,  LLVMIntNE};
     c = LLVMBuildICmp(e->b, (is_unsigned(dt) ? up : sp)[op - KL_OP_LT], a, b, "");
   }
   return LLVMBuildZExt(e->b, c, e->i8, "");
@@ -276,7 +292,8 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     return LLVMBuildZExt(e->b, c, e->i8, "");
   }
   if (op == KL_OP_WHERE)
-    return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntNE, a, LLVMConstInt(e->i8, 0, 0), ""), b, x[2], "");
+    return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntNE, a, LLVMConstInt(e->i8, 0, 0), ""),
+                           b, x[2], "");
   if (kl_dtype_is_float((kiln_dtype)dt)) {
     switch (op) {
     case KL_OP_NEG: return LLVMBuildFNeg(e->b, a, "");
@@ -287,18 +304,22 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_TANH: return libm1(e, dt, "tanh", a);
     case KL_OP_SIGMOID: { /* the reference's formula, both sides, then select */
       LLVMValueRef one = LLVMConstReal(t, 1.0);
-      LLVMValueRef en = intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
+      LLVMValueRef en =
+          intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
       LLVMValueRef ep = intrinsic(e, "llvm.exp", &t, 1, &a, 1);
       LLVMValueRef pos = LLVMBuildFDiv(e->b, one, LLVMBuildFAdd(e->b, one, en, ""), "");
       LLVMValueRef neg = LLVMBuildFDiv(e->b, ep, LLVMBuildFAdd(e->b, one, ep, ""), "");
-      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGE, a, LLVMConstReal(t, 0.0), ""), pos, neg, "");
+      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGE, a, LLVMConstReal(t, 0.0), ""),
+                             pos, neg, "");
     }
     case KL_OP_SOFTPLUS: {
-      LLVMValueRef en = intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
+      LLVMValueRef en =
+          intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
       LLVMValueRef ep = intrinsic(e, "llvm.exp", &t, 1, &a, 1);
       LLVMValueRef pos = LLVMBuildFAdd(e->b, a, libm1(e, dt, "log1p", en), "");
       LLVMValueRef neg = libm1(e, dt, "log1p", ep);
-      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, a, LLVMConstReal(t, 0.0), ""), pos, neg, "");
+      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, a, LLVMConstReal(t, 0.0), ""),
+                             pos, neg, "");
     }
     case KL_OP_RELU: {
       LLVMValueRef c = LLVMBuildFCmp(e->b, LLVMRealOGE, a, LLVMConstReal(t, 0.0), "");
@@ -310,8 +331,10 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_ABS: return intrinsic(e, "llvm.fabs", &t, 1, &a, 1);
     case KL_OP_SIGN: {
       LLVMValueRef z = LLVMConstReal(t, 0.0);
-      LLVMValueRef lt = LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOLT, a, z, ""), LLVMConstReal(t, -1.0), a, "");
-      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, a, z, ""), LLVMConstReal(t, 1.0), lt, "");
+      LLVMValueRef lt = LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOLT, a, z, ""),
+                                        LLVMConstReal(t, -1.0), a, "");
+      return LLVMBuildSelect(e->b, LLVMBuildFCmp(e->b, LLVMRealOGT, a, z, ""),
+                             LLVMConstReal(t, 1.0), lt, "");
     }
     case KL_OP_ADD: return LLVMBuildFAdd(e->b, a, b, "");
     case KL_OP_SUB: return LLVMBuildFSub(e->b, a, b, "");
@@ -350,11 +373,14 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_SQR: return LLVMBuildMul(e->b, a, a, "");
     case KL_OP_ABS:
       if (u) return a;
-      return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, a, z, ""), LLVMBuildSub(e->b, z, a, ""), a, "");
+      return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, a, z, ""),
+                             LLVMBuildSub(e->b, z, a, ""), a, "");
     case KL_OP_SIGN: {
       LLVMValueRef one = LLVMConstInt(t, 1, 0), m1 = LLVMConstInt(t, (unsigned long long)-1, 1);
-      LLVMValueRef lt = u ? z : LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, a, z, ""), m1, z, "");
-      return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, u ? LLVMIntUGT : LLVMIntSGT, a, z, ""), one, lt, "");
+      LLVMValueRef lt =
+          u ? z : LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, a, z, ""), m1, z, "");
+      return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, u ? LLVMIntUGT : LLVMIntSGT, a, z, ""), one,
+                             lt, "");
     }
     case KL_OP_ADD: return LLVMBuildAdd(e->b, a, b, "");
     case KL_OP_SUB: return LLVMBuildSub(e->b, a, b, "");
@@ -364,21 +390,26 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
       return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, a, z, ""), a, z, "");
     case KL_OP_MAX:
     case KL_OP_MIN: {
-      LLVMIntPredicate p = op == KL_OP_MAX ? (u ? LLVMIntUGE : LLVMIntSGE) : (u ? LLVMIntULE : LLVMIntSLE);
+      LLVMIntPredicate p =
+          op == KL_OP_MAX ? (u ? LLVMIntUGE : LLVMIntSGE) : (u ? LLVMIntULE : LLVMIntSLE);
       return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, p, a, b, ""), a, b, "");
     }
     case KL_OP_INTDIV:
     case KL_OP_MOD: {
       /* in i64, with a divisor that cannot trap: 0 and -1 are handled by
       ** selects (x // 0 = x % 0 = 0; x // -1 = -x wrapping, x % -1 = 0) */
-      LLVMValueRef x = LLVMBuildIntCast2(e->b, a, e->i64, !u, ""), y = LLVMBuildIntCast2(e->b, b, e->i64, !u, "");
+      LLVMValueRef x = LLVMBuildIntCast2(e->b, a, e->i64, !u, ""),
+                   y = LLVMBuildIntCast2(e->b, b, e->i64, !u, "");
       LLVMValueRef z64 = ci64(e, 0), one = ci64(e, 1), m1 = ci64(e, -1);
-      LLVMValueRef y0 = LLVMBuildICmp(e->b, LLVMIntEQ, y, z64, ""), ym1 = LLVMBuildICmp(e->b, LLVMIntEQ, y, m1, "");
+      LLVMValueRef y0 = LLVMBuildICmp(e->b, LLVMIntEQ, y, z64, ""),
+                   ym1 = LLVMBuildICmp(e->b, LLVMIntEQ, y, m1, "");
       LLVMValueRef safe = LLVMBuildSelect(e->b, LLVMBuildOr(e->b, y0, ym1, ""), one, y, "");
       LLVMValueRef q = LLVMBuildSDiv(e->b, x, safe, ""), r = LLVMBuildSRem(e->b, x, safe, "");
-      LLVMValueRef adj = LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntNE, r, z64, ""),
-                                      LLVMBuildICmp(e->b, LLVMIntNE, LLVMBuildICmp(e->b, LLVMIntSLT, r, z64, ""),
-                                                    LLVMBuildICmp(e->b, LLVMIntSLT, safe, z64, ""), ""), "");
+      LLVMValueRef adj =
+          LLVMBuildAnd(e->b, LLVMBuildICmp(e->b, LLVMIntNE, r, z64, ""),
+                       LLVMBuildICmp(e->b, LLVMIntNE, LLVMBuildICmp(e->b, LLVMIntSLT, r, z64, ""),
+                                     LLVMBuildICmp(e->b, LLVMIntSLT, safe, z64, ""), ""),
+                       "");
       LLVMValueRef res;
       if (op == KL_OP_INTDIV) {
         res = LLVMBuildSelect(e->b, adj, LLVMBuildSub(e->b, q, one, ""), q, "");
@@ -393,7 +424,8 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_POW: {
       LLVMValueRef f = ipow_fn(e);
       LLVMTypeRef ft = LLVMFunctionType(e->i64, (LLVMTypeRef[]){e->i64, e->i64}, 2, 0);
-      LLVMValueRef args[2] = {LLVMBuildIntCast2(e->b, a, e->i64, !u, ""), LLVMBuildIntCast2(e->b, b, e->i64, !u, "")};
+      LLVMValueRef args[2] = {LLVMBuildIntCast2(e->b, a, e->i64, !u, ""),
+                              LLVMBuildIntCast2(e->b, b, e->i64, !u, "")};
       return LLVMBuildTrunc(e->b, LLVMBuildCall2(e->b, ft, f, args, 2, ""), t, "");
     }
     default: break;
@@ -462,7 +494,8 @@ static void operand_map(const kiln_node *v, int k, const int *m, int *mk) {
     for (int d = 0, t = 0; d < v->type.rank; d++)
       if (!(v->p.axes >> d & 1u)) mk[t++] = m[d];
   } else {
-    for (int a = 0; a < x->type.rank; a++) mk[a] = m[a + v->type.rank - x->type.rank];
+    for (int a = 0; a < x->type.rank; a++)
+      mk[a] = m[a + v->type.rank - x->type.rank];
   }
 }
 
@@ -494,24 +527,29 @@ static LLVMValueRef eval(em *e, int j, const int *m) {
   }
   LLVMValueRef off = ci64(e, 0);
   for (int a = 0; a < v->type.rank; a++)
-    off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[m[a]], (e->fast ? e->st_fast : e->st)[j][a], ""), "");
-  return LLVMBuildLoad2(e->b, lty(e, v->type.dtype), elem_ptr(e, e->g->home[j], v->type.dtype, off), "");
+    off = LLVMBuildAdd(
+        e->b, off, LLVMBuildMul(e->b, e->idx[m[a]], (e->fast ? e->st_fast : e->st)[j][a], ""), "");
+  return LLVMBuildLoad2(e->b, lty(e, v->type.dtype), elem_ptr(e, e->g->home[j], v->type.dtype, off),
+                        "");
 }
 
 /* Opens loops over dims D[0..R-1], setting e->idx; a fresh body for memo. */
 static void open_loops(em *e, loop *l, int R, const LLVMValueRef *D) {
-  for (int d = 0; d < R; d++) e->idx[d] = loop_begin(e, &l[d], D[d]);
+  for (int d = 0; d < R; d++)
+    e->idx[d] = loop_begin(e, &l[d], D[d]);
   memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
 }
 
 static void close_loops(em *e, loop *l, int R) {
-  for (int d = R; d-- > 0;) loop_end(e, &l[d]);
+  for (int d = R; d-- > 0;)
+    loop_end(e, &l[d]);
   memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
 }
 
 static LLVMValueRef flat_offset(em *e, int R, const LLVMValueRef *st) {
   LLVMValueRef off = ci64(e, 0);
-  for (int d = 0; d < R; d++) off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[d], st[d], ""), "");
+  for (int d = 0; d < R; d++)
+    off = LLVMBuildAdd(e->b, off, LLVMBuildMul(e->b, e->idx[d], st[d], ""), "");
   return off;
 }
 
@@ -529,7 +567,8 @@ static void emit_elem_kernel(em *e, int i) {
   LLVMValueRef D[KILN_MAX_RANK] = {0}, ost[KILN_MAX_RANK];
   loop l[KILN_MAX_RANK];
   prepare_operands(e, i);
-  for (int d = 0; d < R; d++) D[d] = dim(e, i, d);
+  for (int d = 0; d < R; d++)
+    D[d] = dim(e, i, d);
   strides(e, i, false, ost);
   open_loops(e, l, R, D);
   store_home(e, i, compute(e, i, identity), flat_offset(e, R, ost));
@@ -583,9 +622,11 @@ static void emit_blocked_sum(em *e, int i, int src, int R, const LLVMValueRef *D
   if (R > 0) loop_end(e, &lt);
   close_loops(e, l, outer);
   LLVMValueRef v[LANES];
-  for (int j = 0; j < LANES; j++) v[j] = LLVMBuildLoad2(e->b, t, lane[j], "");
+  for (int j = 0; j < LANES; j++)
+    v[j] = LLVMBuildLoad2(e->b, t, lane[j], "");
   for (int w = LANES / 2; w >= 1; w /= 2)
-    for (int j = 0; j < w; j++) v[j] = add_of(e, dt, v[j], v[j + w]);
+    for (int j = 0; j < w; j++)
+      v[j] = add_of(e, dt, v[j], v[j + w]);
   e->reg[i] = add_of(e, dt, v[0], LLVMBuildLoad2(e->b, t, tail, ""));
   if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
 }
@@ -618,7 +659,8 @@ static void emit_reduce_kernel(em *e, int i) {
   LLVMValueRef D[KILN_MAX_RANK], dst[KILN_MAX_RANK], ost[KILN_MAX_RANK];
   loop l[KILN_MAX_RANK];
   prepare(e, src);
-  for (int d = 0; d < R; d++) D[d] = dim(e, src, d);
+  for (int d = 0; d < R; d++)
+    D[d] = dim(e, src, d);
   bool mx = v->op == KL_OP_RMAX;
   if (r == 0 && kl_dtype_is_float((kiln_dtype)dt) && !mx) {
     emit_blocked_sum(e, i, src, R, D);
@@ -629,7 +671,8 @@ static void emit_reduce_kernel(em *e, int i) {
     LLVMBuildStore(e->b, (mx ? max_init(e, dt) : zero_of(e, dt)), acc);
     open_loops(e, l, R, D);
     LLVMValueRef x = eval(e, src, identity);
-    LLVMBuildStore(e->b, (mx ? max_of : add_of)(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), x), acc);
+    LLVMBuildStore(
+        e->b, (mx ? max_of : add_of)(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), x), acc);
     close_loops(e, l, R);
     e->reg[i] = LLVMBuildLoad2(e->b, lty(e, dt), acc, "");
     if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
@@ -637,13 +680,16 @@ static void emit_reduce_kernel(em *e, int i) {
   }
   if (v->op != KL_OP_SUM_LIKE) {
     strides(e, i, false, ost);
-    for (int d = 0, o = 0; d < R; d++) dst[d] = (v->p.axes >> d & 1u) ? ci64(e, 0) : ost[o++];
+    for (int d = 0, o = 0; d < R; d++)
+      dst[d] = (v->p.axes >> d & 1u) ? ci64(e, 0) : ost[o++];
   } else { /* sum_like: 0 where the target's size is 1, and on leading axes */
     strides(e, i, true, ost);
-    for (int d = 0; d < R; d++) dst[d] = d - (R - r) >= 0 ? ost[d - (R - r)] : ci64(e, 0);
+    for (int d = 0; d < R; d++)
+      dst[d] = d - (R - r) >= 0 ? ost[d - (R - r)] : ci64(e, 0);
   }
   LLVMValueRef od[KILN_MAX_RANK], cst[KILN_MAX_RANK];
-  for (int d = 0; d < r; d++) od[d] = dim(e, i, d);
+  for (int d = 0; d < r; d++)
+    od[d] = dim(e, i, d);
   strides(e, i, false, cst);
   open_loops(e, l, r, od);
   store_home(e, i, (mx ? max_init(e, dt) : zero_of(e, dt)), flat_offset(e, r, cst));
@@ -651,7 +697,8 @@ static void emit_reduce_kernel(em *e, int i) {
   open_loops(e, l, R, D);
   LLVMValueRef x = eval(e, src, identity);
   LLVMValueRef p = elem_ptr(e, e->g->home[i], dt, flat_offset(e, R, dst));
-  LLVMBuildStore(e->b, (mx ? max_of : add_of)(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), p, ""), x), p);
+  LLVMBuildStore(e->b, (mx ? max_of : add_of)(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), p, ""), x),
+                 p);
   close_loops(e, l, R);
 }
 
@@ -676,8 +723,10 @@ static void emit_dot(em *e, int i) {
   LLVMValueRef jj = loop_begin(e, &lj, n);
   LLVMBuildStore(e->b, zero_of(e, dt), acc);
   LLVMValueRef pp = loop_begin(e, &lp, kk);
-  LLVMValueRef oa = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, ii, as_i, ""), LLVMBuildMul(e->b, pp, as_p, ""), "");
-  LLVMValueRef ob = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, pp, bs_p, ""), LLVMBuildMul(e->b, jj, bs_j, ""), "");
+  LLVMValueRef oa =
+      LLVMBuildAdd(e->b, LLVMBuildMul(e->b, ii, as_i, ""), LLVMBuildMul(e->b, pp, as_p, ""), "");
+  LLVMValueRef ob =
+      LLVMBuildAdd(e->b, LLVMBuildMul(e->b, pp, bs_p, ""), LLVMBuildMul(e->b, jj, bs_j, ""), "");
   LLVMValueRef x = load_node(e, ia, oa), y = load_node(e, ib, ob);
   LLVMValueRef cur = LLVMBuildLoad2(e->b, lty(e, dt), acc, "");
   LLVMValueRef s = fl ? LLVMBuildFAdd(e->b, cur, LLVMBuildFMul(e->b, x, y, ""), "")
@@ -720,7 +769,8 @@ static void emit_copy(em *e, int j, int dst) {
   LLVMValueRef D[KILN_MAX_RANK] = {0}, ost[KILN_MAX_RANK];
   loop l[KILN_MAX_RANK];
   prepare(e, j);
-  for (int d = 0; d < R; d++) D[d] = dim(e, j, d);
+  for (int d = 0; d < R; d++)
+    D[d] = dim(e, j, d);
   strides(e, j, false, ost);
   open_loops(e, l, R, D);
   LLVMValueRef x = eval(e, j, identity);
@@ -737,9 +787,12 @@ typedef enum kkind { K_ELEM, K_REDUCE, K_COPY } kkind;
 static void emit_kernel(em *e, kkind kind, int i, int dst) {
   e->kcond = NULL;
   e->collect = true;
-  if (kind == K_ELEM) prepare_operands(e, i);
-  else if (kind == K_REDUCE) prepare(e, (int)node(e, i)->in[0]->id);
-  else prepare(e, i);
+  if (kind == K_ELEM)
+    prepare_operands(e, i);
+  else if (kind == K_REDUCE)
+    prepare(e, (int)node(e, i)->in[0]->id);
+  else
+    prepare(e, i);
   e->collect = false;
   LLVMValueRef cond = e->kcond;
   for (int version = 0; version < (cond ? 2 : 1); version++) {
@@ -754,9 +807,12 @@ static void emit_kernel(em *e, kkind kind, int i, int dst) {
       e->join = join;
       e->other = other;
     }
-    if (kind == K_ELEM) emit_elem_kernel(e, i);
-    else if (kind == K_REDUCE) emit_reduce_kernel(e, i);
-    else emit_copy(e, i, dst);
+    if (kind == K_ELEM)
+      emit_elem_kernel(e, i);
+    else if (kind == K_REDUCE)
+      emit_reduce_kernel(e, i);
+    else
+      emit_copy(e, i, dst);
     if (!cond) break;
     if (version == 0) {
       e->fast_reg = e->reg[i];
@@ -805,7 +861,8 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   e.memo_map = kl_calloc(n, sizeof *e.memo_map);
   if (!e.base || !e.reg || !e.st || !e.has_st || !e.memo || !e.memo_map || !e.st_fast) {
     kl_free(e.st_fast);
-    kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo), kl_free(e.memo_map);
+    kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo),
+        kl_free(e.memo_map);
     snprintf(err, errn, "out of memory lowering");
     return KILN_NOMEM;
   }
@@ -818,15 +875,19 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   static const char *const fn_attrs[] = {"nounwind"};
   static const char *const param_attrs[] = {"noalias", "nocapture", "readonly"};
   for (size_t a = 0; a < sizeof fn_attrs / sizeof *fn_attrs; a++)
-    LLVMAddAttributeAtIndex(e.fn, LLVMAttributeFunctionIndex,
-        LLVMCreateEnumAttribute(e.c, LLVMGetEnumAttributeKindForName(fn_attrs[a], strlen(fn_attrs[a])), 0));
+    LLVMAddAttributeAtIndex(
+        e.fn, LLVMAttributeFunctionIndex,
+        LLVMCreateEnumAttribute(
+            e.c, LLVMGetEnumAttributeKindForName(fn_attrs[a], strlen(fn_attrs[a])), 0));
   /* the step reads pointers and sizes through its two arguments and never
   ** writes them, so stores to buffers cannot change a size: loads of dims
   ** hoist out of loops */
   for (unsigned i = 1; i <= 2; i++)
     for (size_t a = 0; a < sizeof param_attrs / sizeof *param_attrs; a++)
-      LLVMAddAttributeAtIndex(e.fn, i,
-          LLVMCreateEnumAttribute(e.c, LLVMGetEnumAttributeKindForName(param_attrs[a], strlen(param_attrs[a])), 0));
+      LLVMAddAttributeAtIndex(
+          e.fn, i,
+          LLVMCreateEnumAttribute(
+              e.c, LLVMGetEnumAttributeKindForName(param_attrs[a], strlen(param_attrs[a])), 0));
   e.b = LLVMCreateBuilderInContext(e.c);
   e.ab = LLVMCreateBuilderInContext(e.c);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e.c, e.fn, "entry");
@@ -848,7 +909,8 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   /* copies of leaves (outputs or updates that are inputs or variables) come
   ** first too, for the same reason */
   for (int c = 0; c < g->n_copies; c++)
-    if (g->sched[g->copies[c].node] == KL_S_LEAF) emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
+    if (g->sched[g->copies[c].node] == KL_S_LEAF)
+      emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
   for (int i = 0; i < g->n; i++) {
     const kiln_node *v = g->nodes[i];
     if (g->sched[i] == KL_S_SCALAR) {
@@ -866,13 +928,15 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
     }
   }
   for (int c = 0; c < g->n_copies; c++)
-    if (g->sched[g->copies[c].node] != KL_S_LEAF) emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
+    if (g->sched[g->copies[c].node] != KL_S_LEAF)
+      emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
   LLVMBuildRetVoid(e.b);
   LLVMPositionBuilderAtEnd(e.ab, entry);
   LLVMBuildBr(e.ab, start);
   LLVMDisposeBuilder(e.b);
   LLVMDisposeBuilder(e.ab);
-  kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo), kl_free(e.memo_map);
+  kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo),
+      kl_free(e.memo_map);
   kl_free(e.st_fast);
   return KILN_OK;
 }
@@ -900,7 +964,8 @@ kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *sy
   st = kl_jit_add(ctx->jit, &m, symbol, &opts, out_code, out_fn, err, sizeof err); /* takes m */
   if (st != KILN_OK) return kl_error(ctx, st, "function: %s", err);
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  if (out_secs) *out_secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  if (out_secs)
+    *out_secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
   return KILN_OK;
 }
 

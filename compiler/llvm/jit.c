@@ -66,8 +66,8 @@ struct kl_jit {
   LLVMTargetMachineRef tm; /* ours: passes and the assembly stage */
   char *triple;
   char *layout;
-  kl_jit_code *codes;     /* live codes, so kl_jit_free can free what is left */
-  char session_err[256];  /* first error the ExecutionSession reported since reset */
+  kl_jit_code *codes;    /* live codes, so kl_jit_free can free what is left */
+  char session_err[256]; /* first error the ExecutionSession reported since reset */
 };
 
 struct kl_jit_code {
@@ -93,7 +93,8 @@ static void set_err(char *err, size_t errn, const char *fmt, ...) {
   vsnprintf(err, errn, fmt, ap);
   va_end(ap);
   size_t n = strlen(err);
-  while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' ')) err[--n] = '\0';
+  while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
+    err[--n] = '\0';
 }
 
 /* Appends "; <more>" to a message already in err. */
@@ -266,7 +267,8 @@ fail:
 void kl_jit_free(kl_jit *jit) {
   if (!jit) return;
   /* Resource trackers hold on to the ExecutionSession: release them first. */
-  while (jit->codes) kl_jit_code_free(jit->codes);
+  while (jit->codes)
+    kl_jit_code_free(jit->codes);
   if (jit->tm) LLVMDisposeTargetMachine(jit->tm);
   if (jit->lljit) take_error(LLVMOrcDisposeLLJIT(jit->lljit), "disposing the LLJIT", NULL, 0);
   kl_free(jit->triple);
@@ -318,8 +320,7 @@ static bool verify(LLVMModuleRef mod, const char *when, char *err, size_t errn) 
   return !broken;
 }
 
-static kiln_status run_passes(kl_jit *jit, LLVMModuleRef mod, int level, char *err,
-                              size_t errn) {
+static kiln_status run_passes(kl_jit *jit, LLVMModuleRef mod, int level, char *err, size_t errn) {
   char pipeline[32];
   snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
   LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
@@ -333,8 +334,8 @@ static kiln_status run_passes(kl_jit *jit, LLVMModuleRef mod, int level, char *e
 
 /* Everything done to the module while it is still ours: verify, keep the
 ** text, optimize, verify again, keep the optimized text. */
-static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, int level,
-                           char *err, size_t errn) {
+static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, int level, char *err,
+                           size_t errn) {
   if (!verify(mod, "", err, errn)) return KILN_INTERNAL;
   code->text[KILN_STAGE_LLVM_IR] = take_message(LLVMPrintModuleToString(mod));
   if (!code->text[KILN_STAGE_LLVM_IR]) goto nomem;
@@ -361,7 +362,8 @@ static void destroy_code(kl_jit_code *code) {
     take_error(LLVMOrcResourceTrackerRemove(code->rt), "removing code", NULL, 0);
     LLVMOrcReleaseResourceTracker(code->rt);
   }
-  for (int i = 0; i < KILN_N_STAGES; i++) kl_free(code->text[i]);
+  for (int i = 0; i < KILN_N_STAGES; i++)
+    kl_free(code->text[i]);
   kl_free(code);
 }
 

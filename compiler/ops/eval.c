@@ -182,7 +182,8 @@ static bool next_index(int rank, const int64_t *shape, int64_t *idx) {
 static kiln_status shape_err(char *err, size_t n, const char *what, const kiln_tensor *a,
                              const kiln_tensor *b) {
   char sa[160], sb[160];
-  snprintf(err, n, "%s: shapes %s and %s do not fit", what, kl_shape_str(sa, sizeof sa, a->rank, a->shape),
+  snprintf(err, n, "%s: shapes %s and %s do not fit", what,
+           kl_shape_str(sa, sizeof sa, a->rank, a->shape),
            kl_shape_str(sb, sizeof sb, b->rank, b->shape));
   return KILN_SHAPE;
 }
@@ -195,7 +196,8 @@ static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, k
   for (int k = 0; k < v->n_in; k++)
     if (in[k]->rank > R) R = in[k]->rank;
   int64_t shape[KILN_MAX_RANK];
-  for (int i = 0; i < R; i++) shape[i] = 1;
+  for (int i = 0; i < R; i++)
+    shape[i] = 1;
   for (int k = 0; k < v->n_in; k++)
     for (int i = 0; i < in[k]->rank; i++) {
       int64_t d = in[k]->shape[i], *o = &shape[i + R - in[k]->rank];
@@ -211,7 +213,8 @@ static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, k
   int64_t idx[KILN_MAX_RANK] = {0}, j = 0;
   do {
     int64_t off[3];
-    for (int k = 0; k < v->n_in; k++) off[k] = bcast_offset(in[k], R, idx);
+    for (int k = 0; k < v->n_in; k++)
+      off[k] = bcast_offset(in[k], R, idx);
     if (op == KL_OP_CAST) {
       kl_convert(odt, out->data, j, (kiln_dtype)in[0]->dtype, in[0]->data, off[0]);
     } else if (op == KL_OP_WHERE) {
@@ -223,21 +226,26 @@ static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, k
     } else if (op >= KL_OP_LT && op <= KL_OP_NE) {
       bool r;
       if (kl_dtype_is_float(idt))
-        r = cmp_op(op, kl_load_f64(idt, in[0]->data, off[0]), kl_load_f64(idt, in[1]->data, off[1]));
+        r = cmp_op(op, kl_load_f64(idt, in[0]->data, off[0]),
+                   kl_load_f64(idt, in[1]->data, off[1]));
       else
-        r = icmp_op(op, kl_load_i64(idt, in[0]->data, off[0]), kl_load_i64(idt, in[1]->data, off[1]));
+        r = icmp_op(op, kl_load_i64(idt, in[0]->data, off[0]),
+                    kl_load_i64(idt, in[1]->data, off[1]));
       ((uint8_t *)out->data)[j] = r;
     } else if (odt == KILN_FLOAT64) {
       double a[2] = {0, 0};
-      for (int k = 0; k < v->n_in; k++) a[k] = ((const double *)in[k]->data)[off[k]];
+      for (int k = 0; k < v->n_in; k++)
+        a[k] = ((const double *)in[k]->data)[off[k]];
       ((double *)out->data)[j] = f64_op(op, a);
     } else if (odt == KILN_FLOAT32) {
       float a[2] = {0, 0};
-      for (int k = 0; k < v->n_in; k++) a[k] = ((const float *)in[k]->data)[off[k]];
+      for (int k = 0; k < v->n_in; k++)
+        a[k] = ((const float *)in[k]->data)[off[k]];
       ((float *)out->data)[j] = f32_op(op, a);
     } else {
       int64_t a[2] = {0, 0};
-      for (int k = 0; k < v->n_in; k++) a[k] = kl_load_i64(idt, in[k]->data, off[k]);
+      for (int k = 0; k < v->n_in; k++)
+        a[k] = kl_load_i64(idt, in[k]->data, off[k]);
       store_i64(odt, out->data, j, int_op(op, a));
     }
     j++;
@@ -276,12 +284,16 @@ static void blocked_sum(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src)
     int64_t k = i % nl;
     if (dt == KILN_FLOAT64) {
       double x = ((const double *)src->data)[i];
-      if (k < cut) l64[k % KL_LANES] = l64[k % KL_LANES] + x;
-      else t64 = t64 + x;
+      if (k < cut)
+        l64[k % KL_LANES] = l64[k % KL_LANES] + x;
+      else
+        t64 = t64 + x;
     } else {
       float x = ((const float *)src->data)[i];
-      if (k < cut) l32[k % KL_LANES] = l32[k % KL_LANES] + x;
-      else t32 = t32 + x;
+      if (k < cut)
+        l32[k % KL_LANES] = l32[k % KL_LANES] + x;
+      else
+        t32 = t32 + x;
     }
   }
   for (int w = KL_LANES / 2; w >= 1; w /= 2)
@@ -289,8 +301,10 @@ static void blocked_sum(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src)
       l64[j] = l64[j] + l64[j + w];
       l32[j] = l32[j] + l32[j + w];
     }
-  if (dt == KILN_FLOAT64) ((double *)dst->data)[0] = l64[0] + t64;
-  else ((float *)dst->data)[0] = l32[0] + t32;
+  if (dt == KILN_FLOAT64)
+    ((double *)dst->data)[0] = l64[0] + t64;
+  else
+    ((float *)dst->data)[0] = l32[0] + t32;
 }
 
 static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
@@ -304,7 +318,8 @@ static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
   int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
   do {
     int64_t off = 0;
-    for (int d = 0; d < src->rank; d++) off += idx[d] * dst_st[d];
+    for (int d = 0; d < src->rank; d++)
+      off += idx[d] * dst_st[d];
     acc_into(dt, dst->data, off, src->data, i++);
   } while (next_index(src->rank, src->shape, idx));
 }
@@ -315,8 +330,10 @@ static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
 static void accumulate_max(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
                            const int64_t *dst_st) {
   for (int64_t j = 0; j < dst->size; j++) {
-    if (dt == KILN_FLOAT64) ((double *)dst->data)[j] = -INFINITY;
-    else if (dt == KILN_FLOAT32) ((float *)dst->data)[j] = -INFINITY;
+    if (dt == KILN_FLOAT64)
+      ((double *)dst->data)[j] = -INFINITY;
+    else if (dt == KILN_FLOAT32)
+      ((float *)dst->data)[j] = -INFINITY;
     else {
       static const int64_t lo[] = {0, INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN, 0};
       store_i64(dt, dst->data, j, lo[dt]);
@@ -326,7 +343,8 @@ static void accumulate_max(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *s
   int64_t idx[KILN_MAX_RANK] = {0}, i = 0;
   do {
     int64_t off = 0;
-    for (int d = 0; d < src->rank; d++) off += idx[d] * dst_st[d];
+    for (int d = 0; d < src->rank; d++)
+      off += idx[d] * dst_st[d];
     if (dt == KILN_FLOAT64) {
       double *a = (double *)dst->data + off, x = ((const double *)src->data)[i];
       *a = (*a >= x || *a != *a) ? *a : x;
@@ -348,7 +366,8 @@ static kiln_status eval_reduce(const kiln_node *v, const kiln_tensor *x, kiln_te
     if (!(v->p.axes >> i & 1u)) shape[r++] = x->shape[i];
   if (kl_tensor_reshape(out, (kiln_dtype)v->type.dtype, r, shape) != KILN_OK) return KILN_NOMEM;
   strides_of(r, shape, st);
-  for (int i = 0, k = 0; i < x->rank; i++) dst_st[i] = (v->p.axes >> i & 1u) ? 0 : st[k++];
+  for (int i = 0, k = 0; i < x->rank; i++)
+    dst_st[i] = (v->p.axes >> i & 1u) ? 0 : st[k++];
   if (v->op == KL_OP_RMAX)
     accumulate_max((kiln_dtype)v->type.dtype, out, x, dst_st);
   else
@@ -398,7 +417,8 @@ static kiln_status eval_bcast(const kiln_node *v, const kiln_tensor *g, const ki
   int64_t idx[KILN_MAX_RANK] = {0}, j = 0;
   do {
     int64_t off = 0;
-    for (int d = 0; d < like->rank; d++) off += idx[d] * src_st[d];
+    for (int d = 0; d < like->rank; d++)
+      off += idx[d] * src_st[d];
     kl_convert(dt, out->data, j++, dt, g->data, off);
   } while (next_index(like->rank, like->shape, idx));
   return KILN_OK;

@@ -18,7 +18,8 @@
 static void view(kiln_tensor *t, const kiln_node *v) {
   kl_tensor_init(t, (kiln_dtype)v->type.dtype);
   t->rank = v->type.rank;
-  for (int d = 0; d < v->type.rank; d++) t->shape[d] = v->type.dims[d];
+  for (int d = 0; d < v->type.rank; d++)
+    t->shape[d] = v->type.dims[d];
   t->size = kl_type_static_size(&v->type);
   t->data = v->data;
 }
@@ -49,7 +50,8 @@ bool kl_pass_constant_fold(kl_fgraph *g) {
     if (st == KILN_OK) {
       kl_type t = v->type;
       t.rank = out.rank;
-      for (int d = 0; d < out.rank; d++) t.dims[d] = out.shape[d];
+      for (int d = 0; d < out.rank; d++)
+        t.dims[d] = out.shape[d];
       g->rule = "constant_fold: evaluate with the reference evaluator";
       kiln_node *c = kl_fg_const(g, &t, out.data, v);
       g->rule = NULL;

@@ -28,14 +28,17 @@ static uint64_t mix(uint64_t h, uint64_t x) {
 static uint64_t hash_node(const kiln_node *v) {
   uint64_t h = mix(v->op, v->type.dtype);
   h = mix(h, v->type.rank);
-  for (int d = 0; d < v->type.rank; d++) h = mix(h, (uint64_t)v->type.dims[d]);
+  for (int d = 0; d < v->type.rank; d++)
+    h = mix(h, (uint64_t)v->type.dims[d]);
   h = mix(h, v->p.axes);
   h = mix(h, (uint64_t)(v->p.ta | v->p.tb << 1));
-  for (int k = 0; k < v->n_in; k++) h = mix(h, v->in[k]->id);
+  for (int k = 0; k < v->n_in; k++)
+    h = mix(h, v->in[k]->id);
   if (v->op == KL_OP_CONST) {
     const unsigned char *p = v->data;
     size_t n = const_bytes(v);
-    for (size_t j = 0; j < n; j++) h = mix(h, p[j]);
+    for (size_t j = 0; j < n; j++)
+      h = mix(h, p[j]);
   }
   return h;
 }
@@ -51,7 +54,8 @@ static bool equal(const kiln_node *a, const kiln_node *b) {
 
 bool kl_pass_cse(kl_fgraph *g) {
   size_t cap = 16;
-  while (cap < (size_t)g->n * 2) cap *= 2;
+  while (cap < (size_t)g->n * 2)
+    cap *= 2;
   kiln_node **table = kl_calloc(cap, sizeof *table);
   if (!table) {
     kl_error(g->ctx, KILN_NOMEM, "out of memory in cse");
@@ -63,7 +67,8 @@ bool kl_pass_cse(kl_fgraph *g) {
     if (v->op == KL_OP_INPUT || v->op == KL_OP_SHARED) continue; /* identities, not values */
     /* inputs were already replaced by their representatives: hash by them */
     size_t s = hash_node(v) & (cap - 1);
-    while (table[s] && !equal(table[s], v)) s = (s + 1) & (cap - 1);
+    while (table[s] && !equal(table[s], v))
+      s = (s + 1) & (cap - 1);
     if (!table[s]) {
       table[s] = v;
     } else {

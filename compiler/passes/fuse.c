@@ -64,8 +64,10 @@ bool kl_fuse(kl_fgraph *g, bool fuse, bool into_reductions) {
     kl_error(g->ctx, KILN_NOMEM, "out of memory in fusion");
     return false;
   }
-  for (int k = 0; k < g->n_outputs; k++) sink[g->outputs[k]->id] = true;
-  for (int u = 0; u < g->n_updates; u++) sink[g->upd_value[u]->id] = true;
+  for (int k = 0; k < g->n_outputs; k++)
+    sink[g->outputs[k]->id] = true;
+  for (int u = 0; u < g->n_updates; u++)
+    sink[g->upd_value[u]->id] = true;
   for (int i = n; i-- > 0;) {
     kiln_node *v = g->nodes[i];
     kl_opkind kd = kl_ops[v->op].kind;

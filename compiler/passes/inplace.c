@@ -25,7 +25,8 @@ static bool identity_reads(const kl_fgraph *g, const kiln_node *v, const int *m,
       for (int d = 0, t = 0; d < v->type.rank; d++)
         if (!(v->p.axes >> d & 1u)) mx[t++] = m[d];
     } else {
-      for (int d = 0; d < r; d++) mx[d] = m[d + v->type.rank - r];
+      for (int d = 0; d < r; d++)
+        mx[d] = m[d + v->type.rank - r];
     }
     if (x == s) {
       if (r != R) return false;
@@ -52,7 +53,8 @@ bool kl_pass_inplace(kl_fgraph *g) {
     kmax[i] = -1;
     for (int j = i + 1; j < n; j++)
       for (int k = 0; k < g->nodes[j]->n_in; k++)
-        if (g->nodes[j]->in[k] == g->nodes[i] && kl_reads_value(g->nodes[j], k) && kmax[j] > kmax[i])
+        if (g->nodes[j]->in[k] == g->nodes[i] && kl_reads_value(g->nodes[j], k) &&
+            kmax[j] > kmax[i])
           kmax[i] = kmax[j];
   }
   bool changed = false;
@@ -60,10 +62,13 @@ bool kl_pass_inplace(kl_fgraph *g) {
     kiln_node *v = g->upd_value[u], *s = g->upd_shared[u];
     int vi = (int)v->id;
     kl_opkind kd = kl_ops[v->op].kind;
-    if (g->sched[vi] != KL_S_ROOT || (kd != KL_ELEM && kd != KL_BCAST) || v->type.rank == 0) continue;
+    if (g->sched[vi] != KL_S_ROOT || (kd != KL_ELEM && kd != KL_BCAST) || v->type.rank == 0)
+      continue;
     bool ok = true;
-    for (int k = 0; k < g->n_outputs && ok; k++) ok = g->outputs[k] != v;
-    for (int w = 0; w < g->n_updates && ok; w++) ok = w == u || g->upd_value[w] != v;
+    for (int k = 0; k < g->n_outputs && ok; k++)
+      ok = g->outputs[k] != v;
+    for (int w = 0; w < g->n_updates && ok; w++)
+      ok = w == u || g->upd_value[w] != v;
     bool s_in_graph = s->id < (uint32_t)n && g->nodes[s->id] == s;
     if (ok && s_in_graph) {
       for (int j = 0; j < n && ok; j++) {
@@ -75,7 +80,8 @@ bool kl_pass_inplace(kl_fgraph *g) {
         }
       }
       int id[KILN_MAX_RANK];
-      for (int d = 0; d < KILN_MAX_RANK; d++) id[d] = d;
+      for (int d = 0; d < KILN_MAX_RANK; d++)
+        id[d] = d;
       ok = ok && identity_reads(g, v, id, v->type.rank, s);
     }
     if (ok) {

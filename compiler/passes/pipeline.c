@@ -106,7 +106,8 @@ kiln_status kl_pipeline_run(kl_fgraph *g, kl_pipeline_log *log) {
     int rounds = pipeline[p].repeat ? 4 : 1;
     int first = p, last = p;
     if (pipeline[p].repeat) /* the rewrite loop: run the group until nothing changes */
-      while (last + 1 < N_PASSES && pipeline[last + 1].repeat) last++;
+      while (last + 1 < N_PASSES && pipeline[last + 1].repeat)
+        last++;
     for (int r = 0; r < rounds; r++) {
       bool any = false;
       for (int q = first; q <= last; q++) {

@@ -62,7 +62,9 @@ static bool widens(int from, int to) {
   if (from == to) return true;
   switch (from) {
   case KILN_BOOL: return true;
-  case KILN_INT8: return to == KILN_INT16 || to == KILN_INT32 || to == KILN_INT64 || kl_dtype_is_float((kiln_dtype)to);
+  case KILN_INT8:
+    return to == KILN_INT16 || to == KILN_INT32 || to == KILN_INT64 ||
+           kl_dtype_is_float((kiln_dtype)to);
   case KILN_UINT8: return to != KILN_INT8 && to != KILN_BOOL;
   case KILN_INT16: return to == KILN_INT32 || to == KILN_INT64 || kl_dtype_is_float((kiln_dtype)to);
   case KILN_INT32: return to == KILN_INT64 || to == KILN_FLOAT64;

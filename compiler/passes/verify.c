@@ -43,8 +43,10 @@ kiln_status kl_fg_verify(kl_fgraph *g, const char *after) {
   for (int u = 0; u < g->n_updates; u++) {
     const kiln_node *v = g->upd_value[u];
     if (!in_graph(g, v)) return bad(g, after, NULL, "an update value is not in the graph");
-    if (g->sched && g->sched[v->id] == KL_S_FUSED) return bad(g, after, v, "an update value is fused");
-    if (v->type.dtype != g->upd_shared[u]->type.dtype || v->type.rank != g->upd_shared[u]->type.rank)
+    if (g->sched && g->sched[v->id] == KL_S_FUSED)
+      return bad(g, after, v, "an update value is fused");
+    if (v->type.dtype != g->upd_shared[u]->type.dtype ||
+        v->type.rank != g->upd_shared[u]->type.rank)
       return bad(g, after, v, "an update value's type changed");
   }
   return KILN_OK;
