@@ -383,6 +383,12 @@ KILN__B1(isinf)
 #define kiln_isnan(...) kiln_isnan_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_isinf(...) kiln_isinf_at(__VA_ARGS__, __FILE__, __LINE__)
 
+/* stop_gradient(x) is x, but gradients do not flow through it (Theano's
+** consider_constant / disconnected_grad): a wrt reached only through it
+** gets zeros. It costs nothing in a compiled function. */
+KILN__B1(stop_gradient)
+#define kiln_stop_gradient(...) kiln_stop_gradient_at(__VA_ARGS__, __FILE__, __LINE__)
+
 /* where(c, a, b): a where c is true, else b (Theano's switch); c is read as a
 ** truth value, a and b promote together. The gradient goes to the chosen
 ** side. clip(x, lo, hi) is minimum(maximum(x, lo), hi) (numpy); the gradient

@@ -78,6 +78,9 @@ static kiln_node *cast_roundtrip(kl_fgraph *g, kiln_node *v) {
   if (x->type.dtype != v->type.dtype || !widens(x->type.dtype, v->in[0]->type.dtype)) return NULL;
   return keep(v, x);
 }
+static kiln_node *stop_gradient(kl_fgraph *g, kiln_node *v) {
+  return v->op == KL_OP_STOPGRAD ? keep(v, v->in[0]) : NULL;
+}
 static kiln_node *sum_no_axes(kl_fgraph *g, kiln_node *v) {
   return v->op == KL_OP_SUM && v->p.axes == 0 ? keep(v, v->in[0]) : NULL;
 }
@@ -120,6 +123,7 @@ static const rule rules[] = {
     {"simplify: maximum(x, x), minimum(x, x), where(c, x, x) -> x", false, same_operands},
     {"simplify: cast(cast(x, wider), back) -> x", false, cast_roundtrip},
     {"simplify: sum over no axes -> x", false, sum_no_axes},
+    {"simplify: stop_gradient(x) -> x (gradients are already built)", false, stop_gradient},
     {"simplify (fast math): x * 0 -> 0", true, mul_zero},
     {"simplify (fast math): x - x -> 0", true, sub_self},
     {"simplify (fast math): x + 0 -> x", true, add_zero},
