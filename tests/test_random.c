@@ -549,7 +549,8 @@ static int try_op(stats *st, rgraph *g) {
     ib = u < 0.08 ? ia : u < 0.25 ? rule_constant(g, a) : pick_operand(g, consts);
   } else if (k == O_WHERE || k == O_CLIP) {
     ib = pick_operand(g, consts);
-    ic = ib < 0 ? -1 : pick_operand(g, consts);
+    /* where(c, x, x): the simplifier's pattern */
+    ic = ib < 0 ? -1 : k == O_WHERE && rnd(g) < 0.3 ? ib : pick_operand(g, consts);
     if (ic < 0) return 0;
   } else if (k == O_DOT) {
     ib = pick_operand(g, consts);
@@ -564,7 +565,8 @@ static int try_op(stats *st, rgraph *g) {
   int first = make_op(st, g, k, ia, ib, ic, axis, cast_to);
   if (first < 0) return 0;
   if (consts) st->folded++;
-  if (!consts && rnd(g) < 0.15) {
+  int axis_op = k == O_SUM_AXIS || k == O_MEAN_AXIS || k == O_RMAX_AXIS;
+  if (!consts && rnd(g) < (axis_op ? 0.35 : 0.05)) {
     int r = g->pool[ia].rank, ok = 1;
     if (k == O_SUM_AXIS || k == O_MEAN_AXIS || k == O_RMAX_AXIS) {
       ok = r >= 2; /* another axis: the same type when the sizes agree */
@@ -663,7 +665,7 @@ static void build_graph(stats *st, rgraph *g, kiln_ctx *ctx, uint64_t seed) {
     kiln_dtype dt = pick_dtype(g);
     int64_t rt[KILN_MAX_RANK];
     int rank = pick_shape(g, 1, g->in_stat[j], rt);
-    char name[8], s1[64], s2[64];
+    char name[16], s1[64], s2[64];
     snprintf(name, sizeof name, "in%d", j);
     g->in[j] = kiln_input(ctx, name, dt, rank, g->in_stat[j]);
     ck_assert_ptr_nonnull(g->in[j]);
@@ -684,7 +686,7 @@ static void build_graph(stats *st, rgraph *g, kiln_ctx *ctx, uint64_t seed) {
         rank = pick_shape(g, 0, stat, rt);
       }
       g->sh_init[u] = rand_tensor(g, dt, rank, rt);
-      char name[8], s1[64];
+      char name[16], s1[64];
       snprintf(name, sizeof name, "S%d", u);
       kiln_node *s = kiln_shared(ctx, name, dt, rank, rt, kiln_tensor_data(g->sh_init[u]));
       ck_assert_ptr_nonnull(s);
@@ -839,12 +841,12 @@ static void report(stats *st, rgraph *g, kiln_function *fo, kiln_tensor *const *
           g->seed, g->log);
   fprintf(o, "  inputs of this run:\n");
   for (int j = 0; j < g->n_in; j++) {
-    char l[16];
+    char l[24];
     snprintf(l, sizeof l, "in%d", j);
     print_tensor(o, l, vals[j]);
   }
   for (int u = 0; u < g->n_sh; u++) {
-    char l[32];
+    char l[48];
     snprintf(l, sizeof l, "S%d before", u);
     print_tensor(o, l, g->sh_init[u]);
   }
@@ -925,14 +927,17 @@ static int alt_inputs(rgraph *g, kiln_tensor **alt) {
 
 /* The first sibling pair, each alone in an optimized function: their
 ** optimized graphs differ only where the siblings do, so each must get its
-** own code from the compile cache (the other function still alive). */
+** own code from the compile cache (the other function still alive); and
+** both as the outputs of one function, which CSE must not merge. */
 static void check_siblings(stats *st, rgraph *g, int llvm_level) {
-  kiln_options oo = {.size = sizeof oo, .llvm_opt_level = llvm_level};
+  /* at LLVM -O1 unless asked otherwise: the cache key has the level, and these are many */
+  kiln_options oo = {.size = sizeof oo, .llvm_opt_level = llvm_level ? llvm_level : 1};
   kiln_node *node[2] = {g->pool[g->sib_a].v, g->pool[g->sib_b].v};
-  kiln_function *f[2];
-  for (int i = 0; i < 2; i++) {
+  kiln_function *f[3];
+  for (int i = 0; i < 3; i++) {
     int cached = g->ctx->n_cache;
-    f[i] = kiln_function_new_opts(g->ctx, "sibling", g->n_in, g->in, 1, &node[i], 0, NULL, &oo);
+    f[i] = kiln_function_new_opts(g->ctx, "sibling", g->n_in, g->in, i < 2 ? 1 : 2,
+                                  i < 2 ? &node[i] : node, 0, NULL, &oo);
     if (!f[i]) {
       fail_build(st, g, "sibling %%p%d: kiln_function_new failed: %s", i ? g->sib_b : g->sib_a,
                  kiln_errmsg(g->ctx));
@@ -947,16 +952,21 @@ static void check_siblings(stats *st, rgraph *g, int llvm_level) {
     fail_build(st, g, "siblings: the reference fails: %s", kiln_errmsg(g->ctx));
     return;
   }
-  for (int i = 0; i < 2; i++) {
-    const kiln_tensor *out;
-    kiln_status s = kiln_call(f[i], (const kiln_tensor *const *)g->in_val, &out);
-    char what[48];
-    snprintf(what, sizeof what, "sibling %%p%d alone", i ? g->sib_b : g->sib_a);
-    st->compared++;
-    if (s != KILN_OK)
-      fail_build(st, g, "%s: kiln_call: %s", what, kiln_errmsg(g->ctx));
-    else if (!kt_same_bits(ref[i], out))
-      report(st, g, f[i], g->in_val, "first call", what, ref[i], out, "reference", "optimized");
+  for (int i = 0; i < 3; i++) {
+    const kiln_tensor *out[2];
+    kiln_status s = kiln_call(f[i], (const kiln_tensor *const *)g->in_val, out);
+    for (int j = 0; j < (i < 2 ? 1 : 2); j++) {
+      int which = i < 2 ? i : j;
+      char what[64];
+      snprintf(what, sizeof what, "sibling %%p%d %s", which ? g->sib_b : g->sib_a,
+               i < 2 ? "alone" : "beside the other");
+      st->compared++;
+      if (s != KILN_OK)
+        fail_build(st, g, "%s: kiln_call: %s", what, kiln_errmsg(g->ctx));
+      else if (!kt_same_bits(ref[which], out[j]))
+        report(st, g, f[i], g->in_val, "first call", what, ref[which], out[j], "reference",
+               "optimized");
+    }
   }
   kiln_tensor_free(ref[0]);
   kiln_tensor_free(ref[1]);

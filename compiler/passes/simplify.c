@@ -51,9 +51,20 @@ static kiln_node *neg_neg(kl_fgraph *g, kiln_node *v) {
 static kiln_node *pow_one(kl_fgraph *g, kiln_node *v) {
   return v->op == KL_OP_POW && is_const(v->in[1], 1.0) ? keep(v, v->in[0]) : NULL;
 }
+/* Can condition c neither broadcast x nor fail to fit it at call time? Each
+** of its dims must be a static 1 or x's static size there. */
+static bool cond_fits(const kiln_node *c, const kiln_node *x) {
+  if (c->type.rank > x->type.rank) return false;
+  for (int d = 0; d < c->type.rank; d++) {
+    int64_t cd = c->type.dims[d], xd = x->type.dims[d + x->type.rank - c->type.rank];
+    if (cd != 1 && (cd == KILN_DYN || cd != xd)) return false;
+  }
+  return true;
+}
 static kiln_node *same_operands(kl_fgraph *g, kiln_node *v) {
   if ((v->op == KL_OP_MAX || v->op == KL_OP_MIN) && v->in[0] == v->in[1]) return keep(v, v->in[0]);
-  if (v->op == KL_OP_WHERE && v->in[1] == v->in[2]) return keep(v, v->in[1]);
+  if (v->op == KL_OP_WHERE && v->in[1] == v->in[2] && cond_fits(v->in[0], v->in[1]))
+    return keep(v, v->in[1]);
   return NULL;
 }
 /* A cast there and back is the identity when the middle dtype holds every
