@@ -425,6 +425,7 @@ UN(relu, RELU)
 UN(logical_not, NOT)
 UN(isnan, ISNAN)
 UN(isinf, ISINF)
+UN(stop_gradient, STOPGRAD)
 BIN(lt, LT)
 BIN(le, LE)
 BIN(gt, GT)
@@ -594,7 +595,9 @@ kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line) {
   }
   x = kl_cast(x, kl_float_of((kiln_dtype)x->type.dtype), file, line);
   uint32_t last = 1u << (x->type.rank - 1);
+  /* the shift cancels mathematically: no gradient through it */
   kiln_node *m = kl_reduce(KL_OP_RMAX, x, last, file, line);
+  if (m) m = kl_elem(KL_OP_STOPGRAD, 1, &m, file, line);
   kiln_node *in[2] = {x, m ? kl_bcast(m, x, last, file, line) : NULL};
   kiln_node *s = in[1] ? kl_elem(KL_OP_SUB, 2, in, file, line) : NULL;
   kiln_node *e = s ? kl_elem(KL_OP_EXP, 1, &s, file, line) : NULL;

@@ -383,6 +383,12 @@ KILN__B1(isinf)
 #define kiln_isnan(...) kiln_isnan_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_isinf(...) kiln_isinf_at(__VA_ARGS__, __FILE__, __LINE__)
 
+/* stop_gradient(x) is x, but gradients do not flow through it (Theano's
+** consider_constant / disconnected_grad): a wrt reached only through it
+** gets zeros. It costs nothing in a compiled function. */
+KILN__B1(stop_gradient)
+#define kiln_stop_gradient(...) kiln_stop_gradient_at(__VA_ARGS__, __FILE__, __LINE__)
+
 /* where(c, a, b): a where c is true, else b (Theano's switch); c is read as a
 ** truth value, a and b promote together. The gradient goes to the chosen
 ** side. clip(x, lo, hi) is minimum(maximum(x, lo), hi) (numpy); the gradient
@@ -408,14 +414,6 @@ KILN_API kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, 
 #define kiln_mean(...) kiln_mean_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_sum_axis(...) kiln_sum_axis_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_mean_axis(...) kiln_mean_axis_at(__VA_ARGS__, __FILE__, __LINE__)
-/* Maximum over every axis / one axis. NaN propagates; among equal values
-** (0.0, -0.0) the first stays; an empty reduction gives the smallest value
-** of the dtype (-inf for floats), where numpy raises. The gradient goes to
-** every element equal to the maximum (Theano's rule). */
-KILN_API kiln_node *kiln_max_at(kiln_node *x, const char *file, int line);
-KILN_API kiln_node *kiln_max_axis_at(kiln_node *x, int axis, const char *file, int line);
-#define kiln_max(...) kiln_max_at(__VA_ARGS__, __FILE__, __LINE__)
-#define kiln_max_axis(...) kiln_max_axis_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* Neural-network losses along the last axis, computed stably (shifted by
 ** the row maximum): log_softmax(x) = (x - m) - log(sum(exp(x - m))),

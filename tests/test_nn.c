@@ -186,6 +186,32 @@ START_TEST(gradients) {
 }
 END_TEST
 
+/* d/dx sum(stop_gradient(x) * x) is stop_gradient(x) = x, not 2x; a wrt
+** reached only through stop_gradient gets zeros. */
+START_TEST(stop_gradient_blocks) {
+  kiln_ctx *ctx = kiln_ctx_new();
+  kiln_node *x = kiln_dvector(ctx, "x"), *g[2];
+  kiln_node *cost = kiln_sum(kiln_mul(kiln_stop_gradient(x), x));
+  ck_assert_int_eq(kiln_grad(cost, 1, &x, g, 0), KILN_OK);
+  kiln_node *only = kiln_sum(kiln_exp(kiln_stop_gradient(x)));
+  ck_assert_int_eq(kiln_grad(only, 1, &x, g + 1, 0), KILN_OK);
+  kiln_function *f =
+      kiln_function_new(ctx, "f", 1, &x, 3, (kiln_node *[]){g[0], g[1], cost}, 0, NULL);
+  ck_assert_ptr_nonnull(f);
+  kiln_tensor *in = kiln_tensor_new(KILN_FLOAT64, 1, (int64_t[]){3}, (double[]){1.5, -2, 4});
+  const kiln_tensor *o[3];
+  ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)&in, o), KILN_OK);
+  const double xs[3] = {1.5, -2, 4};
+  for (int i = 0; i < 3; i++) {
+    ck_assert(kiln_tensor_get(o[0], i) == xs[i]);
+    ck_assert(kiln_tensor_get(o[1], i) == 0.0);
+  }
+  ck_assert(kiln_tensor_get(o[2], 0) == 1.5 * 1.5 + 4.0 + 16.0);
+  kiln_tensor_free(in);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("nn");
   TCase *tc = tcase_create("nn");
@@ -195,6 +221,7 @@ int main(void) {
   tcase_add_test(tc, softmax_values_and_stability);
   tcase_add_test(tc, huge_logits_finite_gradient);
   tcase_add_test(tc, gradients);
+  tcase_add_test(tc, stop_gradient_blocks);
   suite_add_tcase(s, tc);
   return kt_run(s);
 }

@@ -283,6 +283,7 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
   LLVMTypeRef t = lty(e, dt);
   LLVMValueRef a = x[0], b = x[1];
   if (op == KL_OP_CAST) return emit_cast(e, a, dt, v->type.dtype);
+  if (op == KL_OP_STOPGRAD) return a;
   if (op >= KL_OP_LT && op <= KL_OP_NE) return emit_cmp(e, op, dt, a, b);
   if (op == KL_OP_ISNAN || op == KL_OP_ISINF) {
     if (!kl_dtype_is_float((kiln_dtype)dt)) return LLVMConstInt(e->i8, 0, 0);

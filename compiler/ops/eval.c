@@ -215,7 +215,7 @@ static kiln_status eval_elem(const kiln_node *v, const kiln_tensor *const *in, k
     int64_t off[3];
     for (int k = 0; k < v->n_in; k++)
       off[k] = bcast_offset(in[k], R, idx);
-    if (op == KL_OP_CAST) {
+    if (op == KL_OP_CAST || op == KL_OP_STOPGRAD) {
       kl_convert(odt, out->data, j, (kiln_dtype)in[0]->dtype, in[0]->data, off[0]);
     } else if (op == KL_OP_WHERE) {
       bool c = ((const uint8_t *)in[0]->data)[off[0]] != 0;

@@ -36,7 +36,8 @@ static bool cheap(int op) {
   case KL_OP_OR:
   case KL_OP_NOT:
   case KL_OP_ISNAN:
-  case KL_OP_ISINF: return true;
+  case KL_OP_ISINF:
+  case KL_OP_STOPGRAD: return true;
   default: return op >= KL_OP_LT && op <= KL_OP_WHERE;
   }
 }

@@ -51,9 +51,20 @@ static kiln_node *neg_neg(kl_fgraph *g, kiln_node *v) {
 static kiln_node *pow_one(kl_fgraph *g, kiln_node *v) {
   return v->op == KL_OP_POW && is_const(v->in[1], 1.0) ? keep(v, v->in[0]) : NULL;
 }
+/* Can condition c neither broadcast x nor fail to fit it at call time? Each
+** of its dims must be a static 1 or x's static size there. */
+static bool cond_fits(const kiln_node *c, const kiln_node *x) {
+  if (c->type.rank > x->type.rank) return false;
+  for (int d = 0; d < c->type.rank; d++) {
+    int64_t cd = c->type.dims[d], xd = x->type.dims[d + x->type.rank - c->type.rank];
+    if (cd != 1 && (cd == KILN_DYN || cd != xd)) return false;
+  }
+  return true;
+}
 static kiln_node *same_operands(kl_fgraph *g, kiln_node *v) {
   if ((v->op == KL_OP_MAX || v->op == KL_OP_MIN) && v->in[0] == v->in[1]) return keep(v, v->in[0]);
-  if (v->op == KL_OP_WHERE && v->in[1] == v->in[2]) return keep(v, v->in[1]);
+  if (v->op == KL_OP_WHERE && v->in[1] == v->in[2] && cond_fits(v->in[0], v->in[1]))
+    return keep(v, v->in[1]);
   return NULL;
 }
 /* A cast there and back is the identity when the middle dtype holds every
@@ -77,6 +88,9 @@ static kiln_node *cast_roundtrip(kl_fgraph *g, kiln_node *v) {
   kiln_node *x = v->in[0]->in[0];
   if (x->type.dtype != v->type.dtype || !widens(x->type.dtype, v->in[0]->type.dtype)) return NULL;
   return keep(v, x);
+}
+static kiln_node *stop_gradient(kl_fgraph *g, kiln_node *v) {
+  return v->op == KL_OP_STOPGRAD ? keep(v, v->in[0]) : NULL;
 }
 /* integers only: a float sum starts from +0.0, and +0.0 + -0.0 is +0.0 */
 static kiln_node *sum_no_axes(kl_fgraph *g, kiln_node *v) {
@@ -121,6 +135,7 @@ static const rule rules[] = {
     {"simplify: maximum(x, x), minimum(x, x), where(c, x, x) -> x", false, same_operands},
     {"simplify: cast(cast(x, wider), back) -> x", false, cast_roundtrip},
     {"simplify: sum over no axes -> x (integers)", false, sum_no_axes},
+    {"simplify: stop_gradient(x) -> x (gradients are already built)", false, stop_gradient},
     {"simplify (fast math): x * 0 -> 0", true, mul_zero},
     {"simplify (fast math): x - x -> 0", true, sub_self},
     {"simplify (fast math): x + 0 -> x", true, add_zero},
