@@ -913,13 +913,21 @@ static int count_substr(const char *text, const char *sub) {
   return n;
 }
 
-/* Lines that are basic-block labels named loop, loop2, loop3, ... */
+/* Lines that are basic-block labels named nK.loop, nK.loop2, ... (K: the
+** node whose kernel the loop belongs to) */
 static int loop_headers(const char *ir) {
   int n = 0;
   char *ln;
   for (int k = 0; (ln = nth_line(ir, k)) != NULL; k++) {
-    if (strncmp(ln, "loop", 4) == 0) {
-      const char *p = ln + 4;
+    const char *q = ln;
+    if (*q == 'n') {
+      q++;
+      while (*q >= '0' && *q <= '9')
+        q++;
+      q = *q == '.' ? q + 1 : ln;
+    }
+    if (q != ln && strncmp(q, "loop", 4) == 0) {
+      const char *p = q + 4;
       while (*p >= '0' && *p <= '9')
         p++;
       if (*p == ':') n++;

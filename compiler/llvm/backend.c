@@ -20,6 +20,8 @@
 #include "compiler/function.h"
 #include "compiler/llvm/jit.h"
 
+#include <llvm-c/DebugInfo.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -47,6 +49,9 @@ typedef struct em {
   LLVMValueRef idx[KILN_MAX_RANK];         /* the current loop indices */
   LLVMBasicBlockRef join, other, fast_end; /* emit_kernel's versions */
   LLVMValueRef fast_reg;
+  bool cold;              /* emitting a general version: its loops stay scalar */
+  int cur;                /* the node whose kernel is being emitted (block names) */
+  LLVMMetadataRef no_vec; /* loop metadata saying so, made on first use */
 } em;
 
 /* ----------------------------------------------------------------- types */
@@ -128,12 +133,20 @@ typedef struct loop {
 
 static LLVMValueRef alloca_of(em *e, LLVMTypeRef t) { return LLVMBuildAlloca(e->ab, t, ""); }
 
+/* Blocks are named after the node whose kernel they belong to (%12.loop),
+** so the IR dumps can be read against the plan. */
+static LLVMBasicBlockRef new_block(em *e, const char *what) {
+  char nm[48];
+  snprintf(nm, sizeof nm, "n%d.%s", e->cur, what);
+  return LLVMAppendBasicBlockInContext(e->c, e->fn, nm);
+}
+
 static LLVMValueRef loop_begin(em *e, loop *l, LLVMValueRef n) {
   l->var = alloca_of(e, e->i64);
   LLVMBuildStore(e->b, ci64(e, 0), l->var);
-  l->cond = LLVMAppendBasicBlockInContext(e->c, e->fn, "loop");
-  l->body = LLVMAppendBasicBlockInContext(e->c, e->fn, "body");
-  l->exit = LLVMAppendBasicBlockInContext(e->c, e->fn, "done");
+  l->cond = new_block(e, "loop");
+  l->body = new_block(e, "body");
+  l->exit = new_block(e, "done");
   LLVMBuildBr(e->b, l->cond);
   LLVMPositionBuilderAtEnd(e->b, l->cond);
   LLVMValueRef i = LLVMBuildLoad2(e->b, e->i64, l->var, "i");
@@ -142,10 +155,32 @@ static LLVMValueRef loop_begin(em *e, loop *l, LLVMValueRef n) {
   return LLVMBuildLoad2(e->b, e->i64, l->var, "i");
 }
 
+/* Loop metadata asking LLVM not to vectorize (nor interleave) a loop:
+** !{self, !{"llvm.loop.vectorize.enable", false}, !{"llvm.loop.interleave.count", 1}}.
+** General (broadcasting) kernel versions are the rare path; vectorizing
+** their strided accesses only made gathers and scatters, and compile time.
+** Unrolling stays allowed, so loops with small static trip counts vanish. */
+static LLVMMetadataRef no_vec_md(em *e) {
+  if (e->no_vec) return e->no_vec;
+  LLVMMetadataRef f = LLVMValueAsMetadata(LLVMConstInt(e->i1, 0, 0));
+  LLVMMetadataRef one = LLVMValueAsMetadata(LLVMConstInt(e->i32, 1, 0));
+  LLVMMetadataRef vec[2] = {LLVMMDStringInContext2(e->c, "llvm.loop.vectorize.enable", 26), f};
+  LLVMMetadataRef il[2] = {LLVMMDStringInContext2(e->c, "llvm.loop.interleave.count", 26), one};
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(e->c, NULL, 0);
+  LLVMMetadataRef ops[3] = {tmp, LLVMMDNodeInContext2(e->c, vec, 2),
+                            LLVMMDNodeInContext2(e->c, il, 2)};
+  LLVMMetadataRef id = LLVMMDNodeInContext2(e->c, ops, 3);
+  LLVMMetadataReplaceAllUsesWith(tmp, id); /* the loop id refers to itself */
+  return e->no_vec = id;
+}
+
 static void loop_end(em *e, loop *l) {
   LLVMValueRef i = LLVMBuildLoad2(e->b, e->i64, l->var, "");
   LLVMBuildStore(e->b, LLVMBuildNUWAdd(e->b, i, ci64(e, 1), ""), l->var);
-  LLVMBuildBr(e->b, l->cond);
+  LLVMValueRef br = LLVMBuildBr(e->b, l->cond);
+  if (e->cold)
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(e->c, "llvm.loop", 9),
+                    LLVMMetadataAsValue(e->c, no_vec_md(e)));
   LLVMPositionBuilderAtEnd(e->b, l->exit);
 }
 
@@ -892,11 +927,12 @@ static void emit_kernel(em *e, kkind kind, int i, int dst) {
   LLVMValueRef cond = e->kcond;
   for (int version = 0; version < (cond ? 2 : 1); version++) {
     e->fast = version == 0;
+    e->cold = version == 1;
     LLVMBasicBlockRef here = NULL, join = NULL, other = NULL;
     if (cond && version == 0) {
-      here = LLVMAppendBasicBlockInContext(e->c, e->fn, "fast");
-      other = LLVMAppendBasicBlockInContext(e->c, e->fn, "general");
-      join = LLVMAppendBasicBlockInContext(e->c, e->fn, "joined");
+      here = new_block(e, "fast");
+      other = new_block(e, "general");
+      join = new_block(e, "joined");
       LLVMBuildCondBr(e->b, cond, here, other);
       LLVMPositionBuilderAtEnd(e->b, here);
       e->join = join;
@@ -929,6 +965,7 @@ static void emit_kernel(em *e, kkind kind, int i, int dst) {
     }
   }
   e->fast = false;
+  e->cold = false;
 }
 
 /* ---------------------------------------------------------------- module */
@@ -1004,10 +1041,13 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   /* copies of leaves (outputs or updates that are inputs or variables) come
   ** first too, for the same reason */
   for (int c = 0; c < g->n_copies; c++)
-    if (g->sched[g->copies[c].node] == KL_S_LEAF)
+    if (g->sched[g->copies[c].node] == KL_S_LEAF) {
+      e.cur = g->copies[c].node;
       emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
+    }
   for (int i = 0; i < g->n; i++) {
     const kiln_node *v = g->nodes[i];
+    e.cur = i;
     if (g->sched[i] == KL_S_SCALAR) {
       emit_scalar_node(&e, i);
       continue;
@@ -1023,8 +1063,10 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
     }
   }
   for (int c = 0; c < g->n_copies; c++)
-    if (g->sched[g->copies[c].node] != KL_S_LEAF)
+    if (g->sched[g->copies[c].node] != KL_S_LEAF) {
+      e.cur = g->copies[c].node;
       emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
+    }
   LLVMBuildRetVoid(e.b);
   LLVMPositionBuilderAtEnd(e.ab, entry);
   LLVMBuildBr(e.ab, start);
