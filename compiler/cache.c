@@ -9,11 +9,34 @@
 ** the LLVM options; the host CPU is the same for the whole process.
 ** Entries are counted references: the code is removed from the JIT when the
 ** last function using it is freed.
+**
+** On disk (optional: the environment variable KILN_CACHE_DIR names a
+** directory): a miss in memory looks for <dir>/kiln-<hash>.obj, an object
+** file compiled earlier, possibly by another process. Its key adds to the
+** canonical description everything the machine code depends on besides:
+** the LLVM version, target triple, host CPU and features, and the identity
+** of the Kiln library itself (its file's path, size and modification time,
+** so a rebuilt Kiln never links objects of an older one). The whole key is
+** stored in the file and compared byte for byte; any mismatch, short read
+** or failure to link is a miss, never an error. A miss compiles to an object
+** file, links that, and writes the file to a temporary name then renames it,
+** so readers see whole files only. With KILN_DUMP_DIR set the disk cache is
+** not read (a linked object keeps no LLVM texts to dump).
+**
+**   file = u64 key length | key ("KILNOBJ1" ...) | u64 object length | object
+**          | u64 FNV-1a hash of the object (a damaged object is a miss, never
+**            code that runs)
 */
+#define _GNU_SOURCE /* dladdr */
 #include "compiler/function.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 typedef struct kl_cache_entry {
   uint64_t hash;
@@ -84,6 +107,8 @@ static bool make_key(const kl_fgraph *g, kbuf *b) {
   return !b->oom;
 }
 
+/* ------------------------------------------------------------ on disk */
+
 static uint64_t fnv1a(const unsigned char *p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ULL;
   for (size_t i = 0; i < n; i++)
@@ -91,10 +116,129 @@ static uint64_t fnv1a(const unsigned char *p, size_t n) {
   return h;
 }
 
+static const char disk_magic[8] = {'K', 'I', 'L', 'N', 'O', 'B', 'J', '1'};
+
+/* The on-disk key: what the machine code depends on beyond the graph. NULL
+** (no disk cache) when the library's own file cannot be identified. */
+static bool disk_key(const kbuf *key, kbuf *dk) {
+  Dl_info info;
+  struct stat stt;
+  if (!dladdr((void *)(uintptr_t)&kl_cache_compile, &info) || !info.dli_fname ||
+      stat(info.dli_fname, &stt) != 0)
+    return false;
+  char *host = kl_backend_host_id();
+  if (!host) return false;
+  put(dk, disk_magic, sizeof disk_magic);
+  put(dk, info.dli_fname, strlen(info.dli_fname) + 1);
+  put_i64(dk, (int64_t)stt.st_size);
+  put_i64(dk, (int64_t)stt.st_mtim.tv_sec);
+  put_i64(dk, (int64_t)stt.st_mtim.tv_nsec);
+  put(dk, host, strlen(host) + 1);
+  kl_free(host);
+  put(dk, key->p, key->len);
+  return !dk->oom;
+}
+
+static void disk_path(char *path, size_t n, const char *dir, uint64_t h) {
+  snprintf(path, n, "%s/kiln-%016llx.obj", dir, (unsigned long long)h);
+}
+
+/* Reads the object stored under key dk, or NULL (a miss). */
+static unsigned char *disk_read(const char *path, const kbuf *dk, size_t *obj_len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  unsigned char *obj = NULL, *k = NULL;
+  uint64_t kn = 0, on = 0, sum = 0;
+  struct stat stt;
+  if (fstat(fileno(f), &stt) != 0 || fread(&kn, sizeof kn, 1, f) != 1 || kn != dk->len) goto out;
+  k = kl_malloc(dk->len);
+  if (!k || fread(k, 1, dk->len, f) != dk->len || memcmp(k, dk->p, dk->len) != 0) goto out;
+  if (fread(&on, sizeof on, 1, f) != 1 || on == 0 ||
+      on != (uint64_t)stt.st_size - sizeof kn - dk->len - sizeof on - sizeof sum)
+    goto out;
+  obj = kl_malloc((size_t)on);
+  if (obj && (fread(obj, 1, (size_t)on, f) != on || fread(&sum, sizeof sum, 1, f) != 1 ||
+              sum != fnv1a(obj, (size_t)on))) {
+    kl_free(obj);
+    obj = NULL;
+  }
+  if (obj) *obj_len = (size_t)on;
+out:
+  kl_free(k);
+  fclose(f);
+  return obj;
+}
+
+/* Writes the file under a temporary name and renames it into place; any
+** failure leaves no file and is not an error (the cache is optional). */
+static void disk_write(const char *dir, const char *path, const kbuf *dk, const unsigned char *obj,
+                       size_t obj_len) {
+  static unsigned counter;
+  char tmp[4096];
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  snprintf(tmp, sizeof tmp, "%s/.kiln-tmp-%ld-%u-%ld", dir, (long)getpid(),
+           __atomic_fetch_add(&counter, 1u, __ATOMIC_RELAXED), (long)ts.tv_nsec);
+  FILE *f = fopen(tmp, "wb");
+  if (!f) return;
+  uint64_t kn = dk->len, on = obj_len, sum = fnv1a(obj, obj_len);
+  bool ok = fwrite(&kn, sizeof kn, 1, f) == 1 && fwrite(dk->p, 1, dk->len, f) == dk->len &&
+            fwrite(&on, sizeof on, 1, f) == 1 && fwrite(obj, 1, obj_len, f) == obj_len &&
+            fwrite(&sum, sizeof sum, 1, f) == 1;
+  ok = fclose(f) == 0 && ok;
+  if (!ok || rename(tmp, path) != 0) remove(tmp);
+}
+
+static double seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The disk layer around kl_backend_compile: a hit links the stored object;
+** a miss compiles to an object and stores it. Returns false when the disk
+** cache is not in use (the caller compiles as usual). */
+static bool disk_compile(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, kl_cache_entry *e,
+                         double *out_secs, int *out_hit, kiln_status *st) {
+  const char *dir = getenv("KILN_CACHE_DIR"), *dump = getenv("KILN_DUMP_DIR");
+  if (!dir || !*dir) return false;
+  kbuf dk = {0};
+  if (!disk_key(key, &dk)) {
+    kl_free(dk.p);
+    return false;
+  }
+  uint64_t h = fnv1a(dk.p, dk.len);
+  char path[4096], sym[64];
+  disk_path(path, sizeof path, dir, h);
+  snprintf(sym, sizeof sym, "kiln_step_%016llx", (unsigned long long)h);
+  double t0 = seconds();
+  size_t n = 0;
+  unsigned char *obj = dump && *dump ? NULL : disk_read(path, &dk, &n);
+  if (obj) {
+    char err[512];
+    kiln_status s = kl_backend_load(ctx, obj, n, sym, &e->code, &e->fn, err, sizeof err);
+    kl_free(obj);
+    if (s == KILN_OK) {
+      *out_secs = seconds() - t0;
+      *out_hit = 2;
+      *st = KILN_OK;
+      kl_free(dk.p);
+      return true;
+    }
+  }
+  *st = kl_backend_compile(ctx, g, sym, &e->code, &e->fn, out_secs, &obj, &n);
+  if (*st == KILN_OK) disk_write(dir, path, &dk, obj, n);
+  kl_free(obj);
+  kl_free(dk.p);
+  return true;
+}
+
+/* ------------------------------------------------------------ in memory */
+
 kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_code **out_code,
-                             void **out_fn, double *out_secs, bool *out_hit) {
+                             void **out_fn, double *out_secs, int *out_hit) {
   kbuf key = {0};
-  *out_hit = false;
+  *out_hit = 0;
   if (!make_key(g, &key)) {
     kl_free(key.p);
     return kl_error(ctx, KILN_NOMEM, "function: out of memory");
@@ -107,7 +251,7 @@ kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_co
       *out_code = e->code;
       *out_fn = e->fn;
       *out_secs = 0;
-      *out_hit = true;
+      *out_hit = 1;
       kl_free(key.p);
       return KILN_OK;
     }
@@ -126,9 +270,12 @@ kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_co
     kl_free(key.p);
     return kl_error(ctx, KILN_NOMEM, "function: out of memory");
   }
-  char sym[64];
-  snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
-  kiln_status st = kl_backend_compile(ctx, g, sym, &e->code, &e->fn, out_secs);
+  kiln_status st;
+  if (!disk_compile(ctx, g, &key, e, out_secs, out_hit, &st)) {
+    char sym[64];
+    snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
+    st = kl_backend_compile(ctx, g, sym, &e->code, &e->fn, out_secs, NULL, NULL);
+  }
   if (st != KILN_OK) {
     kl_free(e);
     kl_free(key.p);

@@ -415,7 +415,7 @@ static double now(void) {
 }
 
 static void print_timing(const kiln_function *f, double graph_s, double plan_s, double llvm_s,
-                         double total_s) {
+                         int hit, double total_s) {
   fprintf(stderr, "kiln: timing of function '%s'\n", f->name);
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "copy graph", graph_s * 1e3);
   for (int p = 0; p < f->log.n_passes; p++)
@@ -424,7 +424,9 @@ static void print_timing(const kiln_function *f, double graph_s, double plan_s, 
               f->log.seconds[p] * 1e3);
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "plan", plan_s * 1e3);
   fprintf(stderr, "kiln:   %-16s %9.3f ms%s\n", "LLVM + JIT", llvm_s * 1e3,
-          llvm_s == 0 ? " (cached)" : "");
+          hit == 1   ? " (in-memory cache hit)"
+          : hit == 2 ? " (linked from KILN_CACHE_DIR)"
+                     : "");
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "total", total_s * 1e3);
 }
 
@@ -494,9 +496,9 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
     }
   }
   double t3 = now(), llvm_s = 0;
+  int hit = 0;
   if (!st) {
     void *fn = NULL;
-    bool hit;
     st = kl_cache_compile(ctx, &g, &f->code, &fn, &llvm_s, &hit);
     g.plan->step = (kl_step_fn)fn;
   }
@@ -518,7 +520,7 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
   if (dir && *dir) dump_to_dir(f, dir);
   const char *timing = getenv("KILN_TIMING");
   if (timing && *timing && strcmp(timing, "0") != 0)
-    print_timing(f, t1 - t0, t3 - t2, llvm_s, now() - t0);
+    print_timing(f, t1 - t0, t3 - t2, llvm_s, hit, now() - t0);
   kiln_clear_error(ctx);
   return f;
 }

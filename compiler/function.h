@@ -113,8 +113,18 @@ struct kiln_function {
 };
 
 /* The LLVM side (compiler/llvm/backend.c); no LLVM types cross this line. */
+/* Compiles g's step as symbol. With object non-NULL the step is compiled to
+** an object file whose bytes are returned too (kl_malloc'd), for the
+** on-disk cache. */
 kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol,
-                               struct kl_jit_code **out_code, void **out_fn, double *out_secs);
+                               struct kl_jit_code **out_code, void **out_fn, double *out_secs,
+                               unsigned char **object, size_t *object_len);
+/* Links an object file from the on-disk cache; on failure only a status and
+** err (the caller falls back to compiling). */
+kiln_status kl_backend_load(kiln_ctx *ctx, const unsigned char *obj, size_t len, const char *symbol,
+                            struct kl_jit_code **out_code, void **out_fn, char *err, size_t errn);
+/* The host as code generation sees it, for on-disk cache keys (kl_malloc'd). */
+char *kl_backend_host_id(void);
 const char *kl_backend_text(struct kl_jit_code *code, kiln_stage stage, kiln_status *st, char *err,
                             size_t errn);
 void kl_backend_code_free(struct kl_jit_code *code);
@@ -124,7 +134,8 @@ void kl_ctx_jit_free(kiln_ctx *ctx);
 ** optimized graphs. kl_cache_compile compiles or finds the step (a new
 ** reference); kl_cache_release drops one; kl_cache_free drops all. */
 kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_code **out_code,
-                             void **out_fn, double *out_secs, bool *out_hit);
+                             void **out_fn, double *out_secs, int *out_hit);
+/* out_hit: 0 compiled, 1 found in memory, 2 linked from the on-disk cache */
 void kl_cache_release(kiln_ctx *ctx, struct kl_jit_code *code);
 void kl_cache_free(kiln_ctx *ctx);
 

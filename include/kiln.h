@@ -577,7 +577,18 @@ KILN_API int kiln_function_n_outputs(const kiln_function *f);
 ** function compiled while the environment variable KILN_DUMP_DIR names a
 ** directory, to the file <dir>/<function name>.<stage name>; the stage
 ** names are given in brackets. KILN_TIMING=1 prints the time of every
-** compiler pass and of LLVM to stderr. */
+** compiler pass and of LLVM to stderr.
+**
+** On-disk compile cache: when the environment variable KILN_CACHE_DIR names
+** an existing writable directory, each compiled step is also stored there as
+** an object file (kiln-<hash>.obj, written to a temporary name and renamed,
+** so concurrent processes are safe), and a later kiln_function_new of an
+** equal optimized graph -- in any process, on the same host CPU, LLVM and
+** Kiln build -- links that object instead of running LLVM (a few ms instead
+** of tens or hundreds). Anything unusable (another CPU or build, a damaged
+** or truncated file, an unwritable directory) is silently a miss. A step
+** linked from the cache keeps no LLVM texts: its ll, opt.ll and s stages
+** fail with KILN_MISUSE; with KILN_DUMP_DIR set the cache is not read. */
 typedef enum kiln_stage {
   KILN_STAGE_GRAPH = 0, /* [graph] the function graph as built, one node per line */
   KILN_STAGE_LLVM_IR,   /* [ll] the LLVM module as generated, before LLVM's passes */

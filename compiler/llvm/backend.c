@@ -1081,7 +1081,8 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
 /* --------------------------------------------------------------- backend */
 
 kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol,
-                               struct kl_jit_code **out_code, void **out_fn, double *out_secs) {
+                               struct kl_jit_code **out_code, void **out_fn, double *out_secs,
+                               unsigned char **object, size_t *object_len) {
   char err[1024] = "";
   kiln_status st;
   struct timespec t0, t1;
@@ -1097,7 +1098,7 @@ kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *sy
     kl_llmod_dispose(&m);
     return kl_error(ctx, st, "function: %s", err);
   }
-  kl_jit_opts opts = {.opt_level = g->llvm_opt_level};
+  kl_jit_opts opts = {.opt_level = g->llvm_opt_level, .object = object, .object_len = object_len};
   st = kl_jit_add(ctx->jit, &m, symbol, &opts, out_code, out_fn, err, sizeof err); /* takes m */
   if (st != KILN_OK) return kl_error(ctx, st, "function: %s", err);
   clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -1112,6 +1113,17 @@ const char *kl_backend_text(struct kl_jit_code *code, kiln_stage stage, kiln_sta
 }
 
 void kl_backend_code_free(struct kl_jit_code *code) { kl_jit_code_free(code); }
+
+kiln_status kl_backend_load(kiln_ctx *ctx, const unsigned char *obj, size_t len, const char *symbol,
+                            struct kl_jit_code **out_code, void **out_fn, char *err, size_t errn) {
+  kiln_status st;
+  *out_code = NULL;
+  *out_fn = NULL;
+  if (!ctx->jit && (st = kl_jit_new(&ctx->jit, err, errn)) != KILN_OK) return st;
+  return kl_jit_add_object(ctx->jit, obj, len, symbol, out_code, out_fn, err, errn);
+}
+
+char *kl_backend_host_id(void) { return kl_jit_host_id(); }
 
 void kl_ctx_jit_free(kiln_ctx *ctx) {
   kl_jit_free(ctx->jit);

@@ -78,6 +78,7 @@ struct kl_jit_code {
   ** inside the JIT (until compiled or removed), so the log lives with the code. */
   diag_log diag;
   char *text[KILN_N_STAGES];
+  bool from_object; /* linked from the on-disk cache: no stage texts */
 };
 
 /* ---------------------------------------------------------------- messages */
@@ -367,6 +368,9 @@ static void destroy_code(kl_jit_code *code) {
   kl_free(code);
 }
 
+static kiln_status look_up(kl_jit *jit, kl_jit_code *code, const char *symbol,
+                           kl_jit_code **out_code, void **out_fn, char *err, size_t errn);
+
 kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_jit_opts *opts,
                        kl_jit_code **out_code, void **out_fn, char *err, size_t errn) {
   /* Module and context are ours from here on, whatever happens. */
@@ -407,19 +411,74 @@ kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_ji
     return st;
   }
 
-  /* The TSM owns mod now and shares the context with our tsc handle. */
-  LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
-  code->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(jit->lljit));
-  jit->session_err[0] = '\0';
-  /* The JIT owns tsm from this call on, even when it fails. */
-  LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModuleWithRT(jit->lljit, code->rt, tsm);
-  /* Our handle only: the module inside the JIT keeps the context alive. */
-  LLVMOrcDisposeThreadSafeContext(tsc);
+  LLVMErrorRef e;
+  if (opts && opts->object) {
+    /* Code generation here, by our target machine; the JIT links the object. */
+    *opts->object = NULL;
+    *opts->object_len = 0;
+    char *msg = NULL;
+    LLVMMemoryBufferRef obj = NULL;
+    bool failed = LLVMTargetMachineEmitToMemoryBuffer(jit->tm, mod, LLVMObjectFile, &msg, &obj);
+    if (failed || code->diag.n_errors) {
+      set_err(err, errn, "cannot emit an object file for '%s': %s", symbol,
+              failed && msg ? msg : code->diag.first);
+      LLVMDisposeMessage(msg);
+      if (obj) LLVMDisposeMemoryBuffer(obj);
+      dispose_parts(mod, tsc);
+      destroy_code(code);
+      return KILN_LLVM;
+    }
+    dispose_parts(mod, tsc);
+    size_t n = LLVMGetBufferSize(obj);
+    unsigned char *copy = kl_malloc(n ? n : 1);
+    if (!copy) {
+      LLVMDisposeMemoryBuffer(obj);
+      destroy_code(code);
+      set_err(err, errn, "out of memory keeping the object file of '%s'", symbol);
+      return KILN_NOMEM;
+    }
+    memcpy(copy, LLVMGetBufferStart(obj), n);
+    *opts->object = copy;
+    *opts->object_len = n;
+    code->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(jit->lljit));
+    jit->session_err[0] = '\0';
+    /* The JIT owns obj from this call on. */
+    e = LLVMOrcLLJITAddObjectFileWithRT(jit->lljit, code->rt, obj);
+  } else {
+    /* The TSM owns mod now and shares the context with our tsc handle. */
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
+    code->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(jit->lljit));
+    jit->session_err[0] = '\0';
+    /* The JIT owns tsm from this call on, even when it fails. */
+    e = LLVMOrcLLJITAddLLVMIRModuleWithRT(jit->lljit, code->rt, tsm);
+    /* Our handle only: the module inside the JIT keeps the context alive. */
+    LLVMOrcDisposeThreadSafeContext(tsc);
+  }
   if (e) {
     st = take_error(e, "adding the module to the JIT", err, errn);
-    goto fail;
+    if (opts && opts->object) {
+      kl_free(*opts->object);
+      *opts->object = NULL;
+      *opts->object_len = 0;
+    }
+    destroy_code(code); /* removes the tracker: the module leaves the JIT */
+    return st;
   }
 
+  st = look_up(jit, code, symbol, out_code, out_fn, err, errn);
+  if (st != KILN_OK && opts && opts->object) {
+    kl_free(*opts->object);
+    *opts->object = NULL;
+    *opts->object_len = 0;
+  }
+  return st;
+}
+
+/* Looks symbol up (compiling what is pending), links code into the JIT's
+** list and returns it; on failure removes the code. */
+static kiln_status look_up(kl_jit *jit, kl_jit_code *code, const char *symbol,
+                           kl_jit_code **out_code, void **out_fn, char *err, size_t errn) {
+  kiln_status st;
   /* LLVMOrcLLJITLookup takes the IR name and applies the JIT's mangling
   ** (LLJIT::lookup -> mangle), so the symbol is given as in the module.
   ** Compilation happens here, on first lookup. */
@@ -454,6 +513,49 @@ kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_ji
 fail:
   destroy_code(code); /* removes the tracker: the module leaves the JIT */
   return st;
+}
+
+kiln_status kl_jit_add_object(kl_jit *jit, const unsigned char *obj, size_t len, const char *symbol,
+                              kl_jit_code **out_code, void **out_fn, char *err, size_t errn) {
+  if (out_code) *out_code = NULL;
+  if (out_fn) *out_fn = NULL;
+  if (!jit || !obj || !symbol || !*symbol || !out_code || !out_fn) {
+    set_err(err, errn, "kl_jit_add_object: bad argument");
+    return KILN_MISUSE;
+  }
+  kl_jit_code *code = kl_calloc(1, sizeof *code);
+  if (!code) {
+    set_err(err, errn, "out of memory adding '%s' to the JIT", symbol);
+    return KILN_NOMEM;
+  }
+  code->jit = jit;
+  code->from_object = true;
+  LLVMMemoryBufferRef buf =
+      LLVMCreateMemoryBufferWithMemoryRangeCopy((const char *)obj, len, symbol);
+  code->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(jit->lljit));
+  jit->session_err[0] = '\0';
+  /* The JIT owns buf from this call on. */
+  kiln_status st = take_error(LLVMOrcLLJITAddObjectFileWithRT(jit->lljit, code->rt, buf),
+                              "adding an object file to the JIT", err, errn);
+  if (st != KILN_OK) {
+    destroy_code(code);
+    return st;
+  }
+  return look_up(jit, code, symbol, out_code, out_fn, err, errn);
+}
+
+char *kl_jit_host_id(void) {
+  unsigned maj = 0, min = 0, pat = 0;
+  LLVMGetVersion(&maj, &min, &pat);
+  char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName();
+  char *features = LLVMGetHostCPUFeatures();
+  size_t n = strlen(triple) + strlen(cpu) + strlen(features) + 64;
+  char *id = kl_malloc(n);
+  if (id) snprintf(id, n, "llvm %u.%u.%u|%s|%s|%s", maj, min, pat, triple, cpu, features);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(features);
+  return id;
 }
 
 /* ---------------------------------------------------------------- texts */
@@ -509,6 +611,11 @@ const char *kl_jit_code_text(kl_jit_code *code, kiln_stage stage, kiln_status *s
   } else if (stage != KILN_STAGE_LLVM_IR && stage != KILN_STAGE_LLVM_OPT &&
              stage != KILN_STAGE_ASM) {
     set_err(err, errn, "kl_jit_code_text: stage %d is not kept by the JIT", (int)stage);
+    s = KILN_MISUSE;
+  } else if (code->from_object) {
+    set_err(err, errn,
+            "the step was loaded from the on-disk cache (KILN_CACHE_DIR), which keeps no LLVM "
+            "texts; with KILN_DUMP_DIR set, or without KILN_CACHE_DIR, it is compiled afresh");
     s = KILN_MISUSE;
   } else {
     if (stage == KILN_STAGE_ASM && !code->text[KILN_STAGE_ASM]) s = make_asm(code, err, errn);

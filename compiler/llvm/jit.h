@@ -34,6 +34,12 @@ typedef struct kl_jit_code kl_jit_code;
 
 typedef struct kl_jit_opts {
   int opt_level; /* 0..3: LLVM pipeline default<On>; 2 if 0 is not wanted */
+  /* When set, the module is compiled to an object file by Kiln's own host
+  ** target machine (the same CPU, features and code generation level as the
+  ** JIT's), the object is what the JIT links, and its bytes are returned
+  ** here (kl_malloc'd, the caller frees) for the on-disk cache. */
+  unsigned char **object;
+  size_t *object_len;
 } kl_jit_opts;
 
 /* Creates the JIT for the host CPU (targets are initialized once per process,
@@ -56,6 +62,16 @@ void kl_llmod_dispose(kl_llmod *m);
 ** every case (m is cleared). On success *out_code and *out_fn are set. */
 kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_jit_opts *opts,
                        kl_jit_code **out_code, void **out_fn, char *err, size_t errn);
+
+/* Links an object file made by kl_jit_add (opts->object) into the JIT under
+** a new resource tracker and looks up symbol. The code keeps no stage texts
+** (kl_jit_code_text says so). The bytes are copied. */
+kiln_status kl_jit_add_object(kl_jit *jit, const unsigned char *obj, size_t len, const char *symbol,
+                              kl_jit_code **out_code, void **out_fn, char *err, size_t errn);
+
+/* A description of the host as code generation sees it (LLVM version, target
+** triple, CPU name and features), for keys of the on-disk cache. kl_malloc'd. */
+char *kl_jit_host_id(void);
 
 /* Text of a stage: KILN_STAGE_LLVM_IR, KILN_STAGE_LLVM_OPT, or KILN_STAGE_ASM
 ** (made on first request from the optimized IR, with the host target
