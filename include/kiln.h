@@ -479,17 +479,58 @@ KILN_API kiln_function *kiln_function_new(kiln_ctx *ctx, const char *name, int n
                                           kiln_node *const *inputs, int n_outputs,
                                           kiln_node *const *outputs, int n_updates,
                                           const kiln_update *updates);
+/* A substitution made when a function is compiled (Theano's givens): the
+** function computes as if every use of var were a use of expr. */
+typedef struct kiln_given {
+  kiln_node *var;  /* any node of the graph: an input, a shared variable, an expression */
+  kiln_node *expr; /* its replacement: same dtype and rank, compatible static sizes */
+} kiln_given;
+
 /* Options of kiln_function_new_opts. Set size to sizeof(kiln_options); a
-** zeroed struct (with size set) means: optimize, IEEE arithmetic, LLVM -O2. */
+** zeroed struct (with size set) means: optimize (stability rewrites
+** included), IEEE arithmetic, LLVM -O2, no givens.
+**
+** Stability rewrites (Theano's stabilize): log(softmax(x)) ->
+** log_softmax(x), log(exp(x)) -> x, log(sigmoid(x)) -> -softplus(-x),
+** log(1 - sigmoid(x)) -> -softplus(x), log(1 + exp(x)) and log1p(exp(x)) ->
+** softplus(x), exp(x)/sum(exp(x)) over the last axis -> softmax(x) shifted
+** by the row maximum. They change values where the textbook form overflows
+** or underflows (that is their purpose), so they are not bit-exact. They
+** run when optimizing; with no_optimize or no_stabilize a hand-written
+** log(sigmoid(x)) is computed as written. kiln_grad always differentiates
+** the stable form (see kiln_grad). The builders log_softmax, crossentropy
+** and sigmoid_binary_crossentropy are stable in every mode.
+**
+** Givens: each givens[i].var is replaced by givens[i].expr in everything
+** the function computes (outputs and update values), as Theano's givens.
+** var may be any node; expr must have var's dtype and rank (KILN_TYPE) and
+** static sizes that agree where both are static (KILN_SHAPE); the message
+** names both nodes. expr may use the function's inputs and shared
+** variables, and is itself not substituted further (a var appearing inside
+** an expr stays); var may appear once. A given replacing a shared variable
+** that is also updated changes only what the function reads: the update
+** still writes the shared variable (Theano's rule); an expr must not
+** depend on a var of another given... it may, but that var is then not
+** replaced inside it. Givens that mention no input of the function are
+** fine (they are expressions like any other). An input listed among the
+** function's inputs may be replaced too; it then stays an argument of
+** kiln_call (its value is read only where expr uses it). */
 typedef struct kiln_options {
   size_t size;        /* sizeof(kiln_options): lets the struct grow */
   int no_optimize;    /* 1: no graph rewrites and no fusion, each node its own loop */
   int fast_math;      /* 1: also rewrites that are not IEEE-exact (x*0 -> 0, x-x -> 0) */
   int llvm_opt_level; /* 0..3 for LLVM's pipeline; 0 here means the default, 2 */
+  /* the fields above are the struct of version 0.1.0, whose size is still accepted */
+  int no_stabilize;         /* 1: no stability rewrites (the rest of the optimizer runs) */
+  int n_givens;             /* number of substitutions in givens */
+  const kiln_given *givens; /* n_givens substitutions (may be NULL when n_givens is 0) */
 } kiln_options;
 
 /* kiln_function_new with options (opts may be NULL: the defaults).
-** KILN_MISUSE if opts->size is not a size this library knows. */
+** KILN_MISUSE if opts->size is not a size this library knows (the current
+** sizeof(kiln_options), or that of version 0.1.0, which had the first four
+** fields), or for a bad givens list (NULL entries, foreign nodes, a var
+** given twice); KILN_TYPE/KILN_SHAPE for a given whose types differ. */
 KILN_API kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inputs,
                                                kiln_node *const *inputs, int n_outputs,
                                                kiln_node *const *outputs, int n_updates,
