@@ -40,9 +40,9 @@ typedef struct kl_fgraph {
   kiln_node **outputs;
   kiln_node **upd_shared; /* SHARED copies */
   kiln_node **upd_value;
-  const char *rule; /* the rewrite rule running now, recorded on the nodes it makes */
-  bool fast_math;   /* allow rewrites that are not IEEE-exact */
-  bool no_optimize; /* only what lowering needs: no rewrites, no fusion */
+  const char *rule;  /* the rewrite rule running now, recorded on the nodes it makes */
+  bool fast_math;    /* allow rewrites that are not IEEE-exact */
+  bool no_optimize;  /* only what lowering needs: no rewrites, no fusion */
   bool no_stabilize; /* no stability rewrites (stabilize.c) */
   int llvm_opt_level;
   /* schedule (fuse.c, inplace.c), indexed by node id, valid after them */

@@ -82,7 +82,8 @@ static bool retype(kiln_node *v, kiln_node *const *in, kl_type *t) {
     int64_t ka = a->rank == 1 ? a->dims[0] : a->dims[v->p.ta ? 0 : 1];
     int64_t kb = b->rank == 1 ? b->dims[0] : b->dims[v->p.tb ? 1 : 0];
     if (ka >= 0 && kb >= 0 && ka != kb) {
-      kl_error(v->ctx, KILN_SHAPE, "function: with the givens, the inner dimensions of %s differ: %s and %s",
+      kl_error(v->ctx, KILN_SHAPE,
+               "function: with the givens, the inner dimensions of %s differ: %s and %s",
                kl_node_label(v, la, sizeof la), kl_shape_str(sa, sizeof sa, a->rank, a->dims),
                kl_shape_str(sb, sizeof sb, b->rank, b->dims));
       return false;

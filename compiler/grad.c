@@ -260,8 +260,7 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
                           "grad: the cost %s does not depend on wrt %s (pass "
                           "KILN_GRAD_DISCONNECTED_ZERO for zeros; grad called at %s:%d)",
                           kl_node_label(user_cost, sb, sizeof sb),
-                          kl_node_label(wrt[i], lb, sizeof lb),
-                          kl_basename(file), line);
+                          kl_node_label(wrt[i], lb, sizeof lb), kl_basename(file), line);
       break;
     }
     out_grads[i] = g;

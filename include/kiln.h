@@ -428,14 +428,36 @@ KILN_API kiln_node *kiln_max_axis_at(kiln_node *x, int axis, const char *file, i
 ** softmax(x) = exp(log_softmax(x)), and crossentropy(z, t) =
 ** -sum(t * log_softmax(z)) per row for one-hot or probability targets t of
 ** z's shape (entries with t == 0 contribute 0, even against a -inf logit).
-** A row whose logits are all -inf gives NaN (there is no distribution).
-** Integer inputs are converted to float first. */
+** A row whose logits are all -inf gives NaN (there is no distribution):
+** NaN log_softmax, softmax and crossentropy for that row, and a NaN
+** gradient, as numpy's and Theano's formulas give; a -inf logit in a row
+** with a finite one is fine (softmax 0 there, crossentropy finite when the
+** target there is 0, gradient finite). The gradient of crossentropy wrt z
+** is softmax(z) * sum(t) - t per row, which is softmax(z) - t for targets
+** summing to 1. Integer inputs are converted to float first. */
 KILN_API kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line);
 KILN_API kiln_node *kiln_softmax_at(kiln_node *x, const char *file, int line);
 KILN_API kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, int line);
 #define kiln_log_softmax(...) kiln_log_softmax_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_softmax(...) kiln_softmax_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_crossentropy(...) kiln_crossentropy_at(__VA_ARGS__, __FILE__, __LINE__)
+
+/* Binary cross-entropy, elementwise (Theano's binary_crossentropy):
+** binary_crossentropy(p, t) = -(t log(p) + (1 - t) log(1 - p)) for
+** probabilities p and targets t in [0, 1] (shapes broadcast); p of exactly
+** 0 or 1 gives inf or NaN terms, as in numpy. When p is sigmoid(z), the
+** optimizer's stability rewrites turn the logs into softplus terms, and
+** kiln_grad differentiates that form. sigmoid_binary_crossentropy(z, t) =
+** softplus(z) - t z is the same loss on logits z, finite for every finite
+** z in every mode (also without optimization); its gradient wrt z is
+** sigmoid(z) - t. Integer inputs are converted to float first. */
+KILN_API kiln_node *kiln_binary_crossentropy_at(kiln_node *p, kiln_node *t, const char *file,
+                                                int line);
+KILN_API kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node *t,
+                                                        const char *file, int line);
+#define kiln_binary_crossentropy(...) kiln_binary_crossentropy_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_sigmoid_binary_crossentropy(...)                                                      \
+  kiln_sigmoid_binary_crossentropy_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* Dot product: vector.vector -> scalar, matrix.vector -> vector,
 ** vector.matrix -> vector, matrix.matrix -> matrix (numpy.dot for ranks 1
@@ -455,8 +477,13 @@ KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, in
 ** wrt[0..n_wrt-1], written to out_grads[i] (cleared to NULL first). Each
 ** gradient has its wrt's shape and dtype. A wrt the cost reaches only
 ** through comparisons or integers gets zeros, as in Theano.
+** The cost is differentiated after the stability rewrites (see
+** kiln_options): the gradient of log(softmax(x)), log(sigmoid(x)) or a
+** hand-written exp(x)/sum(exp(x)) is that of the stable form, finite where
+** the textbook form's gradient would divide by an underflowed value, in
+** every mode. A wrt is never rewritten nor looked through.
 ** Returns KILN_OK, KILN_NOGRAD (non-scalar cost, disconnected wrt, an op
-** without a gradient), KILN_TYPE (integer cost) or KILN_MISUSE. */
+** without a gradient), KILN_TYPE (integer cost), KILN_NOMEM or KILN_MISUSE. */
 KILN_API kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt,
                                   kiln_node **out_grads, unsigned flags, const char *file,
                                   int line);
@@ -503,18 +530,22 @@ typedef struct kiln_given {
 **
 ** Givens: each givens[i].var is replaced by givens[i].expr in everything
 ** the function computes (outputs and update values), as Theano's givens.
-** var may be any node; expr must have var's dtype and rank (KILN_TYPE) and
-** static sizes that agree where both are static (KILN_SHAPE); the message
-** names both nodes. expr may use the function's inputs and shared
-** variables, and is itself not substituted further (a var appearing inside
-** an expr stays); var may appear once. A given replacing a shared variable
-** that is also updated changes only what the function reads: the update
-** still writes the shared variable (Theano's rule); an expr must not
-** depend on a var of another given... it may, but that var is then not
-** replaced inside it. Givens that mention no input of the function are
-** fine (they are expressions like any other). An input listed among the
-** function's inputs may be replaced too; it then stays an argument of
-** kiln_call (its value is read only where expr uses it). */
+** var may be any node (an input, a shared variable, an expression); expr
+** must have var's dtype and rank (KILN_TYPE otherwise) and static sizes
+** equal to var's wherever both are static (KILN_SHAPE); the message names
+** both nodes and where they were built. A dimension static in var and
+** dynamic in expr is fine: the nodes using it become dynamic and are
+** checked at call time (the minibatch idiom: a shared variable of static
+** shape replaced by an input). The substitution is simultaneous: exprs are
+** used as given, a var inside an expr is not replaced. expr may use the
+** function's inputs (which must then be listed) and shared variables. A
+** var may be given once (KILN_MISUSE). Replacing a shared variable that is
+** also updated changes what the function reads, not what it writes: the
+** update still targets the shared variable, its value is computed with the
+** replacement (Theano's rule). A listed input that is replaced stays an
+** argument of kiln_call. The new nodes are added to the context. Equal
+** compiled code is shared between functions only when their graphs after
+** substitution are equal. */
 typedef struct kiln_options {
   size_t size;        /* sizeof(kiln_options): lets the struct grow */
   int no_optimize;    /* 1: no graph rewrites and no fusion, each node its own loop */
