@@ -632,6 +632,37 @@ kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, in
   return s ? kl_elem(KL_OP_NEG, 1, &s, file, line) : NULL;
 }
 
+/* Theano's binary_crossentropy on probabilities p: -(t log p + (1-t) log(1-p)).
+** Of a sigmoid it becomes softplus terms in the stabilize pass. */
+kiln_node *kiln_binary_crossentropy_at(kiln_node *p, kiln_node *t, const char *file, int line) {
+  kiln_node *pair[2] = {p, t};
+  kiln_ctx *ctx = common_ctx("binary_crossentropy", 2, pair);
+  if (!ctx) return NULL;
+  kiln_node *one = kiln_flit_at(ctx, 1.0, file, line);
+  kiln_node *a[2] = {t, kl_elem(KL_OP_LOG, 1, &p, file, line)};
+  kiln_node *ta = a[1] ? kl_elem(KL_OP_MUL, 2, a, file, line) : NULL;
+  kiln_node *q[2] = {one, p}, *u[2] = {one, t};
+  kiln_node *omp = kl_elem(KL_OP_SUB, 2, q, file, line);
+  kiln_node *b[2] = {omp ? kl_elem(KL_OP_SUB, 2, u, file, line) : NULL,
+                     omp ? kl_elem(KL_OP_LOG, 1, &omp, file, line) : NULL};
+  kiln_node *tb = b[0] && b[1] ? kl_elem(KL_OP_MUL, 2, b, file, line) : NULL;
+  kiln_node *s[2] = {ta, tb};
+  kiln_node *sum = ta && tb ? kl_elem(KL_OP_ADD, 2, s, file, line) : NULL;
+  return sum ? kl_elem(KL_OP_NEG, 1, &sum, file, line) : NULL;
+}
+
+/* The same loss on logits z: softplus(z) - t z, finite for every finite z. */
+kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node *t, const char *file,
+                                               int line) {
+  kiln_node *pair[2] = {z, t};
+  if (!common_ctx("sigmoid_binary_crossentropy", 2, pair)) return NULL;
+  kiln_node *sp = kl_elem(KL_OP_SOFTPLUS, 1, &z, file, line);
+  kiln_node *m[2] = {t, z};
+  kiln_node *tz = sp ? kl_elem(KL_OP_MUL, 2, m, file, line) : NULL;
+  kiln_node *d[2] = {sp, tz};
+  return tz ? kl_elem(KL_OP_SUB, 2, d, file, line) : NULL;
+}
+
 kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {
   return kl_dot(a, b, false, false, file, line);
 }

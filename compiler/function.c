@@ -13,6 +13,7 @@
 #include "compiler/function.h"
 #include "compiler/passes/passes.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -446,18 +447,42 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
   if (!kl_ctx_ok(ctx)) return NULL;
   kiln_options o = {.size = sizeof o};
   if (opts) {
-    if (opts->size != sizeof *opts) {
+    /* version 0.1.0's struct ended before no_stabilize; the fields it lacks stay zero */
+    size_t v010 = offsetof(kiln_options, no_stabilize);
+    if (opts->size != sizeof *opts && opts->size != v010) {
       kl_error(ctx, KILN_MISUSE, "function: kiln_options.size is %zu, expected %zu", opts->size,
                sizeof *opts);
       return NULL;
     }
-    o = *opts;
+    memcpy(&o, opts, opts->size);
     if (o.llvm_opt_level < 0 || o.llvm_opt_level > 3) {
       kl_error(ctx, KILN_MISUSE, "function: llvm_opt_level %d is outside 0..3", o.llvm_opt_level);
       return NULL;
     }
   }
   if (check_args(ctx, n_inputs, inputs, n_outputs, outputs, n_updates, updates)) return NULL;
+  /* the givens rebuild the outputs and update values: work on copies of the lists */
+  kiln_node **gout = NULL;
+  kiln_update *gupd = NULL;
+  if (o.n_givens != 0 || o.givens) {
+    gout = kl_malloc((size_t)(n_outputs + 1) * sizeof *gout);
+    gupd = kl_malloc((size_t)(n_updates + 1) * sizeof *gupd);
+    if (!gout || !gupd) {
+      kl_free(gout);
+      kl_free(gupd);
+      fg_error(ctx, KILN_NOMEM, "function: out of memory");
+      return NULL;
+    }
+    if (n_outputs) memcpy(gout, outputs, (size_t)n_outputs * sizeof *gout);
+    if (n_updates) memcpy(gupd, updates, (size_t)n_updates * sizeof *gupd);
+    if (kl_givens_apply(ctx, o.n_givens, o.givens, n_outputs, gout, n_updates, gupd)) {
+      kl_free(gout);
+      kl_free(gupd);
+      return NULL;
+    }
+    outputs = gout;
+    updates = gupd;
+  }
   double t0 = now();
   kl_fgraph g;
   kiln_function *f = kl_calloc(1, sizeof *f);
@@ -471,12 +496,15 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
     st = kl_fg_build(&g, ctx, n_inputs, inputs, n_outputs, outputs, n_updates, updates);
   else
     memset(&g, 0, sizeof g);
+  kl_free(gout);
+  kl_free(gupd);
   if (!st && kl_fg_sort(&g) != KILN_OK) st = ctx->status;
   if (!st && kl_log_add(&f->log, "graph", kl_fg_text(&g)) != KILN_OK)
     st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
   double t1 = now();
   g.fast_math = o.fast_math != 0;
   g.no_optimize = o.no_optimize != 0;
+  g.no_stabilize = o.no_stabilize != 0;
   g.llvm_opt_level = o.llvm_opt_level ? o.llvm_opt_level : 2;
   if (!st) st = kl_pipeline_run(&g, &f->log);
   double t2 = now();

@@ -40,9 +40,10 @@ typedef struct kl_fgraph {
   kiln_node **outputs;
   kiln_node **upd_shared; /* SHARED copies */
   kiln_node **upd_value;
-  const char *rule; /* the rewrite rule running now, recorded on the nodes it makes */
-  bool fast_math;   /* allow rewrites that are not IEEE-exact */
-  bool no_optimize; /* only what lowering needs: no rewrites, no fusion */
+  const char *rule;  /* the rewrite rule running now, recorded on the nodes it makes */
+  bool fast_math;    /* allow rewrites that are not IEEE-exact */
+  bool no_optimize;  /* only what lowering needs: no rewrites, no fusion */
+  bool no_stabilize; /* no stability rewrites (stabilize.c) */
   int llvm_opt_level;
   /* schedule (fuse.c, inplace.c), indexed by node id, valid after them */
   uint8_t *sched;
@@ -58,6 +59,12 @@ typedef struct kl_fgraph {
 kiln_status kl_fg_build(kl_fgraph *g, kiln_ctx *ctx, int n_in, kiln_node *const *in, int n_out,
                         kiln_node *const *out, int n_upd, const kiln_update *upd);
 void kl_fg_free(kl_fgraph *g);
+/* ---- compiler/givens.c */
+/* Checks the givens and replaces out[] and upd[].value by copies of what
+** they compute with every given var replaced by its expr (new nodes in
+** ctx). KILN_OK and nothing changed when n_givens is 0. */
+kiln_status kl_givens_apply(kiln_ctx *ctx, int n_givens, const kiln_given *givens, int n_out,
+                            kiln_node **out, int n_upd, kiln_update *upd);
 /* A new node in g, placed at the end (kl_fg_sort puts it in order). Its
 ** name, file and line come from like (may be NULL); its origin is g->rule. */
 kiln_node *kl_fg_add(kl_fgraph *g, kl_opcode op, int n_in, kiln_node *const *in,

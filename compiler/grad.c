@@ -212,6 +212,10 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
     return kl_error(ctx, KILN_TYPE, "grad: the cost %s is %s, not a float",
                     kl_node_label(cost, lb, sizeof lb), kiln_dtype_name(cost->type.dtype));
 
+  /* Differentiate the stable form: the gradient of log(softmax(x)) written
+  ** naively divides by a softmax that underflowed (stabilize.c). */
+  kiln_node *user_cost = cost;
+  if (!(cost = kl_stabilize_cost(ctx, cost, n_wrt, wrt))) return ctx->status;
   uint32_t n = cost->id + 1;
   bool *depends = kl_calloc(n, 3 * sizeof(bool));
   kiln_node **gsum = kl_calloc(n, sizeof *gsum);
@@ -248,7 +252,7 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
   }
 
   char origin[300];
-  snprintf(origin, sizeof origin, "grad of %s", kl_node_label(cost, lb, sizeof lb));
+  snprintf(origin, sizeof origin, "grad of %s", kl_node_label(user_cost, lb, sizeof lb));
   ctx->origin = kl_arena_strdup(&ctx->arena, origin);
   gctx gc = {file, line};
   kiln_status st = KILN_OK;
@@ -291,8 +295,8 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
                : kl_error(ctx, KILN_NOGRAD,
                           "grad: the cost %s does not depend on wrt %s (pass "
                           "KILN_GRAD_DISCONNECTED_ZERO for zeros; grad called at %s:%d)",
-                          kl_node_label(cost, sb, sizeof sb), kl_node_label(wrt[i], lb, sizeof lb),
-                          kl_basename(file), line);
+                          kl_node_label(user_cost, sb, sizeof sb),
+                          kl_node_label(wrt[i], lb, sizeof lb), kl_basename(file), line);
       break;
     }
     out_grads[i] = g;

@@ -155,6 +155,12 @@ kiln_node *kl_zeros_like(kiln_node *x, const char *file, int line);
 ** provably the same shape). */
 bool kl_needs_sum_like(const kl_type *from, const kl_type *to);
 
+/* ---- stability rewrites (compiler/passes/stabilize.c) */
+/* The cost with the stability rewrites applied (new nodes in ctx; cost
+** itself when none fires), for kiln_grad to differentiate. The keep nodes
+** (the wrt) are neither rewritten nor looked through. NULL on error. */
+kiln_node *kl_stabilize_cost(kiln_ctx *ctx, kiln_node *cost, int n_keep, kiln_node *const *keep);
+
 /* ---- reference evaluation (compiler/ops/eval.c) */
 /* Evaluates node v's op on concrete input tensors, writing out (reshaped
 ** as needed). The plain-C oracle for the JIT and for constant folding. */

@@ -420,8 +420,13 @@ KILN_API kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, 
 ** softmax(x) = exp(log_softmax(x)), and crossentropy(z, t) =
 ** -sum(t * log_softmax(z)) per row for one-hot or probability targets t of
 ** z's shape (entries with t == 0 contribute 0, even against a -inf logit).
-** A row whose logits are all -inf gives NaN (there is no distribution).
-** Integer inputs are converted to float first. */
+** A row whose logits are all -inf gives NaN (there is no distribution):
+** NaN log_softmax, softmax and crossentropy for that row, and a NaN
+** gradient, as numpy's and Theano's formulas give; a -inf logit in a row
+** with a finite one is fine (softmax 0 there, crossentropy finite when the
+** target there is 0, gradient finite). The gradient of crossentropy wrt z
+** is softmax(z) * sum(t) - t per row, which is softmax(z) - t for targets
+** summing to 1. Integer inputs are converted to float first. */
 KILN_API kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line);
 KILN_API kiln_node *kiln_softmax_at(kiln_node *x, const char *file, int line);
 KILN_API kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, int line);
@@ -499,6 +504,23 @@ KILN_API kiln_node *kiln_logsumexp_at(kiln_node *x, int axis, int keepdims, cons
 #define kiln_argmin(...) kiln_argmin_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_logsumexp(...) kiln_logsumexp_at(__VA_ARGS__, __FILE__, __LINE__)
 
+/* Binary cross-entropy, elementwise (Theano's binary_crossentropy):
+** binary_crossentropy(p, t) = -(t log(p) + (1 - t) log(1 - p)) for
+** probabilities p and targets t in [0, 1] (shapes broadcast); p of exactly
+** 0 or 1 gives inf or NaN terms, as in numpy. When p is sigmoid(z), the
+** optimizer's stability rewrites turn the logs into softplus terms, and
+** kiln_grad differentiates that form. sigmoid_binary_crossentropy(z, t) =
+** softplus(z) - t z is the same loss on logits z, finite for every finite
+** z in every mode (also without optimization); its gradient wrt z is
+** sigmoid(z) - t. Integer inputs are converted to float first. */
+KILN_API kiln_node *kiln_binary_crossentropy_at(kiln_node *p, kiln_node *t, const char *file,
+                                                int line);
+KILN_API kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node *t,
+                                                        const char *file, int line);
+#define kiln_binary_crossentropy(...) kiln_binary_crossentropy_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_sigmoid_binary_crossentropy(...)                                                      \
+  kiln_sigmoid_binary_crossentropy_at(__VA_ARGS__, __FILE__, __LINE__)
+
 /* Dot product: vector.vector -> scalar, matrix.vector -> vector,
 ** vector.matrix -> vector, matrix.matrix -> matrix (numpy.dot for ranks 1
 ** and 2). Inner sizes must
@@ -517,8 +539,13 @@ KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, in
 ** wrt[0..n_wrt-1], written to out_grads[i] (cleared to NULL first). Each
 ** gradient has its wrt's shape and dtype. A wrt the cost reaches only
 ** through comparisons or integers gets zeros, as in Theano.
+** The cost is differentiated after the stability rewrites (see
+** kiln_options): the gradient of log(softmax(x)), log(sigmoid(x)) or a
+** hand-written exp(x)/sum(exp(x)) is that of the stable form, finite where
+** the textbook form's gradient would divide by an underflowed value, in
+** every mode. A wrt is never rewritten nor looked through.
 ** Returns KILN_OK, KILN_NOGRAD (non-scalar cost, disconnected wrt, an op
-** without a gradient), KILN_TYPE (integer cost) or KILN_MISUSE. */
+** without a gradient), KILN_TYPE (integer cost), KILN_NOMEM or KILN_MISUSE. */
 KILN_API kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt,
                                   kiln_node **out_grads, unsigned flags, const char *file,
                                   int line);
@@ -541,17 +568,62 @@ KILN_API kiln_function *kiln_function_new(kiln_ctx *ctx, const char *name, int n
                                           kiln_node *const *inputs, int n_outputs,
                                           kiln_node *const *outputs, int n_updates,
                                           const kiln_update *updates);
+/* A substitution made when a function is compiled (Theano's givens): the
+** function computes as if every use of var were a use of expr. */
+typedef struct kiln_given {
+  kiln_node *var;  /* any node of the graph: an input, a shared variable, an expression */
+  kiln_node *expr; /* its replacement: same dtype and rank, compatible static sizes */
+} kiln_given;
+
 /* Options of kiln_function_new_opts. Set size to sizeof(kiln_options); a
-** zeroed struct (with size set) means: optimize, IEEE arithmetic, LLVM -O2. */
+** zeroed struct (with size set) means: optimize (stability rewrites
+** included), IEEE arithmetic, LLVM -O2, no givens.
+**
+** Stability rewrites (Theano's stabilize): log(softmax(x)) ->
+** log_softmax(x), log(exp(x)) -> x, log(sigmoid(x)) -> -softplus(-x),
+** log(1 - sigmoid(x)) -> -softplus(x), log(1 + exp(x)) and log1p(exp(x)) ->
+** softplus(x), exp(x)/sum(exp(x)) over the last axis -> softmax(x) shifted
+** by the row maximum. They change values where the textbook form overflows
+** or underflows (that is their purpose), so they are not bit-exact. They
+** run when optimizing; with no_optimize or no_stabilize a hand-written
+** log(sigmoid(x)) is computed as written. kiln_grad always differentiates
+** the stable form (see kiln_grad). The builders log_softmax, crossentropy
+** and sigmoid_binary_crossentropy are stable in every mode.
+**
+** Givens: each givens[i].var is replaced by givens[i].expr in everything
+** the function computes (outputs and update values), as Theano's givens.
+** var may be any node (an input, a shared variable, an expression); expr
+** must have var's dtype and rank (KILN_TYPE otherwise) and static sizes
+** equal to var's wherever both are static (KILN_SHAPE); the message names
+** both nodes and where they were built. A dimension static in var and
+** dynamic in expr is fine: the nodes using it become dynamic and are
+** checked at call time (the minibatch idiom: a shared variable of static
+** shape replaced by an input). The substitution is simultaneous: exprs are
+** used as given, a var inside an expr is not replaced. expr may use the
+** function's inputs (which must then be listed) and shared variables. A
+** var may be given once (KILN_MISUSE). Replacing a shared variable that is
+** also updated changes what the function reads, not what it writes: the
+** update still targets the shared variable, its value is computed with the
+** replacement (Theano's rule). A listed input that is replaced stays an
+** argument of kiln_call. The new nodes are added to the context. Equal
+** compiled code is shared between functions only when their graphs after
+** substitution are equal. */
 typedef struct kiln_options {
   size_t size;        /* sizeof(kiln_options): lets the struct grow */
   int no_optimize;    /* 1: no graph rewrites and no fusion, each node its own loop */
   int fast_math;      /* 1: also rewrites that are not IEEE-exact (x*0 -> 0, x-x -> 0) */
   int llvm_opt_level; /* 0..3 for LLVM's pipeline; 0 here means the default, 2 */
+  /* the fields above are the struct of version 0.1.0, whose size is still accepted */
+  int no_stabilize;         /* 1: no stability rewrites (the rest of the optimizer runs) */
+  int n_givens;             /* number of substitutions in givens */
+  const kiln_given *givens; /* n_givens substitutions (may be NULL when n_givens is 0) */
 } kiln_options;
 
 /* kiln_function_new with options (opts may be NULL: the defaults).
-** KILN_MISUSE if opts->size is not a size this library knows. */
+** KILN_MISUSE if opts->size is not a size this library knows (the current
+** sizeof(kiln_options), or that of version 0.1.0, which had the first four
+** fields), or for a bad givens list (NULL entries, foreign nodes, a var
+** given twice); KILN_TYPE/KILN_SHAPE for a given whose types differ. */
 KILN_API kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inputs,
                                                kiln_node *const *inputs, int n_outputs,
                                                kiln_node *const *outputs, int n_updates,

@@ -9,6 +9,7 @@
 #include "compiler/function.h"
 
 bool kl_pass_canonicalize(kl_fgraph *g);
+bool kl_pass_stabilize(kl_fgraph *g);
 bool kl_pass_constant_fold(kl_fgraph *g);
 bool kl_pass_cse(kl_fgraph *g);
 bool kl_pass_simplify(kl_fgraph *g);

@@ -1,9 +1,10 @@
 /*
 ** pipeline.c -- the optimizer's pass pipeline, as a table:
 **
-**   canonicalize -> constant_fold -> cse -> simplify      (repeated while
-**        ^                                      |          anything changes,
-**        +--------------------------------------+          at most 4 rounds)
+**   canonicalize -> stabilize -> constant_fold -> cse -> simplify   (repeated
+**        ^                                                   |     while anything
+**        +---------------------------------------------------+     changes, at
+**                                                                  most 4 rounds)
 **   -> dce -> fuse_elemwise -> fuse_reduce -> inplace
 **
 ** Without optimization only the scheduling runs, fusing nothing: every
@@ -30,6 +31,7 @@ static bool no_fusion(kl_fgraph *g) { return kl_fuse(g, false, false); }
 
 static const pass pipeline[] = {
     {"canonicalize", kl_pass_canonicalize, true},
+    {"stabilize", kl_pass_stabilize, true},
     {"constant_fold", kl_pass_constant_fold, true},
     {"cse", kl_pass_cse, true},
     {"simplify", kl_pass_simplify, true},
