@@ -171,6 +171,7 @@ kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, 
   case KL_OP_NEG:
   case KL_OP_SUB:
   case KL_OP_POW:
+  case KL_OP_SIGN: /* numpy has no bool loop for these */
     if (c == KILN_BOOL) {
       kl_error(ctx, KILN_TYPE, "%s: not defined for bool operands (%s, built at %s:%d)", what,
                kl_node_label(in[0], lb, sizeof lb), kl_basename(file), line);

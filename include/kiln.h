@@ -340,7 +340,8 @@ KILN__B1(abs)
 ** computed as x + log1p(exp(-x)) for x > 0 and log1p(exp(x)) otherwise;
 ** relu is maximum(x, 0) (NaN propagates, relu(-0.0) is -0.0; gradient 1
 ** where x > 0, 0 at and below the kink); sign is -1, 0 or 1 (NaN and -0.0
-** kept) with a zero gradient. */
+** kept) with a zero gradient, in the input's dtype (integers stay integers;
+** bool is KILN_TYPE, as numpy has no bool sign). */
 KILN__B1(sign)
 KILN__B1(log1p)
 KILN__B1(expm1)

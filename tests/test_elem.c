@@ -80,7 +80,12 @@ START_TEST(unary_every_dtype) {
   kiln_tensor *v = kt_tensor(dt, 1, &n, SPECIAL);
   char what[64];
   snprintf(what, sizeof what, "unary %d %s", op, kiln_dtype_name(dt));
-  jit_vs_ref(ctx, 1, &x, &v, UNARY[op](x), what);
+  if (UNARY[op] == u_sign && dt == KILN_BOOL) { /* numpy has no bool sign */
+    ck_assert_ptr_null(u_sign(x));
+    ck_assert_int_eq(kiln_errcode(ctx), KILN_TYPE);
+  } else {
+    jit_vs_ref(ctx, 1, &x, &v, UNARY[op](x), what);
+  }
   kiln_tensor_free(v);
   kiln_ctx_free(ctx);
 }
