@@ -159,42 +159,6 @@ static kiln_tensor *gen_specials(kiln_dtype dt, int rank, const int64_t *shape, 
 
 /* ------------------------------------------------------------ comparing */
 
-/* A description of how a (JIT) and b (reference) differ. */
-static void describe_diff(const kiln_tensor *a, const kiln_tensor *b, char *buf, size_t n) {
-  char sa[128], sb[128];
-  kl_shape_str(sa, sizeof sa, a->rank, a->shape);
-  kl_shape_str(sb, sizeof sb, b->rank, b->shape);
-  if (a->dtype != b->dtype || strcmp(sa, sb) != 0) {
-    snprintf(buf, n, "jit %s %s, reference %s %s", dn(a->dtype), sa, dn(b->dtype), sb);
-    return;
-  }
-  size_t es = kiln_dtype_size((kiln_dtype)a->dtype);
-  for (int64_t i = 0; i < a->size; i++) {
-    if (memcmp((char *)a->data + i * es, (char *)b->data + i * es, es) == 0) continue;
-    if (is_float(a->dtype)) {
-      uint64_t ba = 0, bb = 0;
-      memcpy(&ba, (char *)a->data + i * es, es);
-      memcpy(&bb, (char *)b->data + i * es, es);
-      snprintf(buf, n, "%s %s: element %lld: jit %a (0x%llx), reference %a (0x%llx)", dn(a->dtype),
-               sa, (long long)i, kl_load_f64((kiln_dtype)a->dtype, a->data, i),
-               (unsigned long long)ba, kl_load_f64((kiln_dtype)b->dtype, b->data, i),
-               (unsigned long long)bb);
-    } else {
-      snprintf(buf, n, "%s %s: element %lld: jit %lld, reference %lld", dn(a->dtype), sa,
-               (long long)i, (long long)kl_load_i64((kiln_dtype)a->dtype, a->data, i),
-               (long long)kl_load_i64((kiln_dtype)b->dtype, b->data, i));
-    }
-    return;
-  }
-  snprintf(buf, n, "no difference");
-}
-
-static kiln_tensor *clone(const kiln_tensor *t) {
-  kiln_tensor *c = kiln_tensor_new((kiln_dtype)t->dtype, t->rank, t->shape, t->data);
-  ck_assert_ptr_nonnull(c);
-  return c;
-}
-
 /* The helper every test goes through: compiles outs[] over ins[], calls the
 ** function with vals[] (twice, so reused buffers are checked too), runs
 ** kl_ref_run on the same nodes and values, and asserts every output is
@@ -225,13 +189,13 @@ static void check_calls(kiln_ctx *ctx, kiln_function *f, const char *what, int n
     for (int k = 0; k < n_out; k++) {
       if (kt_same_bits(got[k], ref[k])) continue;
       char d[512];
-      describe_diff(got[k], ref[k], d, sizeof d);
+      kt_describe_diff(got[k], ref[k], d, sizeof d);
       ck_abort_msg("%s: output %d (call %d): JIT differs from reference: %s", what, k, round + 1,
                    d);
     }
     if (keep && round == calls - 1)
       for (int k = 0; k < n_out; k++)
-        keep[k] = clone(got[k]);
+        keep[k] = kt_clone(got[k]);
   }
   for (int k = 0; k < n_out; k++)
     kiln_tensor_free(ref[k]);

@@ -159,38 +159,8 @@ static kiln_tensor *gen_grid(kiln_dtype dt, int rank, const int64_t *shape) {
 
 /* ------------------------------------------------------------ comparing */
 
-static void describe_diff(const kiln_tensor *a, const kiln_tensor *b, char *buf, size_t n) {
-  char sa[128], sb[128];
-  kl_shape_str(sa, sizeof sa, a->rank, a->shape);
-  kl_shape_str(sb, sizeof sb, b->rank, b->shape);
-  if (a->dtype != b->dtype || strcmp(sa, sb) != 0) {
-    snprintf(buf, n, "jit %s %s, reference %s %s", dn(a->dtype), sa, dn(b->dtype), sb);
-    return;
-  }
-  size_t es = kiln_dtype_size((kiln_dtype)a->dtype);
-  for (int64_t i = 0; i < a->size; i++) {
-    if (memcmp((char *)a->data + i * es, (char *)b->data + i * es, es) == 0) continue;
-    if (is_float(a->dtype))
-      snprintf(buf, n, "%s %s: element %lld: jit %a, reference %a", dn(a->dtype), sa, (long long)i,
-               kl_load_f64((kiln_dtype)a->dtype, a->data, i),
-               kl_load_f64((kiln_dtype)b->dtype, b->data, i));
-    else
-      snprintf(buf, n, "%s %s: element %lld: jit %lld, reference %lld", dn(a->dtype), sa,
-               (long long)i, (long long)kl_load_i64((kiln_dtype)a->dtype, a->data, i),
-               (long long)kl_load_i64((kiln_dtype)b->dtype, b->data, i));
-    return;
-  }
-  snprintf(buf, n, "no difference");
-}
-
 static double at(const kiln_tensor *t, int64_t i) {
   return kl_load_f64((kiln_dtype)t->dtype, t->data, i);
-}
-
-static kiln_tensor *clone(const kiln_tensor *t) {
-  kiln_tensor *c = kiln_tensor_new((kiln_dtype)t->dtype, t->rank, t->shape, t->data);
-  ck_assert_ptr_nonnull(c);
-  return c;
 }
 
 enum { OPT = 1, NOOPT = 2, BOTH = 3 }; /* which compilations run_sets makes */
@@ -224,14 +194,14 @@ static void run_sets(kiln_ctx *ctx, const char *what, int n_in, kiln_node *const
       for (int k = 0; k < n_out; k++) {
         if (kt_same_bits(got[k], ref[k])) continue;
         char d[512];
-        describe_diff(got[k], ref[k], d, sizeof d);
+        kt_describe_diff(got[k], ref[k], d, sizeof d);
         ck_abort_msg("%s: output %d (%s, value set %d): JIT differs from reference: %s", what, k,
                      mode ? "no_optimize" : "optimized", set, d);
       }
       if (keep && call == 1)
         for (int k = 0; k < n_out; k++) {
           kiln_tensor_free(keep[k]);
-          keep[k] = clone(got[k]);
+          keep[k] = kt_clone(got[k]);
         }
       for (int k = 0; k < n_out; k++)
         kiln_tensor_free(ref[k]);

@@ -67,3 +67,41 @@ char *kt_read_file(const char *path) {
   fclose(f);
   return s;
 }
+
+/* A description of how a (JIT) and b (reference) differ. */
+void kt_describe_diff(const kiln_tensor *a, const kiln_tensor *b, char *buf, size_t n) {
+  char sa[128], sb[128];
+  kl_shape_str(sa, sizeof sa, a->rank, a->shape);
+  kl_shape_str(sb, sizeof sb, b->rank, b->shape);
+  if (a->dtype != b->dtype || strcmp(sa, sb) != 0) {
+    snprintf(buf, n, "jit %s %s, reference %s %s", kiln_dtype_name((kiln_dtype)a->dtype), sa,
+             kiln_dtype_name((kiln_dtype)b->dtype), sb);
+    return;
+  }
+  size_t es = kiln_dtype_size((kiln_dtype)a->dtype);
+  for (int64_t i = 0; i < a->size; i++) {
+    if (memcmp((char *)a->data + i * es, (char *)b->data + i * es, es) == 0) continue;
+    if ((a->dtype == KILN_FLOAT32 || a->dtype == KILN_FLOAT64)) {
+      uint64_t ba = 0, bb = 0;
+      memcpy(&ba, (char *)a->data + i * es, es);
+      memcpy(&bb, (char *)b->data + i * es, es);
+      snprintf(buf, n, "%s %s: element %lld: jit %a (0x%llx), reference %a (0x%llx)",
+               kiln_dtype_name((kiln_dtype)a->dtype), sa, (long long)i,
+               kl_load_f64((kiln_dtype)a->dtype, a->data, i), (unsigned long long)ba,
+               kl_load_f64((kiln_dtype)b->dtype, b->data, i), (unsigned long long)bb);
+    } else {
+      snprintf(buf, n, "%s %s: element %lld: jit %lld, reference %lld",
+               kiln_dtype_name((kiln_dtype)a->dtype), sa, (long long)i,
+               (long long)kl_load_i64((kiln_dtype)a->dtype, a->data, i),
+               (long long)kl_load_i64((kiln_dtype)b->dtype, b->data, i));
+    }
+    return;
+  }
+  snprintf(buf, n, "no difference");
+}
+
+kiln_tensor *kt_clone(const kiln_tensor *t) {
+  kiln_tensor *c = kiln_tensor_new((kiln_dtype)t->dtype, t->rank, t->shape, t->data);
+  ck_assert_ptr_nonnull(c);
+  return c;
+}

@@ -19,4 +19,10 @@ double kt_rand(uint64_t *state);
 /* Reads a whole file into malloc'ed memory (NUL-terminated); NULL on error. */
 char *kt_read_file(const char *path);
 
+/* How a (JIT) and b (reference) differ: dtype or shape, else the first
+** differing element with its bits; "no difference" when none. */
+void kt_describe_diff(const kiln_tensor *a, const kiln_tensor *b, char *buf, size_t n);
+/* A copy of t (asserts on allocation failure). */
+kiln_tensor *kt_clone(const kiln_tensor *t);
+
 #endif
