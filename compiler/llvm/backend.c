@@ -19,6 +19,7 @@
 */
 #include "compiler/function.h"
 #include "compiler/llvm/jit.h"
+#include "compiler/llvm/kmath_ir.h"
 
 #include <llvm-c/DebugInfo.h>
 
@@ -338,8 +339,11 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
     case KL_OP_SQRT: return intrinsic(e, "llvm.sqrt", &t, 1, &a, 1);
     case KL_OP_LOG1P: return libm1(e, dt, "log1p", a);
     case KL_OP_EXPM1: return libm1(e, dt, "expm1", a);
-    case KL_OP_TANH: return libm1(e, dt, "tanh", a);
+    case KL_OP_TANH:
+      if (dt == KILN_FLOAT32) return kl_ir_tanhf(e->m, e->b, a);
+      return libm1(e, dt, "tanh", a);
     case KL_OP_SIGMOID: { /* the reference's formula, both sides, then select */
+      if (dt == KILN_FLOAT32) return kl_ir_sigmoidf(e->m, e->b, a);
       LLVMValueRef one = LLVMConstReal(t, 1.0);
       LLVMValueRef en =
           intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
@@ -350,6 +354,7 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
                              pos, neg, "");
     }
     case KL_OP_SOFTPLUS: {
+      if (dt == KILN_FLOAT32) return kl_ir_softplusf(e->m, e->b, a);
       LLVMValueRef en =
           intrinsic(e, "llvm.exp", &t, 1, (LLVMValueRef[]){LLVMBuildFNeg(e->b, a, "")}, 1);
       LLVMValueRef ep = intrinsic(e, "llvm.exp", &t, 1, &a, 1);
@@ -363,8 +368,14 @@ static LLVMValueRef emit_scalar(em *e, const kiln_node *v, int dt, LLVMValueRef 
       c = LLVMBuildOr(e->b, c, LLVMBuildFCmp(e->b, LLVMRealUNO, a, a, ""), "");
       return LLVMBuildSelect(e->b, c, a, LLVMConstReal(t, 0.0), "");
     }
-    case KL_OP_EXP: return intrinsic(e, "llvm.exp", &t, 1, &a, 1);
-    case KL_OP_LOG: return intrinsic(e, "llvm.log", &t, 1, &a, 1);
+    /* float32: Kiln's own functions, inline and vectorizable (kmath_ir.c);
+    ** float64: libm's, which llvm.exp/llvm.log become */
+    case KL_OP_EXP:
+      if (dt == KILN_FLOAT32) return kl_ir_expf(e->m, e->b, a);
+      return intrinsic(e, "llvm.exp", &t, 1, &a, 1);
+    case KL_OP_LOG:
+      if (dt == KILN_FLOAT32) return kl_ir_logf(e->m, e->b, a);
+      return intrinsic(e, "llvm.log", &t, 1, &a, 1);
     case KL_OP_ABS: return intrinsic(e, "llvm.fabs", &t, 1, &a, 1);
     case KL_OP_SIGN: {
       LLVMValueRef z = LLVMConstReal(t, 0.0);

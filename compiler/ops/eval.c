@@ -8,6 +8,7 @@
 ** integer ops in 64-bit unsigned arithmetic that wraps, then narrowed.
 */
 #include "compiler/graph.h"
+#include "compiler/ops/kmath.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -51,12 +52,13 @@ static float f32_op(kl_opcode op, const float *a) {
   case KL_OP_SQRT: return sqrtf(x);
   case KL_OP_LOG1P: return log1pf(x);
   case KL_OP_EXPM1: return expm1f(x);
-  case KL_OP_TANH: return tanhf(x);
-  case KL_OP_SIGMOID: return x >= 0 ? 1.0f / (1.0f + expf(-x)) : expf(x) / (1.0f + expf(x));
-  case KL_OP_SOFTPLUS: return x > 0 ? x + log1pf(expf(-x)) : log1pf(expf(x));
+  /* Kiln's own exp, log, tanh (ops/kmath.c): what the JIT computes inline */
+  case KL_OP_TANH: return kl_tanhf(x);
+  case KL_OP_SIGMOID: return kl_sigmoidf(x);
+  case KL_OP_SOFTPLUS: return kl_softplusf(x);
   case KL_OP_RELU: return (x >= 0 || x != x) ? x : 0.0f;
-  case KL_OP_EXP: return expf(x);
-  case KL_OP_LOG: return logf(x);
+  case KL_OP_EXP: return kl_expf(x);
+  case KL_OP_LOG: return kl_logf(x);
   case KL_OP_ABS: return fabsf(x);
   case KL_OP_SIGN: return x > 0 ? 1.0f : x < 0 ? -1.0f : x;
   case KL_OP_ADD: return x + y;
