@@ -770,6 +770,41 @@ START_TEST(cse_shape_ops) {
 }
 END_TEST
 
+/* simplify composes chains: dimshuffles always, reshapes through a static
+** middle; a middle -1 keeps both (its check must stay). Values bit-exact. */
+START_TEST(simplify_chains) {
+  kiln_ctx *ctx = new_ctx();
+  kiln_node *x = kiln_input(ctx, "x", KILN_FLOAT64, 3, S(D, 3, 4));
+  kiln_node *s = kiln_input(ctx, "s", KILN_FLOAT64, 1, S(D));
+  kiln_node *ins[2] = {x, s};
+  kiln_node *t2 = kiln_transpose(kiln_transpose(x, 3, A(1, 2, 0)), 3, A(2, 0, 1)); /* x */
+  kiln_node *t3 = kiln_dimshuffle(kiln_dimshuffle(x, 4, A(2, X, 0, 1)), 3, A(0, 2, 3));
+  kiln_node *r2 = kiln_reshape(kiln_reshape(s, 2, S(2, 3)), 3, S(3, 1, 2));
+  kiln_node *r3 = kiln_reshape(kiln_reshape(s, 2, S(-1, 2)), 1, S(-1));
+  kiln_node *outs[4] = {kiln_mul(t2, kiln_lit(ctx, 2.0)), kiln_exp(t3), kiln_neg(r2), kiln_neg(r3)};
+  kiln_function *f = compile(ctx, "chains", 2, ins, 4, outs, false);
+  char *opt = dump(f, "opt");
+  ck_assert_msg(count_of(opt, "dimshuffle{") == 1, "%s", opt); /* t3 as one, t2 gone */
+  ck_assert_msg(strstr(opt, "dimshuffle{2,0,1}") != NULL, "%s", opt);
+  ck_assert_msg(strstr(opt, "dimshuffle(dimshuffle(x))") != NULL, "%s", opt);
+  ck_assert_msg(count_of(opt, "reshape{") == 3, "%s", opt); /* r2 as one, r3 as two */
+  free(opt);
+  kiln_tensor *vals[2] = {gen(KILN_FLOAT64, 3, S(2, 3, 4), 8), gen(KILN_FLOAT64, 1, S(6), 9)};
+  check_jit(ctx, "chains", 2, ins, vals, 4, outs);
+  /* 7 elements: r2 and r3 both fail (the composed r2 checks for 6, r3 keeps (-1, 2)) */
+  kiln_tensor_free(vals[1]);
+  vals[1] = gen(KILN_FLOAT64, 1, S(7), 10);
+  ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)vals, NULL), KILN_SHAPE);
+  kiln_node *only_r3 = outs[3];
+  kiln_function *f3 = compile(ctx, "r3", 1, &s, 1, &only_r3, false);
+  ck_assert_int_eq(kiln_call(f3, (const kiln_tensor *const *)&vals[1], NULL), KILN_SHAPE);
+  MSG_HAS(ctx, "(7,)", "(-1, 2)");
+  kiln_tensor_free(vals[0]);
+  kiln_tensor_free(vals[1]);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
 /* --------------------------------------------------- allocation failure */
 
 /* Builds, differentiates, compiles and calls a graph of shape ops with the
@@ -856,6 +891,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, errors_call);
   tcase_add_test(tc, fusion_dump);
   tcase_add_test(tc, cse_shape_ops);
+  tcase_add_test(tc, simplify_chains);
   tcase_add_test(tc, allocation_failures);
   suite_add_tcase(s, tc);
   return s;
