@@ -805,6 +805,31 @@ START_TEST(simplify_chains) {
 }
 END_TEST
 
+/* Functions whose optimized graphs differ only in a pattern must not share
+** compiled code (the context's compile cache keys on src_axis). */
+START_TEST(cache_patterns) {
+  kiln_ctx *ctx = new_ctx();
+  kiln_node *x = kiln_input(ctx, "x", KILN_FLOAT64, 3, S(2, 2, 2));
+  kiln_node *a = kiln_neg(kiln_transpose(x, 3, A(1, 2, 0)));
+  kiln_node *b = kiln_neg(kiln_transpose(x, 3, A(2, 0, 1)));
+  kiln_function *fa = compile(ctx, "a", 1, &x, 1, &a, false);
+  kiln_function *fb = compile(ctx, "b", 1, &x, 1, &b, false);
+  kiln_tensor *xv = ramp(KILN_FLOAT64, 3, S(2, 2, 2), 1.0, 0.0);
+  const kiln_tensor *oa, *ob;
+  ck_assert_int_eq(kiln_call(fa, (const kiln_tensor *const *)&xv, &oa), KILN_OK);
+  ck_assert_int_eq(kiln_call(fb, (const kiln_tensor *const *)&xv, &ob), KILN_OK);
+  for (int i = 0; i < 2; i++)
+    for (int j = 0; j < 2; j++)
+      for (int k = 0; k < 2; k++) {
+        double xe = (i * 2 + j) * 2 + k;                            /* x[i][j][k] */
+        ck_assert(kiln_tensor_get(oa, (j * 2 + k) * 2 + i) == -xe); /* a[j][k][i] */
+        ck_assert(kiln_tensor_get(ob, (k * 2 + i) * 2 + j) == -xe); /* b[k][i][j] */
+      }
+  kiln_tensor_free(xv);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
 /* --------------------------------------------------- allocation failure */
 
 /* Builds, differentiates, compiles and calls a graph of shape ops with the
@@ -892,6 +917,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, fusion_dump);
   tcase_add_test(tc, cse_shape_ops);
   tcase_add_test(tc, simplify_chains);
+  tcase_add_test(tc, cache_patterns);
   tcase_add_test(tc, allocation_failures);
   suite_add_tcase(s, tc);
   return s;
