@@ -667,3 +667,262 @@ kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node *t, const
 kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {
   return kl_dot(a, b, false, false, file, line);
 }
+
+/* ------------------------------------------------------------- shape ops */
+/*
+** dimshuffle, transpose, reshape, flatten (docs/ARCHITECTURE.md, "Shape
+** ops"). Two ops carry them all: DIMSHUFFLE (axes permuted, size-1 axes
+** inserted or dropped) and RESHAPE (the elements in C order in a new shape).
+** A result's static type says what is known when the graph is built; the
+** shape program computes the rest at call time (runtime/call.c).
+*/
+
+kiln_node *kl_dimshuffle(kiln_node *x, int n, const int *src, const char *file, int line) {
+  kiln_ctx *ctx = common_ctx("dimshuffle", 1, &x);
+  if (!ctx) return NULL;
+  bool same = n == x->type.rank;
+  for (int a = 0; a < n && same; a++)
+    same = src[a] == a;
+  if (same) return x;
+  kl_type t = {.dtype = x->type.dtype, .rank = (uint8_t)n};
+  kl_params p = {0};
+  for (int a = 0; a < n; a++) {
+    t.dims[a] = src[a] >= 0 ? x->type.dims[src[a]] : 1;
+    p.src_axis[a] = (int8_t)src[a];
+  }
+  return kl_node_new(ctx, KL_OP_DIMSHUFFLE, 1, &x, &t, &p, file, line);
+}
+
+kiln_node *kiln_dimshuffle_at(kiln_node *x, int n, const int *pattern, const char *file, int line) {
+  kiln_ctx *ctx = common_ctx("dimshuffle", 1, &x);
+  if (!ctx) return NULL;
+  char lb[256], sh[160];
+  int r = x->type.rank;
+  if (n < 0 || n > KILN_MAX_RANK || (n > 0 && !pattern)) {
+    kl_error(ctx, KILN_MISUSE,
+             "dimshuffle: bad pattern (%d entries%s; 0..%d allowed) for %s (%s:%d)", n,
+             n > 0 && !pattern ? ", NULL" : "", KILN_MAX_RANK, kl_node_label(x, lb, sizeof lb),
+             kl_basename(file), line);
+    return NULL;
+  }
+  bool used[KILN_MAX_RANK] = {false};
+  for (int a = 0; a < n; a++) {
+    int k = pattern[a];
+    if (k == KILN_NEWAXIS) continue;
+    if (k < 0 || k >= r) {
+      kl_error(ctx, KILN_SHAPE,
+               "dimshuffle: pattern entry %d is %d, not an axis of %s of rank %d nor "
+               "KILN_NEWAXIS (%s:%d)",
+               a, k, kl_node_label(x, lb, sizeof lb), r, kl_basename(file), line);
+      return NULL;
+    }
+    if (used[k]) {
+      kl_error(ctx, KILN_SHAPE, "dimshuffle: axis %d of %s appears twice in the pattern (%s:%d)", k,
+               kl_node_label(x, lb, sizeof lb), kl_basename(file), line);
+      return NULL;
+    }
+    used[k] = true;
+  }
+  for (int k = 0; k < r; k++)
+    if (!used[k] && x->type.dims[k] != 1) {
+      kl_error(ctx, KILN_SHAPE,
+               "dimshuffle: axis %d of %s, shape %s, is left out of the pattern but only axes of "
+               "static size 1 can be dropped (%s:%d)",
+               k, kl_node_label(x, lb, sizeof lb), kl_shape_str(sh, sizeof sh, r, x->type.dims),
+               kl_basename(file), line);
+      return NULL;
+    }
+  return kl_dimshuffle(x, n, pattern, file, line);
+}
+
+kiln_node *kiln_transpose_at(kiln_node *x, int n_axes, const int *axes, const char *file,
+                             int line) {
+  kiln_ctx *ctx = common_ctx("transpose", 1, &x);
+  if (!ctx) return NULL;
+  char lb[256];
+  int r = x->type.rank, perm[KILN_MAX_RANK];
+  if (n_axes < 0 || (n_axes > 0 && !axes)) {
+    kl_error(ctx, KILN_MISUSE,
+             "transpose: bad axis list (negative count or NULL axes) for %s (%s:%d)",
+             kl_node_label(x, lb, sizeof lb), kl_basename(file), line);
+    return NULL;
+  }
+  if (n_axes == 0) {
+    for (int a = 0; a < r; a++)
+      perm[a] = r - 1 - a;
+    return kl_dimshuffle(x, r, perm, file, line);
+  }
+  if (n_axes != r) {
+    kl_error(ctx, KILN_SHAPE,
+             "transpose: %d axes given for %s of rank %d (a permutation of all "
+             "its axes is needed) (%s:%d)",
+             n_axes, kl_node_label(x, lb, sizeof lb), r, kl_basename(file), line);
+    return NULL;
+  }
+  bool used[KILN_MAX_RANK] = {false};
+  for (int a = 0; a < r; a++) {
+    int k = norm_axis(x, axes[a], "transpose", file, line);
+    if (k < 0) return NULL;
+    if (used[k]) {
+      kl_error(ctx, KILN_SHAPE, "transpose: axis %d (given as %d) is listed twice for %s (%s:%d)",
+               k, axes[a], kl_node_label(x, lb, sizeof lb), kl_basename(file), line);
+      return NULL;
+    }
+    used[k] = true;
+    perm[a] = k;
+  }
+  return kl_dimshuffle(x, r, perm, file, line);
+}
+
+/* "(2, -1, d0)": a reshape's requested shape, d<k> for the size of the
+** source's axis k, -1 for the inferred size. */
+static const char *spec_str(char *buf, size_t n, int r, const int64_t *dims, const int8_t *src) {
+  size_t len = (size_t)snprintf(buf, n, "(");
+  for (int a = 0; a < r && len < n; a++) {
+    const char *sep = a ? ", " : "";
+    if (dims[a] >= 0)
+      len += (size_t)snprintf(buf + len, n - len, "%s%lld", sep, (long long)dims[a]);
+    else if (src[a] >= 0)
+      len += (size_t)snprintf(buf + len, n - len, "%sd%d", sep, src[a]);
+    else
+      len += (size_t)snprintf(buf + len, n - len, "%s-1", sep);
+  }
+  if (len < n) snprintf(buf + len, n - len, "%s)", r == 1 ? "," : "");
+  return buf;
+}
+
+/* The reshape of x into r dims: dims[a] >= 0 a static size, else KILN_DYN
+** with src[a] >= 0 (the run-time size of axis src[a] of x), or src[a] < 0
+** (the one size inferred from the element count). When x's size and the
+** sizes of the result are static the counts must agree (KILN_SHAPE), and an
+** inferred size is worked out here. */
+static kiln_node *reshape_of(kiln_node *x, int r, const int64_t *dims, const int8_t *src,
+                             const char *what, const char *file, int line) {
+  kiln_ctx *ctx = x->ctx;
+  kl_type t = {.dtype = x->type.dtype, .rank = (uint8_t)r};
+  kl_params p = {0};
+  int infer = -1;
+  int64_t known = 1, total = 1;
+  bool total_static = true, overflow = false;
+  for (int k = 0; k < x->type.rank; k++) {
+    if (x->type.dims[k] < 0)
+      total_static = false;
+    else
+      overflow |= __builtin_mul_overflow(total, x->type.dims[k], &total);
+  }
+  for (int a = 0; a < r; a++) {
+    t.dims[a] = dims[a] >= 0 ? dims[a] : KILN_DYN;
+    p.src_axis[a] = (int8_t)(dims[a] >= 0 ? -1 : src[a]);
+    if (dims[a] >= 0)
+      overflow |= __builtin_mul_overflow(known, dims[a], &known);
+    else if (src[a] >= 0) {
+      t.dims[a] = x->type.dims[src[a]]; /* static when x's axis is */
+      if (t.dims[a] >= 0) {
+        p.src_axis[a] = -1;
+        overflow |= __builtin_mul_overflow(known, t.dims[a], &known);
+      } else {
+        total_static = false; /* the same unknown factor on both sides */
+      }
+    } else
+      infer = a;
+  }
+  char lb[256], sa[160], sb[160];
+  if (overflow) {
+    kl_error(ctx, KILN_SHAPE, "%s: the sizes of %s or of shape %s overflow int64 (%s:%d)", what,
+             kl_node_label(x, lb, sizeof lb), spec_str(sb, sizeof sb, r, dims, src),
+             kl_basename(file), line);
+    return NULL;
+  }
+  if (total_static) {
+    bool ok = infer >= 0 ? known != 0 && total % known == 0 : known == total;
+    if (!ok) {
+      kl_error(ctx, KILN_SHAPE,
+               "%s: cannot reshape %s of shape %s (%lld elements) into shape %s (%s:%d)", what,
+               kl_node_label(x, lb, sizeof lb),
+               kl_shape_str(sa, sizeof sa, x->type.rank, x->type.dims), (long long)total,
+               spec_str(sb, sizeof sb, r, dims, src), kl_basename(file), line);
+      return NULL;
+    }
+    if (infer >= 0 && kl_type_static_size(&x->type) >= 0) t.dims[infer] = total / known;
+  }
+  bool same = r == x->type.rank;
+  for (int a = 0; a < r && same; a++)
+    same = t.dims[a] >= 0 ? t.dims[a] == x->type.dims[a] : p.src_axis[a] == a;
+  if (same) return x;
+  return kl_node_new(ctx, KL_OP_RESHAPE, 1, &x, &t, &p, file, line);
+}
+
+kiln_node *kiln_reshape_at(kiln_node *x, int n_dims, const int64_t *shape, const char *file,
+                           int line) {
+  kiln_ctx *ctx = common_ctx("reshape", 1, &x);
+  if (!ctx) return NULL;
+  char lb[256];
+  if (n_dims < 0 || n_dims > KILN_MAX_RANK || (n_dims > 0 && !shape)) {
+    kl_error(ctx, KILN_MISUSE, "reshape: bad shape (%d dims%s; 0..%d allowed) for %s (%s:%d)",
+             n_dims, n_dims > 0 && !shape ? ", NULL" : "", KILN_MAX_RANK,
+             kl_node_label(x, lb, sizeof lb), kl_basename(file), line);
+    return NULL;
+  }
+  int8_t src[KILN_MAX_RANK];
+  int n_infer = 0;
+  for (int a = 0; a < n_dims; a++) {
+    src[a] = -1;
+    if (shape[a] == -1 && n_infer++ == 0) continue;
+    if (shape[a] < 0) {
+      kl_error(ctx, KILN_SHAPE,
+               shape[a] == -1
+                   ? "reshape: more than one -1 in the new shape of %s (%s:%d)"
+                   : "reshape: negative size in the new shape of %s (only one -1 is allowed) "
+                     "(%s:%d)",
+               kl_node_label(x, lb, sizeof lb), kl_basename(file), line);
+      return NULL;
+    }
+  }
+  return reshape_of(x, n_dims, shape, src, "reshape", file, line);
+}
+
+kiln_node *kiln_flatten_at(kiln_node *x, int ndim, const char *file, int line) {
+  kiln_ctx *ctx = common_ctx("flatten", 1, &x);
+  if (!ctx) return NULL;
+  int r = x->type.rank;
+  if (ndim < 1 || ndim > (r > 1 ? r : 1)) {
+    char lb[256];
+    kl_error(ctx, KILN_SHAPE, "flatten: ndim %d is outside 1..%d for %s of rank %d (%s:%d)", ndim,
+             r > 1 ? r : 1, kl_node_label(x, lb, sizeof lb), r, kl_basename(file), line);
+    return NULL;
+  }
+  /* the first ndim-1 axes stay; the rest collapse into one, static when
+  ** all of them are */
+  int64_t dims[KILN_MAX_RANK], last = 1;
+  int8_t src[KILN_MAX_RANK];
+  for (int a = 0; a < ndim - 1; a++) {
+    dims[a] = -1;
+    src[a] = (int8_t)a;
+  }
+  for (int k = ndim - 1; k < r && last >= 0; k++)
+    last = x->type.dims[k] < 0 ? -1 : last * x->type.dims[k];
+  dims[ndim - 1] = last;
+  src[ndim - 1] = (int8_t)(ndim == r ? r - 1 : -1); /* one axis "collapses" into itself */
+  return reshape_of(x, ndim, dims, src, "flatten", file, line);
+}
+
+/* g (with the element count of like) in the shape of like: the gradient of
+** a reshape. A static shape needs no like operand at run time. */
+kiln_node *kl_reshape_like(kiln_node *g, kiln_node *like, const char *file, int line) {
+  kiln_node *in[2] = {g, like};
+  kiln_ctx *ctx = common_ctx("reshape_like", 2, in);
+  if (!ctx) return NULL;
+  int r = like->type.rank;
+  if (kl_type_static_size(&like->type) >= 0) {
+    int8_t src[KILN_MAX_RANK];
+    memset(src, -1, sizeof src);
+    return reshape_of(g, r, like->type.dims, src, "reshape_like", file, line);
+  }
+  kl_type t = like->type;
+  t.dtype = g->type.dtype;
+  t.weak = false;
+  kl_params p = {0};
+  for (int a = 0; a < r; a++)
+    p.src_axis[a] = (int8_t)(t.dims[a] >= 0 ? -1 : a);
+  return kl_node_new(ctx, KL_OP_RESHAPE_LIKE, 2, in, &t, &p, file, line);
+}

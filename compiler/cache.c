@@ -87,6 +87,7 @@ static bool make_key(const kl_fgraph *g, kbuf *b) {
       put_i64(b, v->type.dims[d]);
     put_i64(b, v->p.axes);
     put_i64(b, v->p.ta | v->p.tb << 1);
+    put(b, v->p.src_axis, sizeof v->p.src_axis); /* shape ops: same types, other patterns */
     put_i64(b, v->n_in);
     for (int k = 0; k < v->n_in; k++)
       put_i64(b, v->in[k]->id);

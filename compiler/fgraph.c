@@ -232,6 +232,7 @@ kiln_status kl_fg_sort(kl_fgraph *g) {
 bool kl_reads_value(const kiln_node *v, int k) {
   if (v->op == KL_OP_BCAST && k == 1) return false;
   if (v->op == KL_OP_SUM_LIKE && k == 1) return false;
+  if (v->op == KL_OP_RESHAPE_LIKE && k == 1) return false;
   if (v->op == KL_OP_COUNT) return false;
   return true;
 }
@@ -299,6 +300,26 @@ static void op_text(sbuf *b, const kiln_node *v) {
     sb_printf(b, "{axes=0x%x%s}", v->p.axes, v->p.keepdims ? ",keepdims" : "");
   if (v->op == KL_OP_DOT && (v->p.ta || v->p.tb))
     sb_printf(b, "{%s%s}", v->p.ta ? "ta" : "", v->p.tb ? "tb" : "");
+  if (kd == KL_SHUFFLE || kd == KL_RESHAPE) {
+    /* dimshuffle{1,0,x}: source axes, x for a new one; reshape{2,d0,-1}:
+    ** static sizes, dK for the last input's axis K, -1 for the inferred size */
+    sb_printf(b, "{");
+    for (int a = 0; a < v->type.rank; a++) {
+      int k = v->p.src_axis[a];
+      const char *sep = a ? "," : "";
+      if (kd == KL_SHUFFLE && k < 0)
+        sb_printf(b, "%sx", sep);
+      else if (kd == KL_SHUFFLE)
+        sb_printf(b, "%s%d", sep, k);
+      else if (v->type.dims[a] >= 0)
+        sb_printf(b, "%s%lld", sep, (long long)v->type.dims[a]);
+      else if (k >= 0)
+        sb_printf(b, "%sd%d", sep, k);
+      else
+        sb_printf(b, "%s-1", sep);
+    }
+    sb_printf(b, "}");
+  }
   if (v->op == KL_OP_CONST) {
     int64_t n = kl_type_static_size(&v->type);
     if (n == 1) {

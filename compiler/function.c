@@ -115,6 +115,8 @@ static kl_shape_kind shape_kind(const kiln_node *v) {
   case KL_LIKE: return KL_SH_LIKE;
   case KL_DOT: return KL_SH_DOT;
   case KL_COUNT: return KL_SH_SCALAR;
+  case KL_SHUFFLE: return KL_SH_SHUFFLE;
+  case KL_RESHAPE: return KL_SH_RESHAPE;
   }
   return KL_SH_SCALAR;
 }
@@ -170,6 +172,7 @@ static kiln_status make_plan(kl_fgraph *g) {
                              (kl_reduce_needs_elements(v->op) ? KL_SHF_NONEMPTY : 0));
     for (int k = 0; k < v->n_in && k < 3; k++)
       op->in[k] = (int32_t)v->in[k]->id;
+    memcpy(op->src_axis, v->p.src_axis, sizeof op->src_axis);
     for (int d = 0; d < KILN_MAX_RANK; d++)
       op->fixed[d] = d < v->type.rank ? v->type.dims[d] : KILN_DYN;
     op->dims_base = dims;
@@ -321,10 +324,11 @@ static char *plan_text(const kl_fgraph *g) {
     if (g->sched[i] != KL_S_ROOT) continue;
     kl_opkind kd = kl_ops[v->op].kind;
     const kiln_node *space = (kd == KL_REDUCE || kd == KL_LIKE) ? v->in[0] : v;
-    const char *what = kd == KL_REDUCE ? "reduce"
-                       : kd == KL_LIKE ? "sum_like"
-                       : kd == KL_DOT  ? "dot"
-                                       : "elementwise";
+    const char *what = kd == KL_REDUCE    ? "reduce"
+                       : kd == KL_LIKE    ? "sum_like"
+                       : kd == KL_DOT     ? "dot"
+                       : kd == KL_RESHAPE ? "copy"
+                                          : "elementwise";
     OUT("kernel %d: %%%d = %s%s%s%s, %s loop over %s", kern++, i, kl_ops[v->op].name,
         v->name ? " '" : "", v->name ? v->name : "", v->name ? "'" : "", what,
         kl_shape_str(sh, sizeof sh, space->type.rank, space->type.dims));

@@ -24,6 +24,10 @@ typedef enum kl_sched {
   KL_S_ROOT      /* the result of a kernel (a loop nest), materialized */
 } kl_sched;
 
+/* In an index map (which loop index drives each axis of a node evaluated
+** inline), the constant index 0: an axis of size 1 a dimshuffle drops. */
+#define KL_IDX_ZERO KILN_MAX_RANK
+
 typedef struct kl_copy {
   int32_t node; /* node whose value is copied */
   int32_t buf;  /* into this buffer */

@@ -179,6 +179,19 @@ static void grad_rule(kiln_node *v, kiln_node *g, const bool *need, kiln_node **
     }
     break;
   }
+  /* shape ops: the inverse dimshuffle (inserted axes dropped, dropped ones
+  ** inserted again); a reshape back to the operand's run-time shape */
+  case KL_OP_DIMSHUFFLE: {
+    int inv[KILN_MAX_RANK];
+    for (int k = 0; k < a->type.rank; k++)
+      inv[k] = -1;
+    for (int d = 0; d < v->type.rank; d++)
+      if (v->p.src_axis[d] >= 0) inv[v->p.src_axis[d]] = d;
+    gin[0] = kl_dimshuffle(g, a->type.rank, inv, gc->file, gc->line);
+    break;
+  }
+  case KL_OP_RESHAPE:
+  case KL_OP_RESHAPE_LIKE: gin[0] = kl_reshape_like(g, a, gc->file, gc->line); break;
   default: break; /* comparisons, count: no gradient flows to their inputs */
   }
 }
@@ -247,7 +260,8 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
     kl_opkind kind = kl_ops[v->op].kind;
     if (conn[id])
       for (int k = 0; k < v->n_in; k++)
-        if (!(kind == KL_COUNT || ((kind == KL_BCAST || kind == KL_LIKE) && k == 1)))
+        if (!(kind == KL_COUNT ||
+              ((kind == KL_BCAST || kind == KL_LIKE || kind == KL_RESHAPE) && k == 1)))
           conn[v->in[k]->id] = true;
   }
 

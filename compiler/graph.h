@@ -27,7 +27,9 @@ typedef enum kl_opkind {
   KL_REDUCE,
   KL_LIKE,
   KL_DOT,
-  KL_COUNT
+  KL_COUNT,
+  KL_SHUFFLE,
+  KL_RESHAPE
 } kl_opkind;
 
 typedef struct kl_opinfo {
@@ -53,6 +55,10 @@ typedef struct kl_params {
                     the output that input 0 lacks */
   bool ta, tb;   /* DOT: transpose a / b */
   bool keepdims; /* REDUCE: the reduced axes stay, with size 1 (numpy's keepdims) */
+  /* SHUFFLE: the input axis each output axis is, -1 for an inserted size-1
+  ** axis. RESHAPE: the axis of the last input whose run-time size a dynamic
+  ** output axis has, -1 for a static size or the one inferred size. */
+  int8_t src_axis[KILN_MAX_RANK];
 } kl_params;
 
 #define KL_MAGIC_NODE 0x4b4c4e44u /* "KLND" */
@@ -151,6 +157,14 @@ kiln_node *kl_bcast(kiln_node *g, kiln_node *like, uint32_t axes, const char *fi
 kiln_node *kl_sum_like(kiln_node *g, kiln_node *like, const char *file, int line);
 kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file, int line);
 kiln_node *kl_zeros_like(kiln_node *x, const char *file, int line);
+/* Shape ops. kl_dimshuffle: output axis a is x's axis src[a], or a new
+** size-1 axis where src[a] is -1; the caller checked the pattern, and axes
+** left out must have size 1 at run time (the gradient drops axes its
+** dimshuffle inserted, whose static size a gradient may have lost). The
+** identity returns x. kl_reshape_like: g, with like's element count, in
+** like's shape (the gradient of a reshape). */
+kiln_node *kl_dimshuffle(kiln_node *x, int n, const int *src, const char *file, int line);
+kiln_node *kl_reshape_like(kiln_node *g, kiln_node *like, const char *file, int line);
 /* True if a value of type from may need summing to reach type to (not
 ** provably the same shape). */
 bool kl_needs_sum_like(const kl_type *from, const kl_type *to);

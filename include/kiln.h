@@ -529,6 +529,57 @@ KILN_API kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node 
 KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line);
 #define kiln_dot(...) kiln_dot_at(__VA_ARGS__, __FILE__, __LINE__)
 
+/* ---------------------------------------------------------------- shape ops */
+
+/* The 'x' of a Theano dimshuffle pattern: a new axis of size 1 (numpy's
+** newaxis). */
+#define KILN_NEWAXIS (-1)
+
+/* Theano's x.dimshuffle(pattern): output axis i is axis pattern[i] of x, or
+** a new axis of size 1 (broadcastable) where pattern[i] is KILN_NEWAXIS.
+** Each axis of x appears at most once; an axis left out must have static
+** size 1 and is dropped. Theano's x.dimshuffle(1, 0, 'x') on a (2, 3)
+** matrix is kiln_dimshuffle(x, 3, (int[]){1, 0, KILN_NEWAXIS}), shape
+** (3, 2, 1); (int[]){KILN_NEWAXIS, 0} makes a vector a row. Axes are not
+** negative here (-1 is KILN_NEWAXIS). Errors: an entry that is no axis of x,
+** an axis listed twice, or a left-out axis whose size is not 1 is
+** KILN_SHAPE naming x; n outside 0..KILN_MAX_RANK or a NULL pattern is
+** KILN_MISUSE. The identity pattern returns x.
+** kiln_transpose: axes[0..n_axes-1] a permutation of all of x's axes
+** (negative ones count from the end, as numpy's transpose), or n_axes 0
+** (axes NULL) to reverse them; a repeated or out-of-range axis, or a count
+** that is not x's rank, is KILN_SHAPE.
+** Both keep the dtype; a literal becomes a strong tensor. They cost no copy
+** when they feed elementwise ops or reductions (the loops read x through the
+** permuted indices). Gradient: the inverse dimshuffle of g. */
+KILN_API kiln_node *kiln_dimshuffle_at(kiln_node *x, int n, const int *pattern, const char *file,
+                                       int line);
+KILN_API kiln_node *kiln_transpose_at(kiln_node *x, int n_axes, const int *axes, const char *file,
+                                      int line);
+#define kiln_dimshuffle(...) kiln_dimshuffle_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_transpose(...) kiln_transpose_at(__VA_ARGS__, __FILE__, __LINE__)
+
+/* numpy's reshape, in C order: the elements of x, row-major, in the shape
+** shape[0..n_dims-1], where at most one entry may be -1 (inferred from the
+** element count; an empty x cannot infer it next to a 0). Other negative
+** sizes and a second -1 are KILN_SHAPE. The element counts must agree:
+** KILN_SHAPE when the graph is built if x's sizes are static, else when the
+** function is called (naming the reshape, where it was built, x's shape and
+** the new one; nothing is committed). A dynamic x gives a static result
+** type except for the -1. Gradient: g reshaped back to x's (run-time)
+** shape.
+** kiln_flatten: Theano's flatten(x, ndim): the first ndim-1 axes of x stay
+** (dynamic ones too) and the rest collapse into one; ndim 1 gives a vector
+** of every element, also for a scalar. ndim outside 1..max(rank, 1) is
+** KILN_SHAPE.
+** Reading a reshaped value costs no copy when it feeds elementwise ops or
+** reductions (x is read at the flat index); x itself is materialized. */
+KILN_API kiln_node *kiln_reshape_at(kiln_node *x, int n_dims, const int64_t *shape,
+                                    const char *file, int line);
+KILN_API kiln_node *kiln_flatten_at(kiln_node *x, int ndim, const char *file, int line);
+#define kiln_reshape(...) kiln_reshape_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_flatten(...) kiln_flatten_at(__VA_ARGS__, __FILE__, __LINE__)
+
 /* ---------------------------------------------------------------- grad */
 
 /* Flags of kiln_grad. By default a wrt the cost does not depend on is a

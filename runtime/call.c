@@ -59,6 +59,59 @@ static kiln_status pair_error(kl_plan *p, const kl_shape_op *op, int x, int y, c
   return KILN_SHAPE;
 }
 
+/* The dims of a dimshuffle or a reshape (see kl_shape_kind). A reshape
+** whose element count differs from its operand's is the user's error,
+** found here before the step runs, so the call commits nothing. */
+static kiln_status shape_op_dims(kl_plan *p, const kl_shape_op *op, int64_t *d, char *err,
+                                 size_t n) {
+  const kl_shape_op *s = &p->shape[op->in[0]];
+  const int64_t *sd = dims_of(p, op->in[0]), *ld = dims_of(p, op->in[op->n_in - 1]);
+  char a[160], b[160];
+  int R = op->rank;
+  if (op->kind == KL_SH_SHUFFLE) {
+    bool kept[KILN_MAX_RANK] = {false};
+    for (int j = 0; j < R; j++) {
+      d[j] = op->src_axis[j] >= 0 ? sd[op->src_axis[j]] : 1;
+      if (op->src_axis[j] >= 0) kept[op->src_axis[j]] = true;
+    }
+    for (int k = 0; k < s->rank; k++)
+      if (!kept[k] && sd[k] != 1) {
+        snprintf(err, n, "%s: drops axis %d of %s, which has shape %s (only size 1 can go), in %s",
+                 op->opname, k, s->label, kl_shape_str(a, sizeof a, s->rank, sd), op->label);
+        return KILN_SHAPE;
+      }
+    return KILN_OK;
+  }
+  int64_t total = 1, known = 1;
+  int infer = -1;
+  bool overflow = false;
+  for (int k = 0; k < s->rank; k++)
+    overflow |= __builtin_mul_overflow(total, sd[k], &total);
+  for (int j = 0; j < R; j++) {
+    d[j] = op->fixed[j] != KILN_DYN ? op->fixed[j]
+           : op->src_axis[j] >= 0   ? ld[op->src_axis[j]]
+                                    : -1;
+    if (d[j] < 0)
+      infer = j;
+    else
+      overflow |= __builtin_mul_overflow(known, d[j], &known);
+  }
+  bool ok = !overflow && (infer >= 0 ? known != 0 && total % known == 0 : known == total);
+  if (!ok) {
+    /* the new shape as requested, -1 where inferred */
+    size_t len = (size_t)snprintf(b, sizeof b, "(");
+    for (int j = 0; j < R && len < sizeof b; j++)
+      len += (size_t)snprintf(b + len, sizeof b - len, "%s%lld", j ? ", " : "", (long long)d[j]);
+    if (len < sizeof b) snprintf(b + len, sizeof b - len, "%s)", R == 1 ? "," : "");
+    snprintf(err, n, "%s: cannot reshape %s of shape %s (%lld elements) into shape %s, in %s",
+             op->opname, s->label, kl_shape_str(a, sizeof a, s->rank, sd),
+             (long long)(overflow ? -1 : total), b, op->label);
+    return KILN_SHAPE;
+  }
+  if (infer >= 0) d[infer] = total / known;
+  return KILN_OK;
+}
+
 static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *err, size_t n) {
   for (int i = 0; i < p->n_nodes; i++) {
     const kl_shape_op *op = &p->shape[i];
@@ -145,6 +198,12 @@ static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *
       int r = 0;
       if (sa->rank == 2) d[r++] = a[ta ? 1 : 0];
       if (sb->rank == 2) d[r++] = b[tb ? 0 : 1];
+      break;
+    }
+    case KL_SH_SHUFFLE:
+    case KL_SH_RESHAPE: {
+      kiln_status st = shape_op_dims(p, op, d, err, n);
+      if (st != KILN_OK) return st;
       break;
     }
     }

@@ -25,7 +25,13 @@ typedef enum kl_shape_kind {
                    with them, size 1; KL_SHF_NONEMPTY: each must have size > 0) */
   KL_SH_LIKE,   /* in[1]'s shape; in[0] must be summable to it */
   KL_SH_DOT,    /* matrix/vector product of in[0], in[1] (flags: 1 = ta, 2 = tb) */
-  KL_SH_SCALAR  /* rank 0 */
+  KL_SH_SCALAR, /* rank 0 */
+  /* axis a is in[0]'s axis src_axis[a], or 1 where that is -1; in[0]'s other
+  ** axes must have size 1 */
+  KL_SH_SHUFFLE,
+  /* fixed[a] where static, else the size of axis src_axis[a] of the last
+  ** input, or (-1) inferred; the element count must be in[0]'s */
+  KL_SH_RESHAPE
 } kl_shape_kind;
 
 /* kl_shape_op.flags of reductions (1 and 2 are dot's transposes) */
@@ -42,6 +48,8 @@ typedef struct kl_shape_op {
   int64_t fixed[KILN_MAX_RANK]; /* static dims (KILN_DYN where dynamic) */
   char *label;                  /* "mul #5 (built at seed.c:14)" for messages */
   const char *opname;
+  /* KL_SH_SHUFFLE, KL_SH_RESHAPE: the source axis of each axis (kl_params) */
+  int8_t src_axis[KILN_MAX_RANK];
 } kl_shape_op;
 
 typedef enum kl_buf_kind {

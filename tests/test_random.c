@@ -8,7 +8,10 @@
 ** (n,), (1, n), (m, 1), (m, n), rank 3; a dimension may be dynamic, and a
 ** dynamic dimension may be given size 1 at call time; a role is sometimes
 ** longer than the 16 lanes of the blocked float reductions), zero to two
-** shared variables, then 3-12 random ops drawn from the public builders on
+** shared variables, then 3-12 random ops drawn from the public builders
+** (elementwise, reductions, dot, where, clip, and the shape ops transpose,
+** dimshuffle, reshape, flatten, whose fixed sizes may not fit other dynamic
+** sizes) on
 ** random operands (inputs, variables, earlier results, weak literals,
 ** constants -- sometimes only constants, so folding and simplification
 ** fire). Legal builder refusals (KILN_TYPE, KILN_SHAPE) skip the candidate;
@@ -349,17 +352,23 @@ typedef enum opk {
   O_DOT,
   O_WHERE,
   O_CLIP,
+  /* shape ops (a variant number picks the pattern, see shape_op) */
+  O_TRANSPOSE,
+  O_DIMSHUFFLE,
+  O_RESHAPE,
+  O_FLATTEN,
   O_N
 } opk;
 
 static const char *const OP_NAMES[O_N] = {
-    "add",       "sub",  "mul",      "div",  "maximum", "minimum", "pow",      "intdiv",
-    "mod",       "lt",   "eq",       "neg",  "sqr",     "abs",     "exp",      "log",
-    "sqrt",      "relu", "tanh",     "sign", "cast",    "sum",     "sum_axis", "mean",
-    "mean_axis", "max",  "max_axis", "dot",  "where",   "clip"};
+    "add",    "sub",      "mul",       "div",        "maximum", "minimum",  "pow",
+    "intdiv", "mod",      "lt",        "eq",         "neg",     "sqr",      "abs",
+    "exp",    "log",      "sqrt",      "relu",       "tanh",    "sign",     "cast",
+    "sum",    "sum_axis", "mean",      "mean_axis",  "max",     "max_axis", "dot",
+    "where",  "clip",     "transpose", "dimshuffle", "reshape", "flatten"};
 /* the ops the brief names carry most of the weight */
-static const int OP_WEIGHT[O_N] = {10, 8, 10, 6, 5, 5, 4, 2, 2, 2, 1, 4, 4, 4, 3,
-                                   3,  3, 1,  1, 1, 3, 4, 4, 3, 3, 1, 1, 5, 2, 1};
+static const int OP_WEIGHT[O_N] = {10, 8, 10, 6, 5, 5, 4, 2, 2, 2, 1, 4, 4, 4, 3, 3, 3,
+                                   1,  1, 1,  3, 4, 4, 3, 3, 1, 1, 5, 2, 1, 2, 2, 2, 1};
 
 static opk pick_op(rgraph *g) {
   int total = 0;
@@ -404,6 +413,70 @@ static kiln_node *build_unary(opk k, kiln_node *a) {
   case O_SUM: return kiln_sum(a);
   case O_MEAN: return kiln_mean(a);
   case O_RMAX: return kiln_max(a);
+  default: return NULL;
+  }
+}
+
+/* Shape op k of variant var on a, its call-time shape in *rank, rt (numpy's
+** rules, worked out here); NULL (not built) when the variant does not apply.
+**   transpose   reversed axes
+**   dimshuffle  var bit 0: axes reversed; bit 1: static size-1 axes dropped;
+**               var >> 2: a new axis ('x') at position (var >> 2) - 1, none if 0
+**   reshape     var % 4: (-1,), (1, -1), (-1, 1), or (rows, last) with the sizes
+**               of this call (static: a later call with other dynamic sizes
+**               may not fit, a shape error the reference must agree on)
+**   flatten     ndim = 1 + var % max(rank, 1) */
+static kiln_node *shape_op(opk k, const rnode *a, int var, int *rank, int64_t *rt) {
+  int r = a->rank;
+  int64_t total = 1;
+  for (int d = 0; d < r; d++)
+    total *= a->rt[d];
+  *rank = 0;
+  switch (k) {
+  case O_TRANSPOSE:
+    for (int d = 0; d < r; d++)
+      rt[(*rank)++] = a->rt[r - 1 - d];
+    return kiln_transpose(a->v, 0, NULL);
+  case O_DIMSHUFFLE: {
+    int pat[KILN_MAX_RANK], n = 0, at = (var >> 2) - 1;
+    for (int i = 0; i < r; i++) {
+      int d = var & 1 ? r - 1 - i : i;
+      if ((var & 2) && kiln_node_dim(a->v, d) == 1) continue;
+      pat[n++] = d;
+    }
+    if (at > n || n >= 4) at = -1;
+    if (at >= 0) {
+      memmove(pat + at + 1, pat + at, (size_t)(n - at) * sizeof *pat);
+      pat[at] = KILN_NEWAXIS;
+      n++;
+    }
+    for (int i = 0; i < n; i++)
+      rt[(*rank)++] = pat[i] < 0 ? 1 : a->rt[pat[i]];
+    return kiln_dimshuffle(a->v, n, pat);
+  }
+  case O_RESHAPE: {
+    int64_t last = r ? a->rt[r - 1] : 1, spec[2];
+    switch (var % 4) {
+    case 0: spec[0] = -1, *rank = 1, rt[0] = total; break;
+    case 1: spec[0] = 1, spec[1] = -1, *rank = 2, rt[0] = 1, rt[1] = total; break;
+    case 2: spec[0] = -1, spec[1] = 1, *rank = 2, rt[0] = total, rt[1] = 1; break;
+    default:
+      if (last == 0) return NULL;
+      spec[0] = rt[0] = total / last, spec[1] = rt[1] = last, *rank = 2;
+      break;
+    }
+    return kiln_reshape(a->v, *rank, spec);
+  }
+  case O_FLATTEN: {
+    int nd = 1 + var % (r > 1 ? r : 1);
+    for (int d = 0; d < nd - 1; d++)
+      rt[(*rank)++] = a->rt[d];
+    int64_t rest = 1;
+    for (int d = nd - 1; d < r; d++)
+      rest *= a->rt[d];
+    rt[(*rank)++] = rest;
+    return kiln_flatten(a->v, nd);
+  }
   default: return NULL;
   }
 }
@@ -459,6 +532,10 @@ static int make_op(stats *st, rgraph *g, opk k, int ia, int ib, int ic, int axis
                            : kiln_max_axis(a.v, axis);
   } else if (k == O_SUM || k == O_MEAN || k == O_RMAX) {
     v = build_unary(k, a.v);
+  } else if (k >= O_TRANSPOSE) {
+    if (a.rank > 3) return -1; /* ranks stay small */
+    v = shape_op(k, &a, axis, &rank, rt);
+    if (!v && !kiln_errcode(g->ctx)) return -1;
   } else {
     rank = a.rank;
     memcpy(rt, a.rt, sizeof rt);
@@ -489,7 +566,7 @@ static int make_op(stats *st, rgraph *g, opk k, int ia, int ib, int ic, int axis
   st->op_count[k]++;
   const char *dt = kiln_dtype_name(kiln_node_dtype(v));
   shape_str(rank, rt, s1, sizeof s1);
-  if (k == O_SUM_AXIS || k == O_MEAN_AXIS || k == O_RMAX_AXIS)
+  if (k == O_SUM_AXIS || k == O_MEAN_AXIS || k == O_RMAX_AXIS || k >= O_TRANSPOSE)
     logf_(g, "  %%p%d = %s(%%p%d, %d) : %s %s\n", id, OP_NAMES[k], ia, axis, dt, s1);
   else if (k == O_CAST)
     logf_(g, "  %%p%d = cast(%%p%d, %s) : %s %s\n", id, ia, kiln_dtype_name(cast_to), dt, s1);
@@ -534,7 +611,11 @@ static const opk PARTNER[O_N] = {[O_ADD] = O_SUB,
                                  [O_RMAX_AXIS] = O_RMAX_AXIS,
                                  [O_DOT] = O_DOT,
                                  [O_WHERE] = O_WHERE,
-                                 [O_CLIP] = O_CLIP};
+                                 [O_CLIP] = O_CLIP,
+                                 [O_TRANSPOSE] = O_TRANSPOSE,
+                                 [O_DIMSHUFFLE] = O_DIMSHUFFLE,
+                                 [O_RESHAPE] = O_RESHAPE,
+                                 [O_FLATTEN] = O_FLATTEN};
 
 /* Tries one random op (sometimes with its sibling); 1 if a node was added. */
 static int try_op(stats *st, rgraph *g) {
@@ -557,6 +638,8 @@ static int try_op(stats *st, rgraph *g) {
   } else if (k == O_SUM_AXIS || k == O_MEAN_AXIS || k == O_RMAX_AXIS) {
     if (a->rank == 0) return 0;
     axis = rint_(g, 2 * a->rank) - a->rank; /* -rank .. rank-1 */
+  } else if (k >= O_TRANSPOSE) {
+    axis = rint_(g, 32); /* the variant */
   } else if (k == O_CAST) {
     /* half the casts of a cast go back: simplify's round-trip rule */
     cast_to = a->cast_from >= 0 && rnd(g) < 0.5 ? a->cast_from : (int)pick_dtype(g);
@@ -578,6 +661,7 @@ static int try_op(stats *st, rgraph *g) {
       int t = ib;
       ib = ic, ic = t;
     }
+    ok &= k < O_TRANSPOSE; /* shape ops have no sibling of the same type */
     int sib = ok && k != O_DOT ? make_op(st, g, PARTNER[k], ia, ib, ic, axis, cast_to) : -1;
     if (sib >= 0 && g->sib_a < 0) {
       g->sib_a = first;

@@ -47,7 +47,7 @@ typedef struct em {
   LLVMValueRef kcond;                     /* that condition: every dynamic size read is not 1 */
   LLVMValueRef *memo;                     /* per node: its value in the current loop body */
   int (*memo_map)[KILN_MAX_RANK];
-  LLVMValueRef idx[KILN_MAX_RANK];         /* the current loop indices */
+  LLVMValueRef idx[KILN_MAX_RANK + 1];     /* the current loop indices; [KL_IDX_ZERO] is 0 */
   LLVMBasicBlockRef join, other, fast_end; /* emit_kernel's versions */
   LLVMValueRef fast_reg;
   bool cold;              /* emitting a general version: its loops stay scalar */
@@ -519,7 +519,8 @@ static void need_strides(em *e, int j) {
 /* Before a kernel's loops: strides of everything its root will load. */
 static void prepare(em *e, int j) {
   const kiln_node *v = node(e, j);
-  if (e->g->sched[j] != KL_S_FUSED) {
+  if (e->g->sched[j] != KL_S_FUSED || kl_ops[v->op].kind == KL_RESHAPE) {
+    /* a fused reshape reads its stored operand with its own shape's strides */
     need_strides(e, j);
     return;
   }
@@ -529,6 +530,10 @@ static void prepare(em *e, int j) {
 
 static void prepare_operands(em *e, int j) {
   const kiln_node *v = node(e, j);
+  if (kl_ops[v->op].kind == KL_RESHAPE) {
+    need_strides(e, j);
+    return;
+  }
   for (int k = 0; k < v->n_in; k++)
     if (kl_reads_value(v, k)) prepare(e, (int)v->in[k]->id);
 }
@@ -541,15 +546,38 @@ static void operand_map(const kiln_node *v, int k, const int *m, int *mk) {
   if (v->op == KL_OP_BCAST) {
     for (int d = 0, t = 0; d < v->type.rank; d++)
       if (!(v->p.axes >> d & 1u)) mk[t++] = m[d];
+  } else if (v->op == KL_OP_DIMSHUFFLE) { /* a permutation; dropped axes at 0 */
+    for (int a = 0; a < x->type.rank; a++)
+      mk[a] = KL_IDX_ZERO;
+    for (int d = 0; d < v->type.rank; d++)
+      if (v->p.src_axis[d] >= 0) mk[v->p.src_axis[d]] = m[d];
   } else {
     for (int a = 0; a < x->type.rank; a++)
       mk[a] = m[a + v->type.rank - x->type.rank];
   }
 }
 
+/* Reshape j at the element map m designates: its stored operand read at
+** the same flat (C order) position, that is with j's own strides (0 where
+** j's size is 1, so it broadcasts like any stored operand). */
+static LLVMValueRef view_load(em *e, int j, const int *m) {
+  const kiln_node *v = node(e, j);
+  int x = (int)v->in[0]->id;
+  const kiln_node *xv = node(e, x);
+  if (e->reg[x]) return e->reg[x];
+  if (e->g->home[x] < 0) return const_of(e, xv); /* an inlined rank-0 constant */
+  LLVMValueRef off = ci64(e, 0);
+  for (int a = 0; a < v->type.rank; a++)
+    off = LLVMBuildAdd(
+        e->b, off, LLVMBuildMul(e->b, e->idx[m[a]], (e->fast ? e->st_fast : e->st)[j][a], ""), "");
+  return LLVMBuildLoad2(e->b, lty(e, xv->type.dtype),
+                        elem_ptr(e, e->g->home[x], xv->type.dtype, off), "");
+}
+
 /* v's own operation at the element its map m designates. */
 static LLVMValueRef compute(em *e, int j, const int *m) {
   const kiln_node *v = node(e, j);
+  if (kl_ops[v->op].kind == KL_RESHAPE) return view_load(e, j, m);
   LLVMValueRef x[3] = {NULL, NULL, NULL};
   for (int k = 0; k < v->n_in && k < 3; k++) {
     if (!kl_reads_value(v, k)) continue;
@@ -557,7 +585,7 @@ static LLVMValueRef compute(em *e, int j, const int *m) {
     operand_map(v, k, m, mk);
     x[k] = eval(e, (int)v->in[k]->id, mk);
   }
-  if (v->op == KL_OP_BCAST) return x[0];
+  if (v->op == KL_OP_BCAST || v->op == KL_OP_DIMSHUFFLE) return x[0];
   return emit_scalar(e, v, v->in[v->n_in - 1]->type.dtype, x);
 }
 
@@ -897,6 +925,8 @@ static void emit_scalar_node(em *e, int i) {
       if (v->p.axes >> d & 1u) n = LLVMBuildMul(e->b, n, dim(e, src, d), "");
     val = emit_cast(e, n, KILN_INT64, v->type.dtype);
   } else {
+    kl_opkind kd = kl_ops[v->op].kind;
+    if (kd == KL_SHUFFLE || kd == KL_RESHAPE) prepare_operands(e, i); /* may load a (1, 1) */
     val = compute(e, i, identity);
   }
   e->reg[i] = val;
@@ -1043,6 +1073,7 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
     e.base[b] = LLVMBuildLoad2(e.ab, e.ptr, slot, nm);
   }
   LLVMPositionBuilderAtEnd(e.b, start);
+  e.idx[KL_IDX_ZERO] = ci64(&e, 0);
   /* rank-0 leaves are read once, before any update writes in place */
   for (int i = 0; i < g->n; i++) {
     const kiln_node *v = g->nodes[i];
@@ -1066,7 +1097,9 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
     if (g->sched[i] != KL_S_ROOT) continue;
     switch (kl_ops[v->op].kind) {
     case KL_ELEM:
-    case KL_BCAST: emit_kernel(&e, K_ELEM, i, -1); break;
+    case KL_BCAST:
+    case KL_SHUFFLE:
+    case KL_RESHAPE: emit_kernel(&e, K_ELEM, i, -1); break;
     case KL_REDUCE:
     case KL_LIKE: emit_kernel(&e, K_REDUCE, i, -1); break;
     case KL_DOT: emit_dot(&e, i); break;

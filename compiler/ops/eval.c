@@ -544,6 +544,73 @@ static kiln_status eval_dot(const kiln_node *v, const kiln_tensor *a, const kiln
   return KILN_OK;
 }
 
+/* ------------------------------------------------------------ shape ops */
+
+/* dimshuffle: output axis a is input axis p.src_axis[a] (stride of that
+** axis), or a new axis of size 1; the input's other axes must have size 1. */
+static kiln_status eval_dimshuffle(const kiln_node *v, const kiln_tensor *x, kiln_tensor *out,
+                                   char *err, size_t errn) {
+  kiln_dtype dt = (kiln_dtype)v->type.dtype;
+  int r = v->type.rank;
+  int64_t shape[KILN_MAX_RANK], xst[KILN_MAX_RANK], st[KILN_MAX_RANK];
+  bool kept[KILN_MAX_RANK] = {false};
+  strides_of(x->rank, x->shape, xst);
+  for (int a = 0; a < r; a++) {
+    int k = v->p.src_axis[a];
+    shape[a] = k >= 0 ? x->shape[k] : 1;
+    st[a] = k >= 0 ? xst[k] : 0;
+    if (k >= 0) kept[k] = true;
+  }
+  for (int k = 0; k < x->rank; k++)
+    if (!kept[k] && x->shape[k] != 1) {
+      char sa[160];
+      snprintf(err, errn,
+               "dimshuffle: drops axis %d of an operand of shape %s (only size 1 can go)", k,
+               kl_shape_str(sa, sizeof sa, x->rank, x->shape));
+      return KILN_SHAPE;
+    }
+  if (kl_tensor_reshape(out, dt, r, shape) != KILN_OK) return KILN_NOMEM;
+  if (out->size == 0) return KILN_OK;
+  int64_t idx[KILN_MAX_RANK] = {0}, j = 0;
+  do {
+    int64_t off = 0;
+    for (int a = 0; a < r; a++)
+      off += idx[a] * st[a];
+    kl_convert(dt, out->data, j++, dt, x->data, off);
+  } while (next_index(r, shape, idx));
+  return KILN_OK;
+}
+
+/* reshape and reshape_like: the elements of in[0] in C order, in the shape
+** the type gives, with dynamic sizes from the last input's axes
+** p.src_axis[a] or (src_axis -1) inferred from the element count. */
+static kiln_status eval_reshape(const kiln_node *v, const kiln_tensor *const *in, kiln_tensor *out,
+                                char *err, size_t errn) {
+  const kiln_tensor *x = in[0], *src = in[v->n_in - 1];
+  int r = v->type.rank, infer = -1;
+  int64_t shape[KILN_MAX_RANK], known = 1;
+  for (int a = 0; a < r; a++) {
+    int k = v->p.src_axis[a];
+    shape[a] = v->type.dims[a] >= 0 ? v->type.dims[a] : k >= 0 ? src->shape[k] : -1;
+    if (shape[a] < 0)
+      infer = a;
+    else
+      known *= shape[a];
+  }
+  if (infer >= 0 && known != 0) shape[infer] = x->size / known;
+  if (infer >= 0 ? known == 0 || x->size % known != 0 : known != x->size) {
+    char sa[160], sb[160];
+    if (infer >= 0) shape[infer] = -1;
+    snprintf(err, errn, "%s: cannot reshape an array of shape %s (%lld elements) into shape %s",
+             kl_ops[v->op].name, kl_shape_str(sa, sizeof sa, x->rank, x->shape), (long long)x->size,
+             kl_shape_str(sb, sizeof sb, r, shape));
+    return KILN_SHAPE;
+  }
+  if (kl_tensor_reshape(out, (kiln_dtype)v->type.dtype, r, shape) != KILN_OK) return KILN_NOMEM;
+  memcpy(out->data, x->data, kl_tensor_nbytes(out));
+  return KILN_OK;
+}
+
 kiln_status kl_eval_node(const kiln_node *v, const kiln_tensor *const *in, kiln_tensor *out,
                          char *err, size_t errn) {
   switch (kl_ops[v->op].kind) {
@@ -569,6 +636,8 @@ kiln_status kl_eval_node(const kiln_node *v, const kiln_tensor *const *in, kiln_
     kl_convert((kiln_dtype)v->type.dtype, out->data, 0, KILN_FLOAT64, &n, 0);
     return KILN_OK;
   }
+  case KL_SHUFFLE: return eval_dimshuffle(v, in[0], out, err, errn);
+  case KL_RESHAPE: return eval_reshape(v, in, out, err, errn);
   }
   snprintf(err, errn, "internal: unknown op %d", v->op);
   return KILN_INTERNAL;

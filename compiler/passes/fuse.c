@@ -7,11 +7,13 @@
 **   fused   not stored: recomputed inside the loop of each kernel using it
 **   kernel  the root of a loop nest, stored (or, at rank 0, a register)
 **
-** An elementwise node (or a broadcast) is fused when all its value uses are
+** An elementwise node (or a broadcast, a dimshuffle, a reshape: index
+** remaps) is fused when all its value uses are
 ** inside elementwise kernels -- and, for the reduction pass, inside sum
 ** kernels, so the producers of a reduction run in its loop. A node with
 ** several uses is fused (recomputed in each) only when it is cheap and its
-** own operands are stored, so duplication never cascades.
+** own operands are stored, so duplication never cascades. A reshape reads
+** its operand at the flat index, so its operand is always stored.
 ** Needs: a sorted graph. Guarantees: sched[] and inplace[] sized g->n.
 */
 #include "compiler/passes/passes.h"
@@ -37,7 +39,10 @@ static bool cheap(int op) {
   case KL_OP_NOT:
   case KL_OP_ISNAN:
   case KL_OP_ISINF:
-  case KL_OP_STOPGRAD: return true;
+  case KL_OP_STOPGRAD:
+  case KL_OP_DIMSHUFFLE:
+  case KL_OP_RESHAPE:
+  case KL_OP_RESHAPE_LIKE: return true;
   default: return op >= KL_OP_LT && op <= KL_OP_WHERE;
   }
 }
@@ -46,7 +51,8 @@ static bool cheap(int op) {
 static bool evaluates_inline(const kiln_node *c, uint8_t c_sched, bool into_reductions) {
   kl_opkind kd = kl_ops[c->op].kind;
   if (c_sched != KL_S_FUSED && c_sched != KL_S_ROOT) return false;
-  if (kd == KL_ELEM || kd == KL_BCAST) return true;
+  if (kd == KL_ELEM || kd == KL_BCAST || kd == KL_SHUFFLE) return true;
+  /* a reshape reads its operand at the flat index: the operand is stored */
   return into_reductions && (kd == KL_REDUCE || kd == KL_LIKE);
 }
 
@@ -75,9 +81,11 @@ bool kl_fuse(kl_fgraph *g, bool fuse, bool into_reductions) {
     uint8_t s;
     if (kd == KL_LEAF)
       s = KL_S_LEAF;
-    else if (v->type.rank == 0 && (kd == KL_ELEM || kd == KL_COUNT || kd == KL_BCAST))
+    else if (v->type.rank == 0 && (kd == KL_ELEM || kd == KL_COUNT || kd == KL_BCAST ||
+                                   kd == KL_SHUFFLE || kd == KL_RESHAPE))
       s = KL_S_SCALAR;
-    else if (!fuse || sink[i] || (kd != KL_ELEM && kd != KL_BCAST))
+    else if (!fuse || sink[i] ||
+             (kd != KL_ELEM && kd != KL_BCAST && kd != KL_SHUFFLE && kd != KL_RESHAPE))
       s = KL_S_ROOT;
     else {
       int n_uses = 0;

@@ -21,9 +21,19 @@ static bool identity_reads(const kl_fgraph *g, const kiln_node *v, const int *m,
     const kiln_node *x = v->in[k];
     int mx[KILN_MAX_RANK];
     int r = x->type.rank;
+    if (kl_ops[v->op].kind == KL_RESHAPE) {
+      /* reads its (stored) operand at the flat index: not s's own element */
+      if (x == s) return false;
+      continue;
+    }
     if (v->op == KL_OP_BCAST) {
       for (int d = 0, t = 0; d < v->type.rank; d++)
         if (!(v->p.axes >> d & 1u)) mx[t++] = m[d];
+    } else if (v->op == KL_OP_DIMSHUFFLE) {
+      for (int d = 0; d < r; d++)
+        mx[d] = KL_IDX_ZERO;
+      for (int a = 0; a < v->type.rank; a++)
+        if (v->p.src_axis[a] >= 0) mx[v->p.src_axis[a]] = m[a];
     } else {
       for (int d = 0; d < r; d++)
         mx[d] = m[d + v->type.rank - r];

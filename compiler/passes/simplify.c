@@ -97,6 +97,38 @@ static kiln_node *sum_no_axes(kl_fgraph *g, kiln_node *v) {
   return v->op == KL_OP_SUM && v->p.axes == 0 && !is_float(v) ? keep(v, v->in[0]) : NULL;
 }
 
+/* Shape ops: chains are one op (index remaps compose; the composed
+** dimshuffle still checks at run time every axis of x a step dropped). A
+** chain of reshapes would otherwise store the middle one (a reshape reads a
+** stored operand). */
+static kiln_node *shuffle_shuffle(kl_fgraph *g, kiln_node *v) {
+  if (v->op != KL_OP_DIMSHUFFLE || v->in[0]->op != KL_OP_DIMSHUFFLE) return NULL;
+  kiln_node *in = v->in[0], *x = in->in[0];
+  kl_params p = {0};
+  bool same = v->type.rank == x->type.rank;
+  for (int a = 0; a < v->type.rank; a++) {
+    int k = v->p.src_axis[a];
+    p.src_axis[a] = (int8_t)(k < 0 ? -1 : in->p.src_axis[k]);
+    same &= p.src_axis[a] == a;
+  }
+  if (same) return keep(v, x);
+  return kl_fg_add(g, KL_OP_DIMSHUFFLE, 1, &x, &v->type, &p, v);
+}
+/* Only through a middle reshape of static shape C: its check (x has C
+** elements) is then the composed one's, and the outer result is static too.
+** A middle -1 or copied size would lose a check (x of 7 elements reshaped to
+** (-1, 2) fails; reshaped to (-1,) it would not). */
+static kiln_node *reshape_reshape(kl_fgraph *g, kiln_node *v) {
+  if (v->op != KL_OP_RESHAPE || kl_ops[v->in[0]->op].kind != KL_RESHAPE) return NULL;
+  kiln_node *in = v->in[0], *x = in->in[0];
+  if (kl_type_static_size(&in->type) < 0 || kl_type_static_size(&v->type) < 0) return NULL;
+  if (kl_same_type(&v->type, &x->type)) return keep(v, x);
+  kl_params p = {0}; /* entries past the rank stay 0, as the builders leave them (CSE) */
+  for (int a = 0; a < v->type.rank; a++)
+    p.src_axis[a] = -1;
+  return kl_fg_add(g, KL_OP_RESHAPE, 1, &x, &v->type, &p, v);
+}
+
 /* fast math only */
 static kiln_node *zero_like(kl_fgraph *g, kiln_node *v) {
   kl_type t = {.dtype = v->type.dtype};
@@ -136,6 +168,8 @@ static const rule rules[] = {
     {"simplify: cast(cast(x, wider), back) -> x", false, cast_roundtrip},
     {"simplify: sum over no axes -> x (integers)", false, sum_no_axes},
     {"simplify: stop_gradient(x) -> x (gradients are already built)", false, stop_gradient},
+    {"simplify: dimshuffle(dimshuffle(x)) -> dimshuffle(x) (or x)", false, shuffle_shuffle},
+    {"simplify: reshape(reshape(x)) -> reshape(x) (or x)", false, reshape_reshape},
     {"simplify (fast math): x * 0 -> 0", true, mul_zero},
     {"simplify (fast math): x - x -> 0", true, sub_self},
     {"simplify (fast math): x + 0 -> x", true, add_zero},
