@@ -233,6 +233,7 @@ bool kl_reads_value(const kiln_node *v, int k) {
   if (v->op == KL_OP_BCAST && k == 1) return false;
   if (v->op == KL_OP_SUM_LIKE && k == 1) return false;
   if (v->op == KL_OP_COUNT) return false;
+  if (kl_index_shape_only(v, k)) return false;
   return true;
 }
 
@@ -299,6 +300,10 @@ static void op_text(sbuf *b, const kiln_node *v) {
     sb_printf(b, "{axes=0x%x%s}", v->p.axes, v->p.keepdims ? ",keepdims" : "");
   if (v->op == KL_OP_DOT && (v->p.ta || v->p.tb))
     sb_printf(b, "{%s%s}", v->p.ta ? "ta" : "", v->p.tb ? "tb" : "");
+  if (kd == KL_INDEX) {
+    char buf[600];
+    sb_printf(b, "{%s}", kl_index_params_text(v, buf, sizeof buf));
+  }
   if (v->op == KL_OP_CONST) {
     int64_t n = kl_type_static_size(&v->type);
     if (n == 1) {

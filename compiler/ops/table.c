@@ -12,6 +12,7 @@
 #define LIKE KL_LIKE
 #define DOT KL_DOT
 #define COUNT KL_COUNT
+#define INDEX KL_INDEX
 const kl_opinfo kl_ops[KL_N_OPS] = {
 #define OP(id, nm, ar, kd, gr) [KL_OP_##id] = {.name = nm, .arity = ar, .kind = kd, .has_grad = gr},
 #include "compiler/ops/ops.def"

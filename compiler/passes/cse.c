@@ -32,6 +32,7 @@ static uint64_t hash_node(const kiln_node *v) {
     h = mix(h, (uint64_t)v->type.dims[d]);
   h = mix(h, v->p.axes);
   h = mix(h, (uint64_t)(v->p.ta | v->p.tb << 1 | v->p.keepdims << 2));
+  if (kl_ops[v->op].kind == KL_INDEX) h = mix(h, kl_index_params_hash(v));
   for (int k = 0; k < v->n_in; k++)
     h = mix(h, v->in[k]->id);
   if (v->op == KL_OP_CONST) {
@@ -47,6 +48,7 @@ static bool equal(const kiln_node *a, const kiln_node *b) {
   if (a->op != b->op || a->n_in != b->n_in || !kl_same_type(&a->type, &b->type)) return false;
   if (a->p.axes != b->p.axes || a->p.ta != b->p.ta || a->p.tb != b->p.tb) return false;
   if (a->p.keepdims != b->p.keepdims) return false;
+  if (kl_ops[a->op].kind == KL_INDEX && !kl_index_same_params(a, b)) return false;
   for (int k = 0; k < a->n_in; k++)
     if (a->in[k] != b->in[k]) return false;
   if (a->op == KL_OP_CONST) return memcmp(a->data, b->data, const_bytes(a)) == 0;
