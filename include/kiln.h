@@ -644,7 +644,8 @@ KILN_API void kiln_function_free(kiln_function *f);
 ** match exactly; static dims too). outputs may be NULL; else outputs[i]
 ** receives the value of output i, borrowed from the function and valid until
 ** its next call or free. On error nothing is committed: shared variables
-** stay bit-identical. Status: KILN_OK, KILN_MISUSE, KILN_TYPE, KILN_SHAPE,
+** stay bit-identical. Status: KILN_OK, KILN_MISUSE, KILN_TYPE, KILN_SHAPE (shapes, and
+** an index out of range in kiln_take or kiln_one_hot),
 ** KILN_NOMEM; the message is in the function's context. */
 KILN_API kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
                                const kiln_tensor **outputs);

@@ -115,8 +115,8 @@ typedef struct kl_plan {
   ** every shape, buffer size and pointer but the inputs' is still valid */
   bool warm;
   int64_t *last_dims; /* n_inputs * KILN_MAX_RANK */
-  /* what a failed step reports: node, bad index, axis size, the operand
-  ** holding the index (runtime/index.c turns it into the message) */
+  /* what a failed step reports: node, bad index, axis size, kind (0 take,
+  ** 1 one_hot); runtime/index.c turns it into the message */
   int64_t step_err[4];
 } kl_plan;
 

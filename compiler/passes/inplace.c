@@ -6,8 +6,9 @@
 **     identity index map, no broadcasting);
 **   - nothing that runs after the kernel reads W;
 **   - no node that can fail (an index out of range) runs after it.
-** The step cannot fail once it runs (every check happens before), so a
-** failed call still leaves W untouched. Needs: fusion. Guarantees: inplace[].
+** Every check but the index checks of take and one_hot happens before the
+** step runs, and those run before any in-place write, so a failed call
+** still leaves W untouched. Needs: fusion. Guarantees: inplace[].
 */
 #include "compiler/passes/passes.h"
 
