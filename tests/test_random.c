@@ -349,6 +349,7 @@ typedef enum opk {
   O_DOT,
   O_WHERE,
   O_CLIP,
+  O_REVERSE, /* kiln_slice x[::-1] along axis 0: keeps the shape, so the roles hold */
   O_N
 } opk;
 
@@ -356,10 +357,10 @@ static const char *const OP_NAMES[O_N] = {
     "add",       "sub",  "mul",      "div",  "maximum", "minimum", "pow",      "intdiv",
     "mod",       "lt",   "eq",       "neg",  "sqr",     "abs",     "exp",      "log",
     "sqrt",      "relu", "tanh",     "sign", "cast",    "sum",     "sum_axis", "mean",
-    "mean_axis", "max",  "max_axis", "dot",  "where",   "clip"};
+    "mean_axis", "max",  "max_axis", "dot",  "where",   "clip",    "reverse"};
 /* the ops the brief names carry most of the weight */
-static const int OP_WEIGHT[O_N] = {10, 8, 10, 6, 5, 5, 4, 2, 2, 2, 1, 4, 4, 4, 3,
-                                   3,  3, 1,  1, 1, 3, 4, 4, 3, 3, 1, 1, 5, 2, 1};
+static const int OP_WEIGHT[O_N] = {10, 8, 10, 6, 5, 5, 4, 2, 2, 2, 1, 4, 4, 4, 3, 3,
+                                   3,  1, 1,  1, 3, 4, 4, 3, 3, 1, 1, 5, 2, 1, 2};
 
 static opk pick_op(rgraph *g) {
   int total = 0;
@@ -404,6 +405,7 @@ static kiln_node *build_unary(opk k, kiln_node *a) {
   case O_SUM: return kiln_sum(a);
   case O_MEAN: return kiln_mean(a);
   case O_RMAX: return kiln_max(a);
+  case O_REVERSE: return kiln_slice(a, 1, (kiln_slice[]){KILN_STEP(-1)});
   default: return NULL;
   }
 }
@@ -460,6 +462,7 @@ static int make_op(stats *st, rgraph *g, opk k, int ia, int ib, int ic, int axis
   } else if (k == O_SUM || k == O_MEAN || k == O_RMAX) {
     v = build_unary(k, a.v);
   } else {
+    if (k == O_REVERSE && a.rank == 0) return -1;
     rank = a.rank;
     memcpy(rt, a.rt, sizeof rt);
     v = k == O_CAST ? kiln_cast(a.v, (kiln_dtype)cast_to) : build_unary(k, a.v);
