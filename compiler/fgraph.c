@@ -234,6 +234,7 @@ bool kl_reads_value(const kiln_node *v, int k) {
   if (v->op == KL_OP_SUM_LIKE && k == 1) return false;
   if (v->op == KL_OP_RESHAPE_LIKE && k == 1) return false;
   if (v->op == KL_OP_COUNT) return false;
+  if (kl_index_shape_only(v, k)) return false;
   return true;
 }
 
@@ -319,6 +320,9 @@ static void op_text(sbuf *b, const kiln_node *v) {
         sb_printf(b, "%s-1", sep);
     }
     sb_printf(b, "}");
+  } else if (kd == KL_INDEX) {
+    char buf[600];
+    sb_printf(b, "{%s}", kl_index_params_text(v, buf, sizeof buf));
   }
   if (v->op == KL_OP_CONST) {
     int64_t n = kl_type_static_size(&v->type);

@@ -117,6 +117,16 @@ static kl_shape_kind shape_kind(const kiln_node *v) {
   case KL_COUNT: return KL_SH_SCALAR;
   case KL_SHUFFLE: return KL_SH_SHUFFLE;
   case KL_RESHAPE: return KL_SH_RESHAPE;
+  case KL_INDEX:
+    switch (v->op) {
+    case KL_OP_SLICE: return KL_SH_SLICE;
+    case KL_OP_SLICE_INC: return KL_SH_SLICE_INC;
+    case KL_OP_TAKE: return KL_SH_TAKE;
+    case KL_OP_TAKE_INC: return KL_SH_TAKE_INC;
+    case KL_OP_ONE_HOT: return KL_SH_ONEHOT;
+    case KL_OP_CONCAT: return KL_SH_CONCAT;
+    default: return KL_SH_PART;
+    }
   }
   return KL_SH_SCALAR;
 }
@@ -177,6 +187,18 @@ static kiln_status make_plan(kl_fgraph *g) {
       op->fixed[d] = d < v->type.rank ? v->type.dims[d] : KILN_DYN;
     op->dims_base = dims;
     dims += v->type.rank;
+    if (kl_ops[v->op].kind == KL_INDEX) {
+      /* indexing: the axis in mask, stack's operands in flags; a slice
+      ** keeps its slices and, after its dims, the first index per axis */
+      op->mask = (uint32_t)v->p.axis;
+      op->flags = v->p.lacks;
+      if (v->op == KL_OP_SLICE || v->op == KL_OP_SLICE_INC) {
+        int sr = v->in[v->op == KL_OP_SLICE ? 0 : 1]->type.rank;
+        if (!(op->slices = kl_malloc((size_t)(sr ? sr : 1) * sizeof *op->slices))) return NOMEM();
+        memcpy(op->slices, v->p.slices, (size_t)sr * sizeof *op->slices);
+        dims += sr;
+      }
+    }
     op->opname = kl_ops[v->op].name;
     op->src = -1;
     p->shape_dtype[i] = v->type.dtype;
@@ -328,6 +350,7 @@ static char *plan_text(const kl_fgraph *g) {
                        : kd == KL_LIKE    ? "sum_like"
                        : kd == KL_DOT     ? "dot"
                        : kd == KL_RESHAPE ? "copy"
+                       : kd == KL_INDEX   ? "indexing"
                                           : "elementwise";
     OUT("kernel %d: %%%d = %s%s%s%s, %s loop over %s", kern++, i, kl_ops[v->op].name,
         v->name ? " '" : "", v->name ? v->name : "", v->name ? "'" : "", what,

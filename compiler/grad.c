@@ -192,7 +192,26 @@ static void grad_rule(kiln_node *v, kiln_node *g, const bool *need, kiln_node **
   }
   case KL_OP_RESHAPE:
   case KL_OP_RESHAPE_LIKE: gin[0] = kl_reshape_like(g, a, gc->file, gc->line); break;
-  default: break; /* comparisons, count: no gradient flows to their inputs */
+  /* indexing: the gradient of a slice is written into zeros of x's shape
+  ** (Theano's IncSubtensor), that of take added at the indices; the index
+  ** and labels are integers and get none */
+  case KL_OP_SLICE: gin[0] = kl_slice_inc(g, a, v->p.slices, gc->file, gc->line); break;
+  case KL_OP_SLICE_INC:
+    if (need[0]) gin[0] = kiln_slice_at(g, b->type.rank, v->p.slices, gc->file, gc->line);
+    break;
+  case KL_OP_TAKE:
+    if (need[0]) gin[0] = kl_take_inc(g, b, a, v->p.axis, gc->file, gc->line);
+    break;
+  case KL_OP_TAKE_INC:
+    if (need[0]) gin[0] = kl_take(g, b, v->p.axis, gc->file, gc->line);
+    break;
+  case KL_OP_CONCAT:
+    for (int k = 0; k < 2; k++)
+      if (need[k])
+        gin[k] =
+            kl_concat_part(g, v->in[k], v->p.axis, k, v->p.lacks >> k & 1u, gc->file, gc->line);
+    break;
+  default: break; /* comparisons, count, one_hot: no gradient flows to their inputs */
   }
 }
 
@@ -261,7 +280,8 @@ kiln_status kiln_grad_at(kiln_node *cost, int n_wrt, kiln_node *const *wrt, kiln
     if (conn[id])
       for (int k = 0; k < v->n_in; k++)
         if (!(kind == KL_COUNT ||
-              ((kind == KL_BCAST || kind == KL_LIKE || kind == KL_RESHAPE) && k == 1)))
+              ((kind == KL_BCAST || kind == KL_LIKE || kind == KL_RESHAPE) && k == 1) ||
+              kl_index_shape_only(v, k)))
           conn[v->in[k]->id] = true;
   }
 

@@ -29,7 +29,8 @@ typedef enum kl_opkind {
   KL_DOT,
   KL_COUNT,
   KL_SHUFFLE,
-  KL_RESHAPE
+  KL_RESHAPE,
+  KL_INDEX /* slicing, take, one_hot, concatenate (compiler/index.c) */
 } kl_opkind;
 
 typedef struct kl_opinfo {
@@ -59,6 +60,13 @@ typedef struct kl_params {
   ** axis. RESHAPE: the axis of the last input whose run-time size a dynamic
   ** output axis has, -1 for a static size or the one inferred size. */
   int8_t src_axis[KILN_MAX_RANK];
+  /* INDEX ops (compiler/index.c) */
+  const kiln_slice *slices; /* SLICE, SLICE_INC: one per axis of the sliced tensor (arena) */
+  int8_t axis;              /* TAKE, TAKE_INC, CONCAT, CONCAT_PART */
+  uint8_t lacks;            /* CONCAT: bit k: operand k lacks the axis (stack); CONCAT_PART:
+                               1 if the part lacks it */
+  uint8_t part;             /* CONCAT_PART: 0 the leading part of the axis, 1 the trailing */
+  int64_t n;                /* ONE_HOT: number of classes */
 } kl_params;
 
 #define KL_MAGIC_NODE 0x4b4c4e44u /* "KLND" */
@@ -174,6 +182,30 @@ bool kl_needs_sum_like(const kl_type *from, const kl_type *to);
 ** itself when none fires), for kiln_grad to differentiate. The keep nodes
 ** (the wrt) are neither rewritten nor looked through. NULL on error. */
 kiln_node *kl_stabilize_cost(kiln_ctx *ctx, kiln_node *cost, int n_keep, kiln_node *const *keep);
+/* ---- indexing (compiler/index.c): internal builders of the gradients */
+/* zeros of like's shape with g written into the region slices selects */
+kiln_node *kl_slice_inc(kiln_node *g, kiln_node *like, const kiln_slice *slices, const char *file,
+                        int line);
+/* take along axis, and zeros of like's shape with g added at the indices */
+kiln_node *kl_take(kiln_node *x, kiln_node *idx, int axis, const char *file, int line);
+kiln_node *kl_take_inc(kiln_node *g, kiln_node *idx, kiln_node *like, int axis, const char *file,
+                       int line);
+/* the part of g (a concatenation's gradient) that belongs to operand like */
+kiln_node *kl_concat_part(kiln_node *g, kiln_node *like, int axis, int part, bool lacks,
+                          const char *file, int line);
+/* Can v fail at run time, inside the step (take, inc_take, one_hot)? */
+bool kl_index_can_fail(const kiln_node *v);
+/* Is input k of v read only for its shape (the like operands)? */
+bool kl_index_shape_only(const kiln_node *v, int k);
+/* The parameters of an INDEX node as text for dumps: "1:3,::-1,2", "axis=0". */
+const char *kl_index_params_text(const kiln_node *v, char *buf, size_t n);
+/* Do two INDEX nodes of the same op and inputs have the same parameters?
+** And a hash of them (CSE, the compile cache). */
+bool kl_index_same_params(const kiln_node *a, const kiln_node *b);
+uint64_t kl_index_params_hash(const kiln_node *v);
+/* Reference evaluation of the INDEX ops (compiler/ops/eval_index.c). */
+kiln_status kl_eval_index(const kiln_node *v, const kiln_tensor *const *in, kiln_tensor *out,
+                          char *err, size_t errn);
 
 /* ---- reference evaluation (compiler/ops/eval.c) */
 /* Evaluates node v's op on concrete input tensors, writing out (reshaped

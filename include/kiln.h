@@ -580,6 +580,85 @@ KILN_API kiln_node *kiln_flatten_at(kiln_node *x, int ndim, const char *file, in
 #define kiln_reshape(...) kiln_reshape_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_flatten(...) kiln_flatten_at(__VA_ARGS__, __FILE__, __LINE__)
 
+/* ---------------------------------------------------------------- indexing */
+
+/* One axis of a basic slice (numpy's x[start:stop:step], or x[i]).
+** Flags: KILN_SLICE_NO_START / KILN_SLICE_NO_STOP for an omitted bound
+** (numpy's defaults: 0 and the size for a positive step, the last element
+** and "before the first" for a negative one); KILN_SLICE_INDEX for an
+** integer index, start, which drops the axis (stop and step are ignored).
+** Bounds follow numpy: negative ones count from the end, then they are
+** clamped to the axis (x[-100:100] is all of x, x[5:2] is empty). */
+typedef struct kiln_slice {
+  int64_t start, stop, step;
+  unsigned flags;
+} kiln_slice;
+#define KILN_SLICE_NO_START 1u
+#define KILN_SLICE_NO_STOP 2u
+#define KILN_SLICE_INDEX 4u
+#define KILN_SLICE(start, stop, step) ((kiln_slice){(start), (stop), (step), 0u})
+#define KILN_ALL ((kiln_slice){0, 0, 1, KILN_SLICE_NO_START | KILN_SLICE_NO_STOP})
+#define KILN_FROM(start) ((kiln_slice){(start), 0, 1, KILN_SLICE_NO_STOP}) /* x[start:] */
+#define KILN_UPTO(stop) ((kiln_slice){0, (stop), 1, KILN_SLICE_NO_START})  /* x[:stop] */
+#define KILN_STEP(step) ((kiln_slice){0, 0, (step), KILN_SLICE_NO_START | KILN_SLICE_NO_STOP})
+#define KILN_INDEX(i) ((kiln_slice){(i), 0, 1, KILN_SLICE_INDEX}) /* x[i]: drops the axis */
+
+/* Basic slicing (Theano's subtensor, numpy's basic indexing): slices[d]
+** applies to axis d of x for d < n_slices; the remaining axes are taken
+** whole (x[1:3] of a matrix keeps every column). The result is a new tensor
+** (Kiln has no views). Bounds are constants: with a dynamic size they are
+** clamped at call time, from the size the call brings. Symbolic bounds (a
+** graph node as start) are not supported; take with an index vector is the
+** way to gather rows chosen at run time.
+** Errors: a step of 0 or INT64_MIN, n_slices < 0, more slices than axes or a
+** NULL array: KILN_MISUSE; an integer index out of range: KILN_SHAPE, when
+** the graph is built for a static size, else from kiln_call (numpy's
+** IndexError), naming x. Gradient: zeros of x's shape with the gradient
+** written into the slice (Theano's IncSubtensor). */
+KILN_API kiln_node *kiln_slice_at(kiln_node *x, int n_slices, const kiln_slice *slices,
+                                  const char *file, int line);
+#define kiln_slice(...) kiln_slice_at(__VA_ARGS__, __FILE__, __LINE__)
+
+/* numpy.take(x, idx, axis): the elements of x at the integer indices idx
+** along axis (negative counts from the end): the result has shape
+** x.shape[:axis] + idx.shape + x.shape[axis+1:], x's dtype. An embedding
+** lookup W[idx] is kiln_take(W, idx, 0). Negative indices count from the
+** end, as numpy; an index outside [-n, n) is a KILN_SHAPE error of
+** kiln_call naming the node, the index and the size (shared variables stay
+** bit-identical). idx must be an integer tensor (KILN_TYPE otherwise).
+** Gradient with respect to x: zeros of x's shape into which the gradient
+** is added at the indices (a repeated index accumulates, in the row-major
+** order of idx); none with respect to idx (an integer). */
+KILN_API kiln_node *kiln_take_at(kiln_node *x, kiln_node *idx, int axis, const char *file,
+                                 int line);
+#define kiln_take(...) kiln_take_at(__VA_ARGS__, __FILE__, __LINE__)
+
+/* One-hot encoding (Theano's to_one_hot): for integer labels of any shape, a
+** tensor of shape labels.shape + (n_classes,) and the given dtype (Theano's
+** default is floatX: pass KILN_FLOAT64 or KILN_FLOAT32), 1 at the label and
+** 0 elsewhere. A label outside [0, n_classes) -- negative ones included,
+** unlike numpy's eye(n)[labels], which would wrap them -- is a KILN_SHAPE
+** error of kiln_call naming the node and the label. Errors when built:
+** labels not integers (KILN_TYPE), n_classes < 1 or a bad dtype
+** (KILN_MISUSE). No gradient flows to the labels (integers). */
+KILN_API kiln_node *kiln_one_hot_at(kiln_node *labels, int64_t n_classes, kiln_dtype dtype,
+                                    const char *file, int line);
+#define kiln_one_hot(...) kiln_one_hot_at(__VA_ARGS__, __FILE__, __LINE__)
+
+/* numpy.concatenate(xs, axis) and numpy.stack(xs, axis) of n >= 1 tensors
+** (negative axes count from the end; stack's axis ranges over the result's
+** axes). The dtype is numpy's promotion of the operands'. concatenate needs
+** equal ranks (>= 1) and equal sizes off the axis; stack equal shapes.
+** Static sizes are checked when built (KILN_SHAPE), dynamic ones at the call.
+** Gradients: each operand gets its part of the gradient. Built as a chain of
+** two-operand concatenations. */
+KILN_API kiln_node *kiln_concatenate_at(int n, kiln_node *const *xs, int axis, const char *file,
+                                        int line);
+KILN_API kiln_node *kiln_stack_at(int n, kiln_node *const *xs, int axis, const char *file,
+                                  int line);
+#define kiln_concatenate(...) kiln_concatenate_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_stack(...) kiln_stack_at(__VA_ARGS__, __FILE__, __LINE__)
+
 /* ---------------------------------------------------------------- grad */
 
 /* Flags of kiln_grad. By default a wrt the cost does not depend on is a
@@ -689,7 +768,8 @@ KILN_API void kiln_function_free(kiln_function *f);
 ** match exactly; static dims too). outputs may be NULL; else outputs[i]
 ** receives the value of output i, borrowed from the function and valid until
 ** its next call or free. On error nothing is committed: shared variables
-** stay bit-identical. Status: KILN_OK, KILN_MISUSE, KILN_TYPE, KILN_SHAPE,
+** stay bit-identical. Status: KILN_OK, KILN_MISUSE, KILN_TYPE, KILN_SHAPE (shapes, and
+** an index out of range in kiln_take or kiln_one_hot),
 ** KILN_NOMEM; the message is in the function's context. */
 KILN_API kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
                                const kiln_tensor **outputs);

@@ -4,8 +4,10 @@
 **   outputs -> run the native step -> commit updates.
 ** A call whose inputs have the shapes of the last successful one skips the
 ** shape program and buffer placement: only the inputs' pointers change.
-** Everything that can fail happens before the step runs, and the step
-** itself cannot fail, so a failed call never touches a shared variable.
+** Everything that can fail happens before the step runs, except an index
+** out of range (take, one_hot), which the step reports by returning early;
+** the in-place pass never lets a step write a variable before a node that
+** can fail, so a failed call never touches a shared variable.
 ** Updates are computed into workspace slots and copied into the shared
 ** variables only after the step returned.
 */
@@ -206,6 +208,17 @@ static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *
       if (st != KILN_OK) return st;
       break;
     }
+    case KL_SH_SLICE:
+    case KL_SH_SLICE_INC:
+    case KL_SH_TAKE:
+    case KL_SH_TAKE_INC:
+    case KL_SH_ONEHOT:
+    case KL_SH_CONCAT:
+    case KL_SH_PART: {
+      kiln_status st = kl_index_shape(p, op, d, err, n);
+      if (st != KILN_OK) return st;
+      break;
+    }
     }
     for (int j = 0; j < R; j++)
       if (op->fixed[j] != KILN_DYN && op->fixed[j] != d[j]) {
@@ -320,7 +333,8 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
       p->warm = true;
     }
   }
-  p->step(p->ptrs, p->dims);
+  p->step_err[0] = -1;
+  if (p->step(p->ptrs, p->dims, p->step_err) != 0) return kl_index_step_error(p, err, errn);
   for (int u = 0; u < p->n_updates; u++) {
     kiln_tensor *t = p->updates[u].target;
     if (p->updates[u].buf >= 0) memcpy(t->data, p->ptrs[p->updates[u].buf], kl_tensor_nbytes(t));
@@ -330,8 +344,10 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
 
 void kl_plan_free(kl_plan *p) {
   if (!p) return;
-  for (int i = 0; p->shape && i < p->n_nodes; i++)
+  for (int i = 0; p->shape && i < p->n_nodes; i++) {
     kl_free(p->shape[i].label);
+    kl_free(p->shape[i].slices);
+  }
   kl_free(p->shape);
   for (int b = 0; b < p->n_bufs; b++) {
     if (p->bufs[b].kind == KL_BUF_CONST) kl_aligned_free(p->bufs[b].data);

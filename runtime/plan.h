@@ -4,7 +4,7 @@
 ** (checking them, with messages that name the user's nodes), and the buffer
 ** table the step receives. No pointer into a graph survives here.
 **
-** The step's signature is   void step(void **bufs, const int64_t *dims)
+** The step's signature is   int64_t step(void **bufs, const int64_t *dims, int64_t *err)
 ** bufs[b] points at buffer b (see kl_buf); dims holds, for node i, its
 ** dimensions at dims[shape[i].dims_base ...].
 */
@@ -13,7 +13,9 @@
 
 #include "runtime/rt.h"
 
-typedef void (*kl_step_fn)(void **bufs, const int64_t *dims);
+/* Returns 0, or 1 after writing an error record into err (see kl_plan.step_err):
+** the one way a step fails, an index out of range (take, one_hot). */
+typedef int64_t (*kl_step_fn)(void **bufs, const int64_t *dims, int64_t *err);
 
 /* How a node's shape is found at call time. */
 typedef enum kl_shape_kind {
@@ -31,13 +33,23 @@ typedef enum kl_shape_kind {
   KL_SH_SHUFFLE,
   /* fixed[a] where static, else the size of axis src_axis[a] of the last
   ** input, or (-1) inferred; the element count must be in[0]'s */
-  KL_SH_RESHAPE
+  KL_SH_RESHAPE,
+  /* indexing (runtime/index.c); a slice's node also stores, after its own
+  ** dims, the first index along each axis of the sliced tensor */
+  KL_SH_SLICE,     /* in[0] sliced by slices[] */
+  KL_SH_SLICE_INC, /* in[1]'s shape; in[0] must have the shape of in[1] sliced */
+  KL_SH_TAKE,      /* in[0] along axis mask indexed by in[1] */
+  KL_SH_TAKE_INC,  /* in[2]'s shape; in[0] must be its take along mask by in[1] */
+  KL_SH_ONEHOT,    /* in[0]'s shape + (fixed[rank - 1],) */
+  KL_SH_CONCAT,    /* in[0], in[1] joined along axis mask (flags bit k: in[k] lacks it) */
+  KL_SH_PART       /* in[1]'s shape; in[0] along axis mask must be at least as long */
 } kl_shape_kind;
 
 /* kl_shape_op.flags of reductions (1 and 2 are dot's transposes) */
 #define KL_SHF_KEEPDIMS 4u /* the reduced axes stay, with size 1 */
-#define KL_SHF_NONEMPTY 8u /* no identity (max, argmax...): a reduced axis of size 0 is an error   \
-                            */
+#define KL_SHF_NONEMPTY                                                                            \
+  8u /* no identity (max, argmax...): a reduced axis of size 0 is an error                         \
+      */
 
 typedef struct kl_shape_op {
   uint8_t kind, rank, n_in, flags;
@@ -50,6 +62,7 @@ typedef struct kl_shape_op {
   const char *opname;
   /* KL_SH_SHUFFLE, KL_SH_RESHAPE: the source axis of each axis (kl_params) */
   int8_t src_axis[KILN_MAX_RANK];
+  kiln_slice *slices; /* KL_SH_SLICE, KL_SH_SLICE_INC: one per axis (owned) */
 } kl_shape_op;
 
 typedef enum kl_buf_kind {
@@ -110,6 +123,9 @@ typedef struct kl_plan {
   ** every shape, buffer size and pointer but the inputs' is still valid */
   bool warm;
   int64_t *last_dims; /* n_inputs * KILN_MAX_RANK */
+  /* what a failed step reports: node, bad index, axis size, kind (0 take,
+  ** 1 one_hot); runtime/index.c turns it into the message */
+  int64_t step_err[4];
 } kl_plan;
 
 /* Runs one call: checks inputs, computes shapes, sizes the workspace,
@@ -117,5 +133,10 @@ typedef struct kl_plan {
 ** leaves every shared variable untouched. */
 kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *inputs, char *err, size_t errn);
 void kl_plan_free(kl_plan *p); /* frees everything the plan owns, and p */
+
+/* runtime/index.c: the shape program's indexing kinds (d: the node's dims),
+** and the message of a step that failed (an index out of range). */
+kiln_status kl_index_shape(kl_plan *p, const kl_shape_op *op, int64_t *d, char *err, size_t n);
+kiln_status kl_index_step_error(const kl_plan *p, char *err, size_t n);
 
 #endif

@@ -72,6 +72,14 @@ int64_t kl_shape_size(int rank, const int64_t *shape, size_t elem);
 /* "(3, 4)" / "()" / "(5,)" into buf, numpy style; dynamic dims print '?'. */
 const char *kl_shape_str(char *buf, size_t n, int rank, const int64_t *shape);
 
+/* ---- indexing (runtime/index.c) */
+/* numpy's rules for one axis of a basic slice on an axis of size n: the
+** first index and the length of the result, or for KILN_SLICE_INDEX the
+** index (wrapped) and *len = -1. False if an integer index is outside
+** [-n, n). The builder (static sizes), the shape program (dynamic ones)
+** and the reference evaluator all call this one function. */
+bool kl_slice_norm(int64_t n, const kiln_slice *s, int64_t *start, int64_t *len);
+
 /* ---- printing (runtime/print.c) */
 /* numpy str() of an array: malloc'ed (kl_malloc) text, NULL when out of memory. */
 char *kl_array_str(kiln_dtype dt, int rank, const int64_t *shape, const void *data);

@@ -357,18 +357,20 @@ typedef enum opk {
   O_DIMSHUFFLE,
   O_RESHAPE,
   O_FLATTEN,
+  O_REVERSE, /* kiln_slice x[::-1] along axis 0: keeps the shape, so the roles hold */
   O_N
 } opk;
+#define IS_SHAPE_OP(k) ((k) >= O_TRANSPOSE && (k) <= O_FLATTEN)
 
 static const char *const OP_NAMES[O_N] = {
     "add",    "sub",      "mul",       "div",        "maximum", "minimum",  "pow",
     "intdiv", "mod",      "lt",        "eq",         "neg",     "sqr",      "abs",
     "exp",    "log",      "sqrt",      "relu",       "tanh",    "sign",     "cast",
     "sum",    "sum_axis", "mean",      "mean_axis",  "max",     "max_axis", "dot",
-    "where",  "clip",     "transpose", "dimshuffle", "reshape", "flatten"};
+    "where",  "clip",     "transpose", "dimshuffle", "reshape", "flatten",  "reverse"};
 /* the ops the brief names carry most of the weight */
-static const int OP_WEIGHT[O_N] = {10, 8, 10, 6, 5, 5, 4, 2, 2, 2, 1, 4, 4, 4, 3, 3, 3,
-                                   1,  1, 1,  3, 4, 4, 3, 3, 1, 1, 5, 2, 1, 2, 2, 2, 1};
+static const int OP_WEIGHT[O_N] = {10, 8, 10, 6, 5, 5, 4, 2, 2, 2, 1, 4, 4, 4, 3, 3, 3, 1,
+                                   1,  1, 3,  4, 4, 3, 3, 1, 1, 5, 2, 1, 2, 2, 2, 1, 2};
 
 static opk pick_op(rgraph *g) {
   int total = 0;
@@ -413,6 +415,7 @@ static kiln_node *build_unary(opk k, kiln_node *a) {
   case O_SUM: return kiln_sum(a);
   case O_MEAN: return kiln_mean(a);
   case O_RMAX: return kiln_max(a);
+  case O_REVERSE: return kiln_slice(a, 1, (kiln_slice[]){KILN_STEP(-1)});
   default: return NULL;
   }
 }
@@ -532,11 +535,12 @@ static int make_op(stats *st, rgraph *g, opk k, int ia, int ib, int ic, int axis
                            : kiln_max_axis(a.v, axis);
   } else if (k == O_SUM || k == O_MEAN || k == O_RMAX) {
     v = build_unary(k, a.v);
-  } else if (k >= O_TRANSPOSE) {
+  } else if (IS_SHAPE_OP(k)) {
     if (a.rank > 3) return -1; /* ranks stay small */
     v = shape_op(k, &a, axis, &rank, rt);
     if (!v && !kiln_errcode(g->ctx)) return -1;
   } else {
+    if (k == O_REVERSE && a.rank == 0) return -1;
     rank = a.rank;
     memcpy(rt, a.rt, sizeof rt);
     v = k == O_CAST ? kiln_cast(a.v, (kiln_dtype)cast_to) : build_unary(k, a.v);
@@ -566,7 +570,7 @@ static int make_op(stats *st, rgraph *g, opk k, int ia, int ib, int ic, int axis
   st->op_count[k]++;
   const char *dt = kiln_dtype_name(kiln_node_dtype(v));
   shape_str(rank, rt, s1, sizeof s1);
-  if (k == O_SUM_AXIS || k == O_MEAN_AXIS || k == O_RMAX_AXIS || k >= O_TRANSPOSE)
+  if (k == O_SUM_AXIS || k == O_MEAN_AXIS || k == O_RMAX_AXIS || IS_SHAPE_OP(k))
     logf_(g, "  %%p%d = %s(%%p%d, %d) : %s %s\n", id, OP_NAMES[k], ia, axis, dt, s1);
   else if (k == O_CAST)
     logf_(g, "  %%p%d = cast(%%p%d, %s) : %s %s\n", id, ia, kiln_dtype_name(cast_to), dt, s1);
@@ -615,7 +619,8 @@ static const opk PARTNER[O_N] = {[O_ADD] = O_SUB,
                                  [O_TRANSPOSE] = O_TRANSPOSE,
                                  [O_DIMSHUFFLE] = O_DIMSHUFFLE,
                                  [O_RESHAPE] = O_RESHAPE,
-                                 [O_FLATTEN] = O_FLATTEN};
+                                 [O_FLATTEN] = O_FLATTEN,
+                                 [O_REVERSE] = O_REVERSE};
 
 /* Tries one random op (sometimes with its sibling); 1 if a node was added. */
 static int try_op(stats *st, rgraph *g) {
@@ -638,7 +643,7 @@ static int try_op(stats *st, rgraph *g) {
   } else if (k == O_SUM_AXIS || k == O_MEAN_AXIS || k == O_RMAX_AXIS) {
     if (a->rank == 0) return 0;
     axis = rint_(g, 2 * a->rank) - a->rank; /* -rank .. rank-1 */
-  } else if (k >= O_TRANSPOSE) {
+  } else if (IS_SHAPE_OP(k)) {
     axis = rint_(g, 32); /* the variant */
   } else if (k == O_CAST) {
     /* half the casts of a cast go back: simplify's round-trip rule */
@@ -661,7 +666,7 @@ static int try_op(stats *st, rgraph *g) {
       int t = ib;
       ib = ic, ic = t;
     }
-    ok &= k < O_TRANSPOSE; /* shape ops have no sibling of the same type */
+    ok &= !IS_SHAPE_OP(k); /* shape ops have no sibling of the same type */
     int sib = ok && k != O_DOT ? make_op(st, g, PARTNER[k], ia, ib, ic, axis, cast_to) : -1;
     if (sib >= 0 && g->sib_a < 0) {
       g->sib_a = first;

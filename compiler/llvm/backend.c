@@ -2,7 +2,7 @@
 ** backend.c -- lowers a function graph to one LLVM module with one exported
 ** step function, then hands it to the JIT (jit.c).
 **
-**   void kiln_step_N(ptr %bufs, ptr %dims)
+**   i64 kiln_step_N(ptr %bufs, ptr %dims, ptr %err)   (0, or 1: see emit_index)
 **
 ** %bufs[b] is buffer b of the plan, %dims the dimensions the runtime computed
 ** for every node. Static dimensions are emitted as constants, dynamic ones
@@ -53,6 +53,8 @@ typedef struct em {
   bool cold;              /* emitting a general version: its loops stay scalar */
   int cur;                /* the node whose kernel is being emitted (block names) */
   LLVMMetadataRef no_vec; /* loop metadata saying so, made on first use */
+  LLVMValueRef errp;   /* the step's error record (indexing: an index out of range) */
+  LLVMValueRef ix_out; /* indexing: where a rank-0 result is built */
 } em;
 
 /* ----------------------------------------------------------------- types */
@@ -1009,6 +1011,218 @@ static void emit_kernel(em *e, kkind kind, int i, int dst) {
   e->cold = false;
 }
 
+/* --------------------------------------------------------------- indexing */
+/*
+** The INDEX ops (compiler/index.c) are never fused: each is one loop nest
+** over materialized operands, which are contiguous. take, inc_take,
+** concatenate and concat_part see their tensors as (P, middle, S) blocks
+** (P: the product of the sizes before the axis, S: after it), as the
+** reference evaluator does (compiler/ops/eval_index.c); a slice walks its
+** own axes with the source's strides times the steps, from the first
+** indices the shape program stored after the node's dims. take and one_hot
+** check each index before using it, in the reference's order; a bad one
+** writes the step's error record and returns 1 at once. The in-place pass
+** never schedules a write into a variable before such a node.
+*/
+
+/* Operand j (contiguous) at flat offset off; rank-0 values from registers. */
+static LLVMValueRef opnd(em *e, int j, LLVMValueRef off) {
+  const kiln_node *v = node(e, j);
+  if (e->reg[j]) return e->reg[j];
+  if (v->op == KL_OP_CONST && v->type.rank == 0) return const_of(e, v);
+  return LLVMBuildLoad2(e->b, lty(e, v->type.dtype), elem_ptr(e, e->g->home[j], v->type.dtype, off),
+                        "");
+}
+
+/* Where element off of indexing node i's result goes. */
+static LLVMValueRef out_ptr(em *e, int i, LLVMValueRef off) {
+  const kiln_node *v = node(e, i);
+  return v->type.rank == 0 ? e->ix_out : elem_ptr(e, e->g->home[i], v->type.dtype, off);
+}
+
+static LLVMValueRef dprod(em *e, int j, int from, int to) {
+  LLVMValueRef n = ci64(e, 1);
+  for (int d = from; d < to; d++)
+    n = LLVMBuildMul(e->b, n, dim(e, j, d), "");
+  return n;
+}
+
+static LLVMValueRef mad(em *e, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c) {
+  return LLVMBuildAdd(e->b, LLVMBuildMul(e->b, a, b, ""), c, "");
+}
+
+static void zero_fill(em *e, int i, LLVMValueRef total) {
+  loop l;
+  LLVMValueRef t = loop_begin(e, &l, total);
+  LLVMBuildStore(e->b, zero_of(e, node(e, i)->type.dtype), out_ptr(e, i, t));
+  loop_end(e, &l);
+}
+
+/* If bad: record (node, value, size, kind) and return 1 from the step. */
+static void fail_if(em *e, int i, LLVMValueRef bad, LLVMValueRef val, LLVMValueRef size, int kind) {
+  LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(e->c, e->fn, "index_error");
+  LLVMBasicBlockRef ok = LLVMAppendBasicBlockInContext(e->c, e->fn, "index_ok");
+  LLVMBuildCondBr(e->b, bad, fail, ok);
+  LLVMPositionBuilderAtEnd(e->b, fail);
+  LLVMValueRef rec[4] = {ci64(e, i), val, size, ci64(e, kind)};
+  for (int k = 0; k < 4; k++)
+    LLVMBuildStore(e->b, rec[k],
+                   LLVMBuildGEP2(e->b, e->i64, e->errp, (LLVMValueRef[]){ci64(e, k)}, 1, ""));
+  LLVMBuildRet(e->b, ci64(e, 1));
+  LLVMPositionBuilderAtEnd(e->b, ok);
+}
+
+/* take (x, idx) and inc_take (g, idx, like) along p.axis. */
+static void emit_take(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  bool inc = v->op == KL_OP_TAKE_INC;
+  int x = (int)v->in[inc ? 2 : 0]->id, ix = (int)v->in[1]->id, g = (int)v->in[0]->id;
+  int a = v->p.axis, it = node(e, ix)->type.dtype;
+  LLVMValueRef P = dprod(e, x, 0, a), n = dim(e, x, a);
+  LLVMValueRef S = dprod(e, x, a + 1, node(e, x)->type.rank);
+  LLVMValueRef M = dprod(e, ix, 0, node(e, ix)->type.rank);
+  if (inc) zero_fill(e, i, LLVMBuildMul(e->b, LLVMBuildMul(e->b, P, n, ""), S, ""));
+  loop lp, lj, ls;
+  LLVMValueRef p = loop_begin(e, &lp, P);
+  LLVMValueRef j = loop_begin(e, &lj, M);
+  LLVMValueRef k = emit_cast(e, opnd(e, ix, j), it, KILN_INT64);
+  LLVMValueRef kw = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, k, ci64(e, 0), ""),
+                                    LLVMBuildAdd(e->b, k, n, ""), k, "");
+  fail_if(e, i, LLVMBuildICmp(e->b, LLVMIntUGE, kw, n, ""), k, n, 0); /* < 0 is huge unsigned */
+  LLVMValueRef s = loop_begin(e, &ls, S);
+  LLVMValueRef xo = mad(e, mad(e, p, n, kw), S, s), oo = mad(e, mad(e, p, M, j), S, s);
+  if (inc) {
+    LLVMValueRef ptr = out_ptr(e, i, xo);
+    int dt = v->type.dtype;
+    LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, lty(e, dt), ptr, ""), opnd(e, g, oo)),
+                   ptr);
+  } else {
+    LLVMBuildStore(e->b, opnd(e, x, xo), out_ptr(e, i, oo));
+  }
+  loop_end(e, &ls);
+  loop_end(e, &lj);
+  loop_end(e, &lp);
+}
+
+static void emit_one_hot(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  int lab = (int)v->in[0]->id, dt = v->type.dtype;
+  LLVMValueRef M = dprod(e, lab, 0, node(e, lab)->type.rank), n = ci64(e, v->p.n);
+  LLVMValueRef one = kl_dtype_is_float((kiln_dtype)dt) ? LLVMConstReal(lty(e, dt), 1.0)
+                                                       : LLVMConstInt(lty(e, dt), 1, 0);
+  loop lj, lc;
+  LLVMValueRef j = loop_begin(e, &lj, M);
+  LLVMValueRef k = emit_cast(e, opnd(e, lab, j), node(e, lab)->type.dtype, KILN_INT64);
+  fail_if(e, i, LLVMBuildICmp(e->b, LLVMIntUGE, k, n, ""), k, n, 1);
+  LLVMValueRef c = loop_begin(e, &lc, n);
+  LLVMValueRef val =
+      LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, c, k, ""), one, zero_of(e, dt), "");
+  LLVMBuildStore(e->b, val, out_ptr(e, i, mad(e, j, n, c)));
+  loop_end(e, &lc);
+  loop_end(e, &lj);
+}
+
+static void emit_concat(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  int r = v->type.rank, ax = v->p.axis;
+  LLVMValueRef P = dprod(e, i, 0, ax), S = dprod(e, i, ax + 1, r), T = dim(e, i, ax);
+  LLVMValueRef nk[2], off = ci64(e, 0);
+  for (int k = 0; k < 2; k++)
+    nk[k] = (v->p.lacks >> k & 1u) ? ci64(e, 1) : dim(e, (int)v->in[k]->id, ax);
+  loop lp, lt, ls;
+  LLVMValueRef p = loop_begin(e, &lp, P);
+  for (int k = 0; k < 2; k++) {
+    LLVMValueRef t = loop_begin(e, &lt, nk[k]);
+    LLVMValueRef s = loop_begin(e, &ls, S);
+    LLVMValueRef o = mad(e, mad(e, p, T, LLVMBuildAdd(e->b, off, t, "")), S, s);
+    LLVMBuildStore(e->b, opnd(e, (int)v->in[k]->id, mad(e, mad(e, p, nk[k], t), S, s)),
+                   out_ptr(e, i, o));
+    loop_end(e, &ls);
+    loop_end(e, &lt);
+    off = nk[0];
+  }
+  loop_end(e, &lp);
+}
+
+static void emit_concat_part(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  int g = (int)v->in[0]->id, like = (int)v->in[1]->id, ax = v->p.axis;
+  LLVMValueRef m = v->p.lacks ? ci64(e, 1) : dim(e, like, ax), ng = dim(e, g, ax);
+  LLVMValueRef off = v->p.part ? LLVMBuildSub(e->b, ng, m, "") : ci64(e, 0);
+  LLVMValueRef P = dprod(e, g, 0, ax), S = dprod(e, g, ax + 1, node(e, g)->type.rank);
+  loop lp, lt, ls;
+  LLVMValueRef p = loop_begin(e, &lp, P);
+  LLVMValueRef t = loop_begin(e, &lt, m);
+  LLVMValueRef s = loop_begin(e, &ls, S);
+  LLVMValueRef src = mad(e, mad(e, p, ng, LLVMBuildAdd(e->b, off, t, "")), S, s);
+  LLVMBuildStore(e->b, opnd(e, g, src), out_ptr(e, i, mad(e, mad(e, p, m, t), S, s)));
+  loop_end(e, &ls);
+  loop_end(e, &lt);
+  loop_end(e, &lp);
+}
+
+/* slice (x) and inc_slice (g, like): the slice's element at loop index o
+** sits in the sliced tensor at sum_d (start_d + o_d * step_d) * stride_d. */
+static void emit_slice(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  bool inc = v->op == KL_OP_SLICE_INC;
+  int x = (int)v->in[inc ? 1 : 0]->id, sp = inc ? (int)v->in[0]->id : i;
+  const kiln_node *xv = node(e, x);
+  int xr = xv->type.rank, R = node(e, sp)->type.rank;
+  LLVMValueRef xst[KILN_MAX_RANK], coef[KILN_MAX_RANK], cst[KILN_MAX_RANK], D[KILN_MAX_RANK];
+  LLVMValueRef base = ci64(e, 0);
+  strides(e, x, false, xst);
+  for (int d = 0, o = 0; d < xr; d++) {
+    const kiln_slice *s = &v->p.slices[d];
+    LLVMValueRef start;
+    int64_t st, len;
+    if (xv->type.dims[d] != KILN_DYN && kl_slice_norm(xv->type.dims[d], s, &st, &len)) {
+      start = ci64(e, st);
+    } else { /* clamped at call time by the shape program */
+      int at = e->g->plan->shape[i].dims_base + v->type.rank + d;
+      LLVMValueRef ptr = LLVMBuildGEP2(e->b, e->i64, e->dims, (LLVMValueRef[]){ci64(e, at)}, 1, "");
+      start = LLVMBuildLoad2(e->b, e->i64, ptr, "");
+    }
+    base = mad(e, start, xst[d], base);
+    if (!(s->flags & KILN_SLICE_INDEX))
+      coef[o++] = LLVMBuildMul(e->b, ci64(e, s->step), xst[d], "");
+  }
+  if (inc) zero_fill(e, i, dprod(e, i, 0, v->type.rank));
+  strides(e, sp, false, cst);
+  for (int d = 0; d < R; d++)
+    D[d] = dim(e, sp, d);
+  loop l[KILN_MAX_RANK];
+  open_loops(e, l, R, D);
+  LLVMValueRef so = base, fo = ci64(e, 0);
+  for (int d = 0; d < R; d++) {
+    so = mad(e, e->idx[d], coef[d], so);
+    fo = mad(e, e->idx[d], cst[d], fo);
+  }
+  if (inc)
+    LLVMBuildStore(e->b, opnd(e, sp, fo), out_ptr(e, i, so));
+  else
+    LLVMBuildStore(e->b, opnd(e, x, so), out_ptr(e, i, fo));
+  close_loops(e, l, R);
+}
+
+static void emit_index(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  if (v->type.rank == 0) e->ix_out = alloca_of(e, lty(e, v->type.dtype));
+  switch ((kl_opcode)v->op) {
+  case KL_OP_SLICE:
+  case KL_OP_SLICE_INC: emit_slice(e, i); break;
+  case KL_OP_TAKE:
+  case KL_OP_TAKE_INC: emit_take(e, i); break;
+  case KL_OP_ONE_HOT: emit_one_hot(e, i); break;
+  case KL_OP_CONCAT: emit_concat(e, i); break;
+  default: emit_concat_part(e, i); break;
+  }
+  if (v->type.rank == 0) {
+    e->reg[i] = LLVMBuildLoad2(e->b, lty(e, v->type.dtype), e->ix_out, "");
+    if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
+  }
+}
+
 /* ---------------------------------------------------------------- module */
 
 static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, char *err,
@@ -1039,10 +1253,12 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
     snprintf(err, errn, "out of memory lowering");
     return KILN_NOMEM;
   }
-  LLVMTypeRef ft = LLVMFunctionType(e.vd, (LLVMTypeRef[]){e.ptr, e.ptr}, 2, 0);
+  LLVMTypeRef ft = LLVMFunctionType(e.i64, (LLVMTypeRef[]){e.ptr, e.ptr, e.ptr}, 3, 0);
   e.fn = LLVMAddFunction(e.m, symbol, ft);
   LLVMValueRef bufs = LLVMGetParam(e.fn, 0);
   e.dims = LLVMGetParam(e.fn, 1);
+  e.errp = LLVMGetParam(e.fn, 2);
+  LLVMSetValueName2(e.errp, "err", 3);
   LLVMSetValueName2(bufs, "bufs", 4);
   LLVMSetValueName2(e.dims, "dims", 4);
   static const char *const fn_attrs[] = {"nounwind"};
@@ -1061,6 +1277,11 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
           e.fn, i,
           LLVMCreateEnumAttribute(
               e.c, LLVMGetEnumAttributeKindForName(param_attrs[a], strlen(param_attrs[a])), 0));
+  for (size_t a = 0; a < 2; a++) /* the error record: written only on failure */
+    LLVMAddAttributeAtIndex(
+        e.fn, 3,
+        LLVMCreateEnumAttribute(
+            e.c, LLVMGetEnumAttributeKindForName(param_attrs[a], strlen(param_attrs[a])), 0));
   e.b = LLVMCreateBuilderInContext(e.c);
   e.ab = LLVMCreateBuilderInContext(e.c);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e.c, e.fn, "entry");
@@ -1103,6 +1324,7 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
     case KL_REDUCE:
     case KL_LIKE: emit_kernel(&e, K_REDUCE, i, -1); break;
     case KL_DOT: emit_dot(&e, i); break;
+    case KL_INDEX: emit_index(&e, i); break;
     default: break;
     }
   }
@@ -1111,7 +1333,7 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
       e.cur = g->copies[c].node;
       emit_kernel(&e, K_COPY, g->copies[c].node, g->copies[c].buf);
     }
-  LLVMBuildRetVoid(e.b);
+  LLVMBuildRet(e.b, ci64(&e, 0));
   LLVMPositionBuilderAtEnd(e.ab, entry);
   LLVMBuildBr(e.ab, start);
   LLVMDisposeBuilder(e.b);

@@ -628,6 +628,7 @@ kiln_status kl_eval_node(const kiln_node *v, const kiln_tensor *const *in, kiln_
   case KL_LIKE: return eval_sum_like(v, in[0], in[1], out, err, errn);
   case KL_BCAST: return eval_bcast(v, in[0], in[1], out, err, errn);
   case KL_DOT: return eval_dot(v, in[0], in[1], out, err, errn);
+  case KL_INDEX: return kl_eval_index(v, in, out, err, errn);
   case KL_COUNT: {
     double n = 1;
     for (int i = 0; i < in[0]->rank; i++)

@@ -14,6 +14,7 @@
 #define COUNT KL_COUNT
 #define SHUFFLE KL_SHUFFLE
 #define RESHAPE KL_RESHAPE
+#define INDEX KL_INDEX
 const kl_opinfo kl_ops[KL_N_OPS] = {
 #define OP(id, nm, ar, kd, gr) [KL_OP_##id] = {.name = nm, .arity = ar, .kind = kd, .has_grad = gr},
 #include "compiler/ops/ops.def"

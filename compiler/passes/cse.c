@@ -34,6 +34,7 @@ static uint64_t hash_node(const kiln_node *v) {
   h = mix(h, (uint64_t)(v->p.ta | v->p.tb << 1 | v->p.keepdims << 2));
   for (int d = 0; d < KILN_MAX_RANK; d++)
     h = mix(h, (uint64_t)(uint8_t)v->p.src_axis[d]);
+  if (kl_ops[v->op].kind == KL_INDEX) h = mix(h, kl_index_params_hash(v));
   for (int k = 0; k < v->n_in; k++)
     h = mix(h, v->in[k]->id);
   if (v->op == KL_OP_CONST) {
@@ -50,6 +51,7 @@ static bool equal(const kiln_node *a, const kiln_node *b) {
   if (a->p.axes != b->p.axes || a->p.ta != b->p.ta || a->p.tb != b->p.tb) return false;
   if (a->p.keepdims != b->p.keepdims) return false;
   if (memcmp(a->p.src_axis, b->p.src_axis, sizeof a->p.src_axis) != 0) return false;
+  if (kl_ops[a->op].kind == KL_INDEX && !kl_index_same_params(a, b)) return false;
   for (int k = 0; k < a->n_in; k++)
     if (a->in[k] != b->in[k]) return false;
   if (a->op == KL_OP_CONST) return memcmp(a->data, b->data, const_bytes(a)) == 0;

@@ -4,9 +4,11 @@
 **   - v is the root of an elementwise kernel, not also an output;
 **   - inside that kernel W is read only at the element being written (the
 **     identity index map, no broadcasting);
-**   - nothing that runs after the kernel reads W.
-** The step cannot fail once it runs (every check happens before), so a
-** failed call still leaves W untouched. Needs: fusion. Guarantees: inplace[].
+**   - nothing that runs after the kernel reads W;
+**   - no node that can fail (an index out of range) runs after it.
+** Every check but the index checks of take and one_hot happens before the
+** step runs, and those run before any in-place write, so a failed call
+** still leaves W untouched. Needs: fusion. Guarantees: inplace[].
 */
 #include "compiler/passes/passes.h"
 
@@ -75,6 +77,10 @@ bool kl_pass_inplace(kl_fgraph *g) {
     if (g->sched[vi] != KL_S_ROOT || (kd != KL_ELEM && kd != KL_BCAST) || v->type.rank == 0)
       continue;
     bool ok = true;
+    /* a step fails only at an index out of range (take, one_hot), and must
+    ** not have written a variable by then: no node that can fail after v */
+    for (int j = vi + 1; j < n && ok; j++)
+      ok = !kl_index_can_fail(g->nodes[j]);
     for (int k = 0; k < g->n_outputs && ok; k++)
       ok = g->outputs[k] != v;
     for (int w = 0; w < g->n_updates && ok; w++)
