@@ -585,27 +585,48 @@ kiln_node *kiln_logsumexp_at(kiln_node *x, int axis, int keepdims, const char *f
 
 /* log_softmax along the last axis, shifted by the row maximum so exp never
 ** overflows: (x - m) - log(sum(exp(x - m))). */
-kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line) {
-  kiln_ctx *ctx = common_ctx("log_softmax", 1, &x);
+/* log_softmax along axis (normalized, or -1 for the last), shifted by the
+** maximum along it so exp never overflows: (x - m) - log(sum(exp(x - m))). */
+static kiln_node *log_softmax_on(kiln_node *x, int axis, const char *what, const char *file,
+                                 int line) {
+  kiln_ctx *ctx = common_ctx(what, 1, &x);
   if (!ctx) return NULL;
   if (x->type.rank < 1) {
     char lb[256];
-    kl_error(ctx, KILN_TYPE, "log_softmax: %s is a scalar (%s:%d)", kl_node_label(x, lb, sizeof lb),
+    kl_error(ctx, KILN_TYPE, "%s: %s is a scalar (%s:%d)", what, kl_node_label(x, lb, sizeof lb),
              kl_basename(file), line);
     return NULL;
   }
+  if (axis == -1) axis = x->type.rank - 1;
   x = kl_cast(x, kl_float_of((kiln_dtype)x->type.dtype), file, line);
-  uint32_t last = 1u << (x->type.rank - 1);
+  if (!x) return NULL;
+  uint32_t ax = 1u << axis;
   /* the shift cancels mathematically: no gradient through it */
-  kiln_node *m = kl_reduce(KL_OP_RMAX, x, last, file, line);
+  kiln_node *m = kl_reduce(KL_OP_RMAX, x, ax, file, line);
   if (m) m = kl_elem(KL_OP_STOPGRAD, 1, &m, file, line);
-  kiln_node *in[2] = {x, m ? kl_bcast(m, x, last, file, line) : NULL};
+  kiln_node *in[2] = {x, m ? kl_bcast(m, x, ax, file, line) : NULL};
   kiln_node *s = in[1] ? kl_elem(KL_OP_SUB, 2, in, file, line) : NULL;
   kiln_node *e = s ? kl_elem(KL_OP_EXP, 1, &s, file, line) : NULL;
-  kiln_node *sum = e ? kl_reduce(KL_OP_SUM, e, last, file, line) : NULL;
+  kiln_node *sum = e ? kl_reduce(KL_OP_SUM, e, ax, file, line) : NULL;
   kiln_node *lse = sum ? kl_elem(KL_OP_LOG, 1, &sum, file, line) : NULL;
-  kiln_node *in2[2] = {s, lse ? kl_bcast(lse, x, last, file, line) : NULL};
+  kiln_node *in2[2] = {s, lse ? kl_bcast(lse, x, ax, file, line) : NULL};
   return in2[1] ? kl_elem(KL_OP_SUB, 2, in2, file, line) : NULL;
+}
+
+kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line) {
+  return log_softmax_on(x, -1, "log_softmax", file, line);
+}
+
+kiln_node *kiln_log_softmax_axis_at(kiln_node *x, int axis, const char *file, int line) {
+  if (!common_ctx("log_softmax", 1, &x)) return NULL;
+  int a = x->type.rank < 1 ? -1 : norm_axis(x, axis, "log_softmax", file, line);
+  if (a < 0 && x->type.rank >= 1) return NULL;
+  return log_softmax_on(x, a, "log_softmax", file, line);
+}
+
+kiln_node *kiln_softmax_axis_at(kiln_node *x, int axis, const char *file, int line) {
+  kiln_node *ls = kiln_log_softmax_axis_at(x, axis, file, line);
+  return ls ? kl_elem(KL_OP_EXP, 1, &ls, file, line) : NULL;
 }
 
 kiln_node *kiln_softmax_at(kiln_node *x, const char *file, int line) {
@@ -631,6 +652,36 @@ kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, in
   if (!terms) return NULL;
   kiln_node *s = kl_reduce(KL_OP_SUM, terms, 1u << (terms->type.rank - 1), file, line);
   return s ? kl_elem(KL_OP_NEG, 1, &s, file, line) : NULL;
+}
+
+/* crossentropy against integer class labels: the one-hot targets of the
+** labels (one_hot checks their range when called), so the gradient wrt z is
+** softmax(z) - one_hot(labels). The number of classes is z's last size. */
+kiln_node *kiln_crossentropy_labels_at(kiln_node *z, kiln_node *labels, const char *file,
+                                       int line) {
+  kiln_node *pair[2] = {z, labels};
+  kiln_ctx *ctx = common_ctx("crossentropy", 2, pair);
+  if (!ctx) return NULL;
+  char lz[256], ll[256];
+  int r = z->type.rank;
+  if (r < 1 || !kl_dtype_is_int((kiln_dtype)labels->type.dtype) || labels->type.rank != r - 1) {
+    kl_error(ctx, KILN_TYPE,
+             "crossentropy: labels %s must be integers of rank %d (logits %s of rank %d without "
+             "the class axis) (%s:%d)",
+             kl_node_label(labels, ll, sizeof ll), r - 1, kl_node_label(z, lz, sizeof lz), r,
+             kl_basename(file), line);
+    return NULL;
+  }
+  if (z->type.dims[r - 1] < 0) {
+    kl_error(ctx, KILN_SHAPE,
+             "crossentropy: the number of classes (the last axis of %s) must be static to "
+             "compare integer labels with (%s:%d)",
+             kl_node_label(z, lz, sizeof lz), kl_basename(file), line);
+    return NULL;
+  }
+  kiln_dtype ft = kl_float_of((kiln_dtype)z->type.dtype);
+  kiln_node *t = kiln_one_hot_at(labels, z->type.dims[r - 1], ft, file, line);
+  return t ? kiln_crossentropy_at(z, t, file, line) : NULL;
 }
 
 /* Theano's binary_crossentropy on probabilities p: -(t log p + (1-t) log(1-p)).

@@ -434,6 +434,22 @@ KILN_API kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char 
 #define kiln_log_softmax(...) kiln_log_softmax_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_softmax(...) kiln_softmax_at(__VA_ARGS__, __FILE__, __LINE__)
 #define kiln_crossentropy(...) kiln_crossentropy_at(__VA_ARGS__, __FILE__, __LINE__)
+/* The same along any axis (negative counts from the end): numpy/Theano's
+** softmax(x, axis). */
+KILN_API kiln_node *kiln_log_softmax_axis_at(kiln_node *x, int axis, const char *file, int line);
+KILN_API kiln_node *kiln_softmax_axis_at(kiln_node *x, int axis, const char *file, int line);
+#define kiln_log_softmax_axis(...) kiln_log_softmax_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_softmax_axis(...) kiln_softmax_axis_at(__VA_ARGS__, __FILE__, __LINE__)
+/* Categorical crossentropy against integer class labels (Theano's
+** categorical_crossentropy with an int vector of targets): labels has z's
+** shape without the last axis; per row -log_softmax(z)[label]. The number
+** of classes, z's last size, must be static (KILN_SHAPE otherwise); labels
+** that are not integers or of the wrong rank are KILN_TYPE; a label outside
+** [0, classes) is a KILN_SHAPE error of kiln_call naming it (one_hot's).
+** Gradient wrt z: (softmax(z) - one_hot(labels)) * g per row. */
+KILN_API kiln_node *kiln_crossentropy_labels_at(kiln_node *z, kiln_node *labels, const char *file,
+                                                int line);
+#define kiln_crossentropy_labels(...) kiln_crossentropy_labels_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* The general reduction: op over the axes axes[0..n_axes-1] of x (negative
 ** axes count from the end; n_axes 0, axes NULL: every axis -- not numpy's

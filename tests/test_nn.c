@@ -212,6 +212,84 @@ START_TEST(stop_gradient_blocks) {
 }
 END_TEST
 
+/* softmax along axis 0 by hand (numpy's softmax(x, axis=0)); log_softmax
+** along -2 equals the transpose of the last-axis form of the transpose. */
+START_TEST(softmax_any_axis) {
+  kiln_ctx *ctx = kiln_ctx_new();
+  kiln_node *x = kiln_dmatrix(ctx, "x");
+  double xv[6] = {0.5, -1, 2, 3, 0.25, -4};
+  kiln_tensor *v = kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){2, 3}, xv);
+  const kiln_tensor *r;
+  jit_vs_ref(ctx, 1, &x, &v, kiln_softmax_axis(x, 0), &r);
+  for (int j = 0; j < 3; j++) {
+    double m = fmax(xv[j], xv[3 + j]);
+    double s = exp(xv[j] - m) + exp(xv[3 + j] - m);
+    for (int i = 0; i < 2; i++) {
+      double want = exp(xv[3 * i + j] - m) / s;
+      ck_assert_msg(fabs(kiln_tensor_get(r, 3 * i + j) - want) <= 1e-15,
+                    "softmax axis 0 [%d,%d]: %.17g want %.17g", i, j, kiln_tensor_get(r, 3 * i + j),
+                    want);
+    }
+  }
+  kiln_tensor *a = kt_clone(r), *b; /* the softmax, kept */
+  jit_vs_ref(ctx, 1, &x, &v, kiln_log_softmax_axis(x, -2), &r);
+  b = kt_clone(r);
+  jit_vs_ref(ctx, 1, &x, &v, kiln_transpose(kiln_log_softmax(kiln_transpose(x, 0, NULL)), 0, NULL),
+             &r);
+  ck_assert_msg(kt_same_bits(b, r), "log_softmax along -2 differs from the transposed form");
+  for (int k = 0; k < 6; k++)
+    ck_assert(fabs(exp(kiln_tensor_get(b, k)) - kiln_tensor_get(a, k)) <= 1e-15);
+  ck_assert_ptr_null(kiln_softmax_axis(x, 2));
+  ck_assert_int_eq(kiln_errcode(ctx), KILN_SHAPE);
+  kiln_tensor_free(a);
+  kiln_tensor_free(b);
+  kiln_tensor_free(v);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
+static kiln_node *c_xent_labels(kiln_ctx *ctx, kiln_node *x) {
+  kiln_node *y = kiln_const(ctx, KILN_INT32, 1, ((int64_t[]){3}), ((int32_t[]){1, 0, 3}));
+  return kiln_mean(kiln_crossentropy_labels(kiln_reshape(x, 2, ((int64_t[]){3, 4})), y));
+}
+
+/* Integer labels give what the one-hot targets give, bit for bit; the
+** gradient matches finite differences; a label out of range is a call
+** error; the errors when built. */
+START_TEST(crossentropy_integer_labels) {
+  kiln_ctx *ctx = kiln_ctx_new();
+  kiln_node *z = kiln_input(ctx, "z", KILN_FLOAT64, 2, (int64_t[]){KILN_DYN, 4});
+  kiln_node *y = kiln_input(ctx, "y", KILN_INT32, 1, NULL);
+  double t[12] = {0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1};
+  kiln_node *hot = kiln_const(ctx, KILN_FLOAT64, 2, (int64_t[]){3, 4}, t);
+  kiln_node *outs[2] = {kiln_crossentropy_labels(z, y), kiln_crossentropy(z, hot)};
+  ck_assert_msg(outs[0] && outs[1], "%s", kiln_errmsg(ctx));
+  kiln_function *f = kiln_function_new(ctx, "f", 2, (kiln_node *[]){z, y}, 2, outs, 0, NULL);
+  ck_assert_msg(f != NULL, "%s", kiln_errmsg(ctx));
+  kiln_tensor *in[2] = {
+      kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){3, 4},
+                      (double[]){0.3, -1.2, 2.5, 0.9, -0.4, 1.7, -2.2, 0.1, 1.1, 0.6, -0.8, 3.1}),
+      kiln_tensor_new(KILN_INT32, 1, (int64_t[]){3}, (int32_t[]){1, 0, 3})};
+  const kiln_tensor *o[2];
+  ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, o), KILN_OK);
+  ck_assert(kt_same_bits(o[0], o[1]));
+  ((int32_t *)kiln_tensor_data(in[1]))[2] = 4;
+  ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, o), KILN_SHAPE);
+  ck_assert_int_eq(kiln_errcode(ctx), KILN_SHAPE);
+  kiln_clear_error(ctx);
+  ck_assert_ptr_null(kiln_crossentropy_labels(z, kiln_dvector(ctx, "f")));
+  ck_assert_int_eq(kiln_errcode(ctx), KILN_TYPE);
+  kiln_clear_error(ctx);
+  ck_assert_ptr_null(kiln_crossentropy_labels(kiln_dmatrix(ctx, "d"), y));
+  ck_assert_int_eq(kiln_errcode(ctx), KILN_SHAPE);
+  kiln_tensor_free(in[0]);
+  kiln_tensor_free(in[1]);
+  kiln_ctx_free(ctx);
+  const double xs[12] = {0.3, -1.2, 2.5, 0.9, -0.4, 1.7, -2.2, 0.1, 1.1, 0.6, -0.8, 3.1};
+  fd(c_xent_labels, xs, 3, 4, "crossentropy with labels");
+}
+END_TEST
+
 int main(void) {
   Suite *s = suite_create("nn");
   TCase *tc = tcase_create("nn");
@@ -222,6 +300,8 @@ int main(void) {
   tcase_add_test(tc, huge_logits_finite_gradient);
   tcase_add_test(tc, gradients);
   tcase_add_test(tc, stop_gradient_blocks);
+  tcase_add_test(tc, softmax_any_axis);
+  tcase_add_test(tc, crossentropy_integer_labels);
   suite_add_tcase(s, tc);
   return kt_run(s);
 }
