@@ -24,14 +24,17 @@ typedef enum kl_shape_kind {
   KL_SH_REDUCE, /* in[0]'s shape without the axes in mask (flags: KL_SHF_KEEPDIMS:
                    with them, size 1; KL_SHF_NONEMPTY: each must have size > 0) */
   KL_SH_LIKE,   /* in[1]'s shape; in[0] must be summable to it */
-  KL_SH_DOT,    /* matrix/vector product of in[0], in[1] (flags: 1 = ta, 2 = tb) */
+  KL_SH_DOT,    /* matrix/vector product of in[0], in[1], rank 3 = a stack of matrices
+                   (flags: 1 = ta, 2 = tb, KL_SHF_OUTER: outer product) */
   KL_SH_SCALAR  /* rank 0 */
 } kl_shape_kind;
 
 /* kl_shape_op.flags of reductions (1 and 2 are dot's transposes) */
 #define KL_SHF_KEEPDIMS 4u /* the reduced axes stay, with size 1 */
-#define KL_SHF_NONEMPTY 8u /* no identity (max, argmax...): a reduced axis of size 0 is an error   \
-                            */
+#define KL_SHF_OUTER 16u   /* KL_SH_DOT: outer product of two vectors */
+#define KL_SHF_NONEMPTY                                                                            \
+  8u /* no identity (max, argmax...): a reduced axis of size 0 is an error                         \
+      */
 
 typedef struct kl_shape_op {
   uint8_t kind, rank, n_in, flags;
