@@ -31,10 +31,11 @@ typedef enum kl_shape_kind {
 
 /* kl_shape_op.flags of reductions (1 and 2 are dot's transposes) */
 #define KL_SHF_KEEPDIMS 4u /* the reduced axes stay, with size 1 */
-#define KL_SHF_OUTER 16u   /* KL_SH_DOT: outer product of two vectors */
-#define KL_SHF_NONEMPTY                                                                            \
-  8u /* no identity (max, argmax...): a reduced axis of size 0 is an error                         \
-      */
+#define KL_SHF_NONEMPTY 8u /* no identity (max, argmax...): a reduced axis of size 0 is an error   \
+                            */
+
+/* kl_shape_op.flags of KL_SH_DOT besides the transposes */
+#define KL_SHF_OUTER 16u /* the outer product of two vectors */
 
 typedef struct kl_shape_op {
   uint8_t kind, rank, n_in, flags;
