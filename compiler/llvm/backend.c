@@ -813,7 +813,7 @@ static void emit_reduce_kernel(em *e, int i) {
 **   for each block of DOT_R rows i0..i0+R-1, and each block of columns
 **   j0..j0+V*W-1 (W lanes per vector, V vectors):
 **     acc[r][v] = 0
-**     for p = 0..k-1:  bv[v] = B[p, j0+v*W ..+W]        (a load; a gather for tb)
+**     for p = 0..k-1:  bv[v] = B[p, j0+v*W ..+W]        (a load; from a packed copy for tb)
 **                      acc[r][v] = acc[r][v] + splat(A[i0+r, p]) * bv[v]
 **     C[i0+r, j0+v*W ..+W] = acc[r][v]
 **
@@ -829,7 +829,10 @@ typedef struct dotk {
   LLVMTypeRef t, vt;
   LLVMValueRef a, b, c; /* base pointers of this batch element */
   LLVMValueRef k, n, as_i, as_p, bs_p, bs_j;
-  bool b_contig; /* B[p, j..j+W] is contiguous (tb is false) */
+  /* tb: B is read from a packed panel of DOT_KC rows and DOT_V * W columns;
+  ** the p loop covers rows p0..p0+kc-1 and continues from C unless first */
+  bool packed;
+  LLVMValueRef panel, p0, kc, first;
 } dotk;
 
 static LLVMValueRef splat(em *e, LLVMTypeRef vt, int W, LLVMValueRef x) {
@@ -849,60 +852,73 @@ static LLVMValueRef lane_mask(em *e, int W, LLVMValueRef rem) {
                        splat(e, LLVMVectorType(e->i64, (unsigned)W), W, rem), "");
 }
 
-static LLVMValueRef vec_ptrs(em *e, const dotk *d, LLVMValueRef base, LLVMValueRef stride) {
-  LLVMValueRef lanes[64];
-  for (int l = 0; l < d->W; l++)
-    lanes[l] = ci64(e, l);
-  LLVMValueRef idx =
-      LLVMBuildMul(e->b, LLVMConstVector(lanes, (unsigned)d->W),
-                   splat(e, LLVMVectorType(e->i64, (unsigned)d->W), d->W, stride), "");
-  return LLVMBuildGEP2(e->b, d->t, base, &idx, 1, "");
-}
-
-/* W elements of B from row p, columns j..j+W-1 (only lanes in mask if any). */
-static LLVMValueRef load_bvec(em *e, const dotk *d, LLVMValueRef p, LLVMValueRef j,
+/* W elements of B from row p, columns j..j+W-1 (only lanes in mask if any):
+** from the packed panel for tb, else from B itself, where they are
+** contiguous. */
+static LLVMValueRef load_bvec(em *e, const dotk *d, LLVMValueRef p, LLVMValueRef j, int v,
                               LLVMValueRef mask) {
   unsigned al = (unsigned)kiln_dtype_size((kiln_dtype)d->dt);
-  LLVMValueRef off = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, p, d->bs_p, ""),
-                                  LLVMBuildMul(e->b, j, d->bs_j, ""), "");
-  LLVMValueRef ptr = LLVMBuildGEP2(e->b, d->t, d->b, &off, 1, "");
-  LLVMValueRef zero = LLVMConstNull(d->vt);
-  if (d->b_contig) {
-    if (!mask) {
-      LLVMValueRef x = LLVMBuildLoad2(e->b, d->vt, ptr, "");
-      LLVMSetAlignment(x, al);
-      return x;
-    }
-    LLVMTypeRef tys[2] = {d->vt, e->ptr};
-    return intrinsic(e, "llvm.masked.load", tys, 2,
-                     (LLVMValueRef[]){ptr, LLVMConstInt(e->i32, al, 0), mask, zero}, 4);
+  if (d->packed) {
+    LLVMValueRef off = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, p, ci64(e, (int64_t)DOT_V * d->W), ""),
+                                    ci64(e, (int64_t)v * d->W), "");
+    LLVMValueRef x =
+        LLVMBuildLoad2(e->b, d->vt, LLVMBuildGEP2(e->b, d->t, d->panel, &off, 1, ""), "");
+    LLVMSetAlignment(x, al);
+    return x;
   }
-  LLVMValueRef ptrs = vec_ptrs(e, d, ptr, d->bs_j);
-  if (!mask) mask = LLVMConstAllOnes(LLVMVectorType(e->i1, (unsigned)d->W));
-  LLVMTypeRef tys[2] = {d->vt, LLVMVectorType(e->ptr, (unsigned)d->W)};
-  return intrinsic(e, "llvm.masked.gather", tys, 2,
-                   (LLVMValueRef[]){ptrs, LLVMConstInt(e->i32, al, 0), mask, zero}, 4);
+  LLVMValueRef off = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, p, d->bs_p, ""), j, "");
+  LLVMValueRef ptr = LLVMBuildGEP2(e->b, d->t, d->b, &off, 1, "");
+  if (!mask) {
+    LLVMValueRef x = LLVMBuildLoad2(e->b, d->vt, ptr, "");
+    LLVMSetAlignment(x, al);
+    return x;
+  }
+  LLVMTypeRef tys[2] = {d->vt, e->ptr};
+  return intrinsic(e, "llvm.masked.load", tys, 2,
+                   (LLVMValueRef[]){ptr, LLVMConstInt(e->i32, al, 0), mask, LLVMConstNull(d->vt)},
+                   4);
 }
 
-/* One register block: rows i0..i0+R-1, V vectors of columns from j0; the
-** last vector masked when mask is given (then V is 1). */
+/* One register block: rows i0..i0+R-1, V vectors of columns from j0;
+** mask[v] (NULL: all lanes) limits vector v's loads of C and B and its
+** stores. */
 static void dot_block(em *e, const dotk *d, int R, int V, LLVMValueRef i0, LLVMValueRef j0,
-                      LLVMValueRef mask) {
-  LLVMValueRef acc[DOT_R][DOT_V];
+                      LLVMValueRef const *mask) {
+  unsigned al = (unsigned)kiln_dtype_size((kiln_dtype)d->dt);
+  LLVMValueRef acc[DOT_R][DOT_V], cptr[DOT_R][DOT_V];
+  LLVMTypeRef tys[2] = {d->vt, e->ptr};
   for (int r = 0; r < R; r++)
     for (int v = 0; v < V; v++) {
+      LLVMValueRef o =
+          LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, i0, ci64(e, r), ""), d->n, ""),
+                       LLVMBuildAdd(e->b, j0, ci64(e, (int64_t)v * d->W), ""), "");
+      cptr[r][v] = LLVMBuildGEP2(e->b, d->t, d->c, &o, 1, "");
       acc[r][v] = alloca_of(e, d->vt);
-      LLVMBuildStore(e->b, LLVMConstNull(d->vt), acc[r][v]);
+      LLVMValueRef init = LLVMConstNull(d->vt);
+      if (d->packed) { /* a later chunk of p continues from the stored sums, exactly */
+        LLVMValueRef prev;
+        if (!mask[v]) {
+          prev = LLVMBuildLoad2(e->b, d->vt, cptr[r][v], "");
+          LLVMSetAlignment(prev, al);
+        } else {
+          prev = intrinsic(e, "llvm.masked.load", tys, 2,
+                           (LLVMValueRef[]){cptr[r][v], LLVMConstInt(e->i32, al, 0), mask[v], init},
+                           4);
+        }
+        init = LLVMBuildSelect(e->b, d->first, init, prev, "");
+      }
+      LLVMBuildStore(e->b, init, acc[r][v]);
     }
   loop lp;
-  LLVMValueRef p = loop_begin(e, &lp, d->k);
+  LLVMValueRef p = loop_begin(e, &lp, d->packed ? d->kc : d->k);
+  LLVMValueRef pa = d->packed ? LLVMBuildAdd(e->b, p, d->p0, "") : p;
   LLVMValueRef bv[DOT_V];
   for (int v = 0; v < V; v++)
-    bv[v] = load_bvec(e, d, p, LLVMBuildAdd(e->b, j0, ci64(e, (int64_t)v * d->W), ""), mask);
+    bv[v] = load_bvec(e, d, p, LLVMBuildAdd(e->b, j0, ci64(e, (int64_t)v * d->W), ""), v, mask[v]);
   for (int r = 0; r < R; r++) {
     LLVMValueRef oa =
         LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, i0, ci64(e, r), ""), d->as_i, ""),
-                     LLVMBuildMul(e->b, p, d->as_p, ""), "");
+                     LLVMBuildMul(e->b, pa, d->as_p, ""), "");
     LLVMValueRef x = LLVMBuildLoad2(e->b, d->t, LLVMBuildGEP2(e->b, d->t, d->a, &oa, 1, ""), "");
     LLVMValueRef xs = splat(e, d->vt, d->W, x);
     for (int v = 0; v < V; v++) {
@@ -912,36 +928,31 @@ static void dot_block(em *e, const dotk *d, int R, int V, LLVMValueRef i0, LLVMV
     }
   }
   loop_end(e, &lp);
-  unsigned al = (unsigned)kiln_dtype_size((kiln_dtype)d->dt);
   for (int r = 0; r < R; r++)
     for (int v = 0; v < V; v++) {
-      LLVMValueRef o =
-          LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, i0, ci64(e, r), ""), d->n, ""),
-                       LLVMBuildAdd(e->b, j0, ci64(e, (int64_t)v * d->W), ""), "");
-      LLVMValueRef ptr = LLVMBuildGEP2(e->b, d->t, d->c, &o, 1, "");
       LLVMValueRef val = LLVMBuildLoad2(e->b, d->vt, acc[r][v], "");
-      if (!mask) {
-        LLVMSetAlignment(LLVMBuildStore(e->b, val, ptr), al);
-      } else {
-        LLVMTypeRef tys[2] = {d->vt, e->ptr};
+      if (!mask[v])
+        LLVMSetAlignment(LLVMBuildStore(e->b, val, cptr[r][v]), al);
+      else
         intrinsic(e, "llvm.masked.store", tys, 2,
-                  (LLVMValueRef[]){val, ptr, LLVMConstInt(e->i32, al, 0), mask}, 4);
-      }
+                  (LLVMValueRef[]){val, cptr[r][v], LLVMConstInt(e->i32, al, 0), mask[v]}, 4);
     }
 }
 
-/* All columns of the rows i0..i0+R-1. */
+static LLVMValueRef const NOMASK[DOT_V];
+
+/* All columns of the rows i0..i0+R-1 (B not packed). */
 static void dot_rows(em *e, const dotk *d, int R, LLVMValueRef i0) {
   LLVMValueRef wide = ci64(e, (int64_t)DOT_V * d->W), w = ci64(e, d->W);
   loop lj, lc;
   LLVMValueRef nbig = LLVMBuildUDiv(e->b, d->n, wide, "");
   LLVMValueRef jb = loop_begin(e, &lj, nbig);
-  dot_block(e, d, R, DOT_V, i0, LLVMBuildMul(e->b, jb, wide, ""), NULL);
+  dot_block(e, d, R, DOT_V, i0, LLVMBuildMul(e->b, jb, wide, ""), NOMASK);
   loop_end(e, &lj);
   LLVMValueRef done = LLVMBuildMul(e->b, nbig, wide, "");
   LLVMValueRef nvec = LLVMBuildUDiv(e->b, LLVMBuildSub(e->b, d->n, done, ""), w, "");
   LLVMValueRef jc = loop_begin(e, &lc, nvec);
-  dot_block(e, d, R, 1, i0, LLVMBuildAdd(e->b, done, LLVMBuildMul(e->b, jc, w, ""), ""), NULL);
+  dot_block(e, d, R, 1, i0, LLVMBuildAdd(e->b, done, LLVMBuildMul(e->b, jc, w, ""), ""), NOMASK);
   loop_end(e, &lc);
   LLVMValueRef j0 = LLVMBuildAdd(e->b, done, LLVMBuildMul(e->b, nvec, w, ""), "");
   LLVMValueRef rem = LLVMBuildSub(e->b, d->n, j0, "");
@@ -949,12 +960,97 @@ static void dot_rows(em *e, const dotk *d, int R, LLVMValueRef i0) {
   LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.after");
   LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSGT, rem, ci64(e, 0), ""), tail, after);
   LLVMPositionBuilderAtEnd(e->b, tail);
-  dot_block(e, d, R, 1, i0, j0, lane_mask(e, d->W, rem));
+  LLVMValueRef mk[1] = {lane_mask(e, d->W, rem)};
+  dot_block(e, d, R, 1, i0, j0, mk);
   LLVMBuildBr(e->b, after);
   LLVMPositionBuilderAtEnd(e->b, after);
 }
 
+/* Every row block for the columns j0.. of one panel (mask: its width). */
+static void dot_panel_rows(em *e, const dotk *d, LLVMValueRef m, LLVMValueRef j0,
+                           LLVMValueRef const *mask) {
+  loop li, lt;
+  LLVMValueRef nr = LLVMBuildUDiv(e->b, m, ci64(e, DOT_R), "");
+  LLVMValueRef ib = loop_begin(e, &li, nr);
+  dot_block(e, d, DOT_R, DOT_V, LLVMBuildMul(e->b, ib, ci64(e, DOT_R), ""), j0, mask);
+  loop_end(e, &li);
+  LLVMValueRef done = LLVMBuildMul(e->b, nr, ci64(e, DOT_R), "");
+  LLVMValueRef it = loop_begin(e, &lt, LLVMBuildSub(e->b, m, done, ""));
+  dot_block(e, d, 1, DOT_V, LLVMBuildAdd(e->b, done, it, ""), j0, mask);
+  loop_end(e, &lt);
+}
+
+/* tb: B[p, j] = b[j, p] has its columns strided, so panels of DOT_V * W
+** columns and up to DOT_KC rows are first copied into a stack buffer (zeros
+** past the last column) and every row block runs over the panel. A chunk
+** of p after the first continues from the sums stored in C: storing and
+** reloading is exact, so each element still adds p = 0..k-1 in order. */
+#define DOT_KC 256
+static void dot_packed(em *e, dotk *d, LLVMValueRef m) {
+  int NP = DOT_V * d->W;
+  LLVMValueRef np = ci64(e, NP), kcmax = ci64(e, DOT_KC);
+  d->panel = LLVMBuildAlloca(e->ab, LLVMArrayType(d->t, (unsigned)(NP * DOT_KC)), "panel");
+  LLVMSetAlignment(d->panel, 64);
+  loop lj, lc, lpj, lpp, lz, lzp;
+  LLVMValueRef n_panels =
+      LLVMBuildUDiv(e->b, LLVMBuildAdd(e->b, d->n, ci64(e, NP - 1), ""), np, "");
+  LLVMValueRef jb = loop_begin(e, &lj, n_panels);
+  LLVMValueRef j0 = LLVMBuildMul(e->b, jb, np, "");
+  LLVMValueRef left = LLVMBuildSub(e->b, d->n, j0, "");
+  LLVMValueRef full = LLVMBuildICmp(e->b, LLVMIntSGE, left, np, "");
+  LLVMValueRef ncols = LLVMBuildSelect(e->b, full, np, left, "");
+  /* at least one chunk, so an empty inner dimension still writes zeros */
+  LLVMValueRef n_chunks =
+      LLVMBuildUDiv(e->b, LLVMBuildAdd(e->b, d->k, ci64(e, DOT_KC - 1), ""), kcmax, "");
+  n_chunks = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, n_chunks, ci64(e, 0), ""),
+                             ci64(e, 1), n_chunks, "");
+  LLVMValueRef pc = loop_begin(e, &lc, n_chunks);
+  d->p0 = LLVMBuildMul(e->b, pc, kcmax, "");
+  LLVMValueRef krest = LLVMBuildSub(e->b, d->k, d->p0, "");
+  d->kc =
+      LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, krest, kcmax, ""), krest, kcmax, "");
+  d->first = LLVMBuildICmp(e->b, LLVMIntEQ, pc, ci64(e, 0), "");
+  /* panel[pp][jj] = B[p0 + pp, j0 + jj] = b[j0 + jj, p0 + pp] */
+  LLVMValueRef jj = loop_begin(e, &lpj, ncols);
+  LLVMValueRef pp = loop_begin(e, &lpp, d->kc);
+  LLVMValueRef src =
+      LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, j0, jj, ""), d->bs_j, ""),
+                   LLVMBuildMul(e->b, LLVMBuildAdd(e->b, d->p0, pp, ""), d->bs_p, ""), "");
+  LLVMValueRef x = LLVMBuildLoad2(e->b, d->t, LLVMBuildGEP2(e->b, d->t, d->b, &src, 1, ""), "");
+  LLVMValueRef dst = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, pp, np, ""), jj, "");
+  LLVMBuildStore(e->b, x, LLVMBuildGEP2(e->b, d->t, d->panel, &dst, 1, ""));
+  loop_end(e, &lpp);
+  loop_end(e, &lpj);
+  LLVMValueRef zc = loop_begin(e, &lz, LLVMBuildSub(e->b, np, ncols, ""));
+  LLVMValueRef zp = loop_begin(e, &lzp, d->kc);
+  LLVMValueRef zd =
+      LLVMBuildAdd(e->b, LLVMBuildMul(e->b, zp, np, ""), LLVMBuildAdd(e->b, ncols, zc, ""), "");
+  LLVMBuildStore(e->b, LLVMConstNull(d->t), LLVMBuildGEP2(e->b, d->t, d->panel, &zd, 1, ""));
+  loop_end(e, &lzp);
+  loop_end(e, &lz);
+  LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.panel");
+  LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.partial");
+  LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.panel.done");
+  LLVMBuildCondBr(e->b, full, bf, bp);
+  LLVMPositionBuilderAtEnd(e->b, bf);
+  dot_panel_rows(e, d, m, j0, NOMASK);
+  LLVMBuildBr(e->b, after);
+  LLVMPositionBuilderAtEnd(e->b, bp);
+  LLVMValueRef mk[DOT_V];
+  for (int v = 0; v < DOT_V; v++)
+    mk[v] = lane_mask(e, d->W, LLVMBuildSub(e->b, ncols, ci64(e, (int64_t)v * d->W), ""));
+  dot_panel_rows(e, d, m, j0, mk);
+  LLVMBuildBr(e->b, after);
+  LLVMPositionBuilderAtEnd(e->b, after);
+  loop_end(e, &lc);
+  loop_end(e, &lj);
+}
+
 static void dot_blocked(em *e, dotk *d, LLVMValueRef m) {
+  if (d->packed) {
+    dot_packed(e, d, m);
+    return;
+  }
   loop li, lt;
   LLVMValueRef nr = LLVMBuildUDiv(e->b, m, ci64(e, DOT_R), "");
   LLVMValueRef ib = loop_begin(e, &li, nr);
@@ -1066,7 +1162,7 @@ static void emit_dot(em *e, int i) {
               .as_p = as_p,
               .bs_p = bs_p,
               .bs_j = bs_j,
-              .b_contig = !tb};
+              .packed = tb};
     dot_blocked(e, &d, m);
   } else {
     LLVMValueRef r = NULL;
