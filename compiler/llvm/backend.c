@@ -48,6 +48,7 @@ typedef struct em {
   LLVMValueRef idx[KILN_MAX_RANK];         /* the current loop indices */
   LLVMBasicBlockRef join, other, fast_end; /* emit_kernel's versions */
   LLVMValueRef fast_reg;
+  LLVMValueRef dot_panel; /* the packed-B buffer of the dot kernels (one per step) */
 } em;
 
 /* ----------------------------------------------------------------- types */
@@ -989,8 +990,11 @@ static void dot_panel_rows(em *e, const dotk *d, LLVMValueRef m, LLVMValueRef j0
 static void dot_packed(em *e, dotk *d, LLVMValueRef m) {
   int NP = DOT_V * d->W;
   LLVMValueRef np = ci64(e, NP), kcmax = ci64(e, DOT_KC);
-  d->panel = LLVMBuildAlloca(e->ab, LLVMArrayType(d->t, (unsigned)(NP * DOT_KC)), "panel");
-  LLVMSetAlignment(d->panel, 64);
+  if (!e->dot_panel) { /* 64 bytes x DOT_KC, whatever the dtype: shared by every dot */
+    e->dot_panel = LLVMBuildAlloca(e->ab, LLVMArrayType(e->i8, 64u * DOT_V * DOT_KC), "panel");
+    LLVMSetAlignment(e->dot_panel, 64);
+  }
+  d->panel = e->dot_panel;
   loop lj, lc, lpj, lpp, lz, lzp;
   LLVMValueRef n_panels =
       LLVMBuildUDiv(e->b, LLVMBuildAdd(e->b, d->n, ci64(e, NP - 1), ""), np, "");
