@@ -20,5 +20,6 @@ test:
 bench:
 	@scripts/deps.sh
 	cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release
-	cmake --build build-release -j2 --target bench
+	cmake --build build-release -j2 --target bench dotbench
 	./build-release/bench/bench
+	./build-release/bench/dotbench

@@ -348,46 +348,161 @@ kiln_node *kl_zeros_like(kiln_node *x, const char *file, int line) {
   return kl_bcast(z, x, (1u << x->type.rank) - 1u, file, line);
 }
 
-kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file, int line) {
+/* ------------------------------------------------------ linear algebra */
+/*
+** One DOT node covers numpy.dot for vectors and matrices and numpy.matmul
+** for stacks of matrices: an operand of rank 3 is a batch of matrices
+** (b, rows, cols), and the other operand is then a batch of the same size
+** or one matrix used for every batch element. ta/tb transpose the last two
+** axes of a matrix operand (gradients use them instead of transpose nodes).
+** OUTER is the outer product of two vectors.
+*/
+
+/* Rows/inner sizes of operand x of a DOT as it is used: a is (m, k), b is
+** (k, n); a vector has no m (n). */
+static void dot_dims(const kiln_node *x, bool t, bool is_b, int64_t *outer, int64_t *inner) {
+  int r = x->type.rank;
+  const int64_t *d = x->type.dims + (r >= 2 ? r - 2 : 0);
+  if (r == 1) {
+    *outer = -2; /* none */
+    *inner = d[0];
+  } else if (!is_b) {
+    *outer = d[t ? 1 : 0];
+    *inner = d[t ? 0 : 1];
+  } else {
+    *inner = d[t ? 1 : 0];
+    *outer = d[t ? 0 : 1];
+  }
+}
+
+static kiln_node *dot_node(const char *what, kiln_node *a, kiln_node *b, bool ta, bool tb,
+                           const char *file, int line) {
   kiln_node *in[2] = {a, b};
-  kiln_ctx *ctx = common_ctx("dot", 2, in);
+  kiln_ctx *ctx = common_ctx(what, 2, in);
   if (!ctx) return NULL;
   char la[256], lb[256], sa[160], sb[160];
   int ra = a->type.rank, rb = b->type.rank;
-  if (ra < 1 || ra > 2 || rb < 1 || rb > 2) {
-    kl_error(
-        ctx, KILN_TYPE,
-        "dot: supports vectors and matrices, got ranks %d and %d: %s and %s (dot built at %s:%d)",
-        ra, rb, kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), kl_basename(file),
-        line);
+  bool batched = ra == 3 || rb == 3;
+  if (ra < 1 || ra > 3 || rb < 1 || rb > 3 || (batched && (ra < 2 || rb < 2))) {
+    kl_error(ctx, KILN_TYPE, "%s: unsupported ranks %d and %d: %s and %s (%s built at %s:%d)", what,
+             ra, rb, kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), what,
+             kl_basename(file), line);
     return NULL;
   }
   bool weak;
   kiln_dtype c = compute_dtype(2, in, &weak);
   if (c == KILN_BOOL) {
-    kl_error(ctx, KILN_TYPE, "dot: bool operands are not supported, cast them first (%s:%d)",
+    kl_error(ctx, KILN_TYPE, "%s: bool operands are not supported, cast them first (%s:%d)", what,
              kl_basename(file), line);
     return NULL;
   }
-  /* a is (m, k) or (k); b is (k, n) or (k); transposes swap a matrix's dims */
-  int64_t ka = ra == 1 ? a->type.dims[0] : a->type.dims[ta ? 0 : 1];
-  int64_t kb = rb == 1 ? b->type.dims[0] : b->type.dims[tb ? 1 : 0];
+  int64_t m, ka, kb, n;
+  dot_dims(a, ta, false, &m, &ka);
+  dot_dims(b, tb, true, &n, &kb);
   if (ka >= 0 && kb >= 0 && ka != kb) {
     kl_error(ctx, KILN_SHAPE,
-             "dot: inner dimensions %lld and %lld differ: %s %s and %s %s (dot built at %s:%d)",
+             "%s: inner dimensions %lld and %lld differ: %s %s and %s %s (%s built at %s:%d)", what,
              (long long)ka, (long long)kb, kl_node_label(a, la, sizeof la),
              kl_shape_str(sa, sizeof sa, ra, a->type.dims), kl_node_label(b, lb, sizeof lb),
-             kl_shape_str(sb, sizeof sb, rb, b->type.dims), kl_basename(file), line);
+             kl_shape_str(sb, sizeof sb, rb, b->type.dims), what, kl_basename(file), line);
     return NULL;
   }
   kl_type t = {.dtype = (uint8_t)c};
-  if (ra == 2) t.dims[t.rank++] = a->type.dims[ta ? 1 : 0];
-  if (rb == 2) t.dims[t.rank++] = b->type.dims[tb ? 0 : 1];
+  if (batched) {
+    int64_t ba = ra == 3 ? a->type.dims[0] : KILN_DYN, bb = rb == 3 ? b->type.dims[0] : KILN_DYN;
+    if (ra == 3 && rb == 3 && ba >= 0 && bb >= 0 && ba != bb) {
+      kl_error(ctx, KILN_SHAPE,
+               "%s: batch sizes %lld and %lld differ: %s %s and %s %s (%s built at %s:%d)", what,
+               (long long)ba, (long long)bb, kl_node_label(a, la, sizeof la),
+               kl_shape_str(sa, sizeof sa, ra, a->type.dims), kl_node_label(b, lb, sizeof lb),
+               kl_shape_str(sb, sizeof sb, rb, b->type.dims), what, kl_basename(file), line);
+      return NULL;
+    }
+    t.dims[t.rank++] = ra == 3 && ba >= 0 ? ba : rb == 3 ? bb : ba;
+  }
+  if (ra >= 2) t.dims[t.rank++] = m;
+  if (rb >= 2) t.dims[t.rank++] = n;
   in[0] = kl_cast(a, c, file, line);
   in[1] = kl_cast(b, c, file, line);
   if (!in[0] || !in[1]) return NULL;
-  kl_params p = {.ta = ta && ra == 2, .tb = tb && rb == 2};
+  kl_params p = {.ta = ta && ra >= 2, .tb = tb && rb >= 2};
   return kl_node_new(ctx, KL_OP_DOT, 2, in, &t, &p, file, line);
+}
+
+kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file, int line) {
+  return dot_node("dot", a, b, ta, tb, file, line);
+}
+
+/* A rank check of a public linear-algebra builder: KILN_TYPE naming both
+** operands when x's rank is outside [lo, hi]. */
+static bool rank_ok(kiln_ctx *ctx, const char *what, const char *allowed, kiln_node *a,
+                    kiln_node *b, int lo, int hi, const char *file, int line) {
+  int ra = a->type.rank, rb = b->type.rank;
+  if (ra >= lo && ra <= hi && rb >= lo && rb <= hi) return true;
+  char la[256], lb[256];
+  kl_error(ctx, KILN_TYPE, "%s: %s, got ranks %d and %d: %s and %s (%s built at %s:%d)", what,
+           allowed, ra, rb, kl_node_label(a, la, sizeof la), kl_node_label(b, lb, sizeof lb), what,
+           kl_basename(file), line);
+  return false;
+}
+
+kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {
+  kiln_node *in[2] = {a, b};
+  kiln_ctx *ctx = common_ctx("dot", 2, in);
+  if (!ctx) return NULL;
+  if (!rank_ok(ctx, "dot", "supports scalars, vectors and matrices (kiln_matmul for stacks)", a, b,
+               0, 2, file, line))
+    return NULL;
+  if (a->type.rank == 0 || b->type.rank == 0) { /* numpy.dot: a scalar multiplies */
+    bool weak;
+    if (compute_dtype(2, in, &weak) == KILN_BOOL) {
+      kl_error(ctx, KILN_TYPE, "dot: bool operands are not supported, cast them first (%s:%d)",
+               kl_basename(file), line);
+      return NULL;
+    }
+    return kl_elem(KL_OP_MUL, 2, in, file, line);
+  }
+  return dot_node("dot", a, b, false, false, file, line);
+}
+
+kiln_node *kiln_matmul_at(kiln_node *a, kiln_node *b, const char *file, int line) {
+  kiln_node *in[2] = {a, b};
+  kiln_ctx *ctx = common_ctx("matmul", 2, in);
+  if (!ctx) return NULL;
+  if (!rank_ok(ctx, "matmul", "supports ranks 1 to 3 (a scalar is not allowed, as in numpy)", a, b,
+               1, 3, file, line))
+    return NULL;
+  return dot_node("matmul", a, b, false, false, file, line);
+}
+
+kiln_node *kiln_batched_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {
+  kiln_node *in[2] = {a, b};
+  kiln_ctx *ctx = common_ctx("batched_dot", 2, in);
+  if (!ctx) return NULL;
+  if (!rank_ok(ctx, "batched_dot", "needs two stacks of matrices (rank 3)", a, b, 3, 3, file, line))
+    return NULL;
+  return dot_node("batched_dot", a, b, false, false, file, line);
+}
+
+kiln_node *kiln_outer_at(kiln_node *a, kiln_node *b, const char *file, int line) {
+  kiln_node *in[2] = {a, b};
+  kiln_ctx *ctx = common_ctx("outer", 2, in);
+  if (!ctx) return NULL;
+  if (!rank_ok(ctx, "outer", "needs two vectors (numpy.outer would flatten)", a, b, 1, 1, file,
+               line))
+    return NULL;
+  bool weak;
+  kiln_dtype c = compute_dtype(2, in, &weak);
+  if (c == KILN_BOOL) {
+    kl_error(ctx, KILN_TYPE, "outer: bool operands are not supported, cast them first (%s:%d)",
+             kl_basename(file), line);
+    return NULL;
+  }
+  kl_type t = {.dtype = (uint8_t)c, .rank = 2, .dims = {a->type.dims[0], b->type.dims[0]}};
+  in[0] = kl_cast(a, c, file, line);
+  in[1] = kl_cast(b, c, file, line);
+  if (!in[0] || !in[1]) return NULL;
+  return kl_node_new(ctx, KL_OP_OUTER, 2, in, &t, NULL, file, line);
 }
 
 /* ---------------------------------------------------------- public builders */
@@ -713,10 +828,6 @@ kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node *t, const
   kiln_node *tz = sp ? kl_elem(KL_OP_MUL, 2, m, file, line) : NULL;
   kiln_node *d[2] = {sp, tz};
   return tz ? kl_elem(KL_OP_SUB, 2, d, file, line) : NULL;
-}
-
-kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {
-  return kl_dot(a, b, false, false, file, line);
 }
 
 /* ------------------------------------------------------------- shape ops */

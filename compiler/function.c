@@ -177,6 +177,7 @@ static kiln_status make_plan(kl_fgraph *g) {
     op->n_in = (uint8_t)v->n_in;
     op->mask = v->p.axes;
     op->flags = (uint8_t)((v->p.ta ? 1 : 0) | (v->p.tb ? 2 : 0));
+    if (v->op == KL_OP_OUTER) op->flags |= KL_SHF_OUTER;
     if (kl_ops[v->op].kind == KL_REDUCE)
       op->flags |= (uint8_t)((v->p.keepdims ? KL_SHF_KEEPDIMS : 0) |
                              (kl_reduce_needs_elements(v->op) ? KL_SHF_NONEMPTY : 0));

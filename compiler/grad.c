@@ -173,9 +173,12 @@ static void grad_rule(kiln_node *v, kiln_node *g, const bool *need, kiln_node **
       if (need[1])
         gin[1] = tb ? bin(KL_OP_MUL, kl_bcast(g, b, 2u, f, l), a, gc)
                     : bin(KL_OP_MUL, kl_bcast(a, b, 2u, f, l), g, gc);
-    } else { /* out (m,n) = A (m,k) . B (k,n) */
+    } else { /* out (m,n) = A (m,k) . B (k,n), also per batch element of stacks */
       if (need[0]) gin[0] = ta ? kl_dot(b, g, tb, true, f, l) : kl_dot(g, b, false, !tb, f, l);
       if (need[1]) gin[1] = tb ? kl_dot(g, a, true, ta, f, l) : kl_dot(a, g, !ta, false, f, l);
+      /* a matrix used for every element of a stack: the sum over the stack */
+      if (need[0] && ra == 2 && rb == 3) gin[0] = kl_reduce(KL_OP_SUM, gin[0], 1u, f, l);
+      if (need[1] && rb == 2 && ra == 3) gin[1] = kl_reduce(KL_OP_SUM, gin[1], 1u, f, l);
     }
     break;
   }
@@ -210,6 +213,10 @@ static void grad_rule(kiln_node *v, kiln_node *g, const bool *need, kiln_node **
       if (need[k])
         gin[k] =
             kl_concat_part(g, v->in[k], v->p.axis, k, v->p.lacks >> k & 1u, gc->file, gc->line);
+    break;
+  case KL_OP_OUTER: /* out (m,n) = a (m) b (n) */
+    if (need[0]) gin[0] = kl_dot(g, b, false, false, gc->file, gc->line);
+    if (need[1]) gin[1] = kl_dot(g, a, true, false, gc->file, gc->line);
     break;
   default: break; /* comparisons, count, one_hot: no gradient flows to their inputs */
   }

@@ -538,12 +538,42 @@ KILN_API kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node 
 #define kiln_sigmoid_binary_crossentropy(...)                                                      \
   kiln_sigmoid_binary_crossentropy_at(__VA_ARGS__, __FILE__, __LINE__)
 
-/* Dot product: vector.vector -> scalar, matrix.vector -> vector,
-** vector.matrix -> vector, matrix.matrix -> matrix (numpy.dot for ranks 1
-** and 2). Inner sizes must
-** agree (KILN_SHAPE); other ranks give KILN_TYPE. */
+/* ---------------------------------------------------------- linear algebra
+** Products accumulate, per output element, a[.., i, p] * b[.., p, j] for
+** p = 0, 1, ..., k-1 in that order, starting from 0 (an empty inner
+** dimension gives zeros); integers wrap as numpy's do. Operands are
+** promoted as for add. bool operands are KILN_TYPE (cast them first). An
+** inner size (or batch size) mismatch is KILN_SHAPE naming both operands
+** and the builder's source line: when the graph is built if the sizes are
+** static, else from kiln_call. All return NULL on error (message in the
+** context) and NULL quietly when an operand is NULL.
+**
+** kiln_dot is numpy.dot for ranks 0 to 2: scalar.anything multiplies
+** elementwise (kiln_mul), vector.vector -> scalar, matrix.vector -> vector,
+** vector.matrix -> vector, matrix.matrix -> matrix. Rank 3 or more is
+** KILN_TYPE (numpy.dot's rule for stacks differs from matmul's: use
+** kiln_matmul).
+**
+** kiln_matmul is numpy.matmul for ranks 1 to 3: as kiln_dot for ranks 1
+** and 2; a rank-3 operand is a stack of matrices (b, n, k) . (b, k, m) ->
+** (b, n, m), and a matrix with a stack is used for every element of the
+** stack ((n, k) . (b, k, m) -> (b, n, m)). Differences from numpy: the batch
+** sizes must be equal (a batch of 1 does not stretch) and a vector with a
+** stack is KILN_TYPE; a scalar is KILN_TYPE as in numpy.
+**
+** kiln_batched_dot is Theano's batched_dot for two stacks: both rank 3.
+**
+** kiln_outer(a, b): out[i, j] = a[i] * b[j] (the product alone, no
+** accumulation: -0.0 stays) for two vectors. numpy.outer flattens operands
+** of other ranks; Kiln has no reshape yet, so any rank but 1 is KILN_TYPE. */
 KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line);
+KILN_API kiln_node *kiln_matmul_at(kiln_node *a, kiln_node *b, const char *file, int line);
+KILN_API kiln_node *kiln_batched_dot_at(kiln_node *a, kiln_node *b, const char *file, int line);
+KILN_API kiln_node *kiln_outer_at(kiln_node *a, kiln_node *b, const char *file, int line);
 #define kiln_dot(...) kiln_dot_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_matmul(...) kiln_matmul_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_batched_dot(...) kiln_batched_dot_at(__VA_ARGS__, __FILE__, __LINE__)
+#define kiln_outer(...) kiln_outer_at(__VA_ARGS__, __FILE__, __LINE__)
 
 /* ---------------------------------------------------------------- shape ops */
 

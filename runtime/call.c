@@ -192,14 +192,24 @@ static kiln_status infer_shapes(kl_plan *p, const kiln_tensor *const *in, char *
     case KL_SH_DOT: {
       const kl_shape_op *sa = &p->shape[op->in[0]], *sb = &p->shape[op->in[1]];
       const int64_t *a = dims_of(p, op->in[0]), *b = dims_of(p, op->in[1]);
+      if (op->flags & KL_SHF_OUTER) {
+        d[0] = a[0];
+        d[1] = b[0];
+        break;
+      }
+      /* the last two axes of a rank-2 or rank-3 operand are a matrix */
       bool ta = op->flags & 1, tb = op->flags & 2;
-      int64_t ka = sa->rank == 1 ? a[0] : a[ta ? 0 : 1];
-      int64_t kb = sb->rank == 1 ? b[0] : b[tb ? 1 : 0];
+      const int64_t *ma = a + (sa->rank == 3), *mb = b + (sb->rank == 3);
+      int64_t ka = sa->rank == 1 ? a[0] : ma[ta ? 0 : 1];
+      int64_t kb = sb->rank == 1 ? b[0] : mb[tb ? 1 : 0];
       if (ka != kb)
         return pair_error(p, op, op->in[0], op->in[1], "have different inner sizes", err, n);
       int r = 0;
-      if (sa->rank == 2) d[r++] = a[ta ? 1 : 0];
-      if (sb->rank == 2) d[r++] = b[tb ? 0 : 1];
+      if (sa->rank == 3 && sb->rank == 3 && a[0] != b[0])
+        return pair_error(p, op, op->in[0], op->in[1], "have different batch sizes", err, n);
+      if (sa->rank == 3 || sb->rank == 3) d[r++] = sa->rank == 3 ? a[0] : b[0];
+      if (sa->rank >= 2) d[r++] = ma[ta ? 1 : 0];
+      if (sb->rank >= 2) d[r++] = mb[tb ? 0 : 1];
       break;
     }
     case KL_SH_SHUFFLE:

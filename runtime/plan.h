@@ -26,7 +26,8 @@ typedef enum kl_shape_kind {
   KL_SH_REDUCE, /* in[0]'s shape without the axes in mask (flags: KL_SHF_KEEPDIMS:
                    with them, size 1; KL_SHF_NONEMPTY: each must have size > 0) */
   KL_SH_LIKE,   /* in[1]'s shape; in[0] must be summable to it */
-  KL_SH_DOT,    /* matrix/vector product of in[0], in[1] (flags: 1 = ta, 2 = tb) */
+  KL_SH_DOT,    /* matrix/vector product of in[0], in[1], rank 3 = a stack of matrices
+                   (flags: 1 = ta, 2 = tb, KL_SHF_OUTER: outer product) */
   KL_SH_SCALAR, /* rank 0 */
   /* axis a is in[0]'s axis src_axis[a], or 1 where that is -1; in[0]'s other
   ** axes must have size 1 */
@@ -50,6 +51,9 @@ typedef enum kl_shape_kind {
 #define KL_SHF_NONEMPTY                                                                            \
   8u /* no identity (max, argmax...): a reduced axis of size 0 is an error                         \
       */
+
+/* kl_shape_op.flags of KL_SH_DOT besides the transposes */
+#define KL_SHF_OUTER 16u /* the outer product of two vectors */
 
 typedef struct kl_shape_op {
   uint8_t kind, rank, n_in, flags;

@@ -729,7 +729,8 @@ START_TEST(dot_shapes) {
   kiln_node *t3 = kiln_dtensor3(ctx, "t3");
   expect_fail(ctx, kiln_dot(t3, v4), KILN_TYPE, "dot rank 3 . 1");
   expect_fail(ctx, kiln_dot(a, t3), KILN_TYPE, "dot rank 2 . 3");
-  expect_fail(ctx, kiln_dot(kiln_dscalar(ctx, "s"), v4), KILN_TYPE, "dot rank 0 . 1");
+  /* a scalar multiplies, as numpy.dot (issue 4) */
+  expect_shape(kiln_dot(kiln_dscalar(ctx, "s"), v4), 1, (int64_t[]){4}, "dot rank 0 . 1");
   /* dynamic inner sizes build, and are checked at call time */
   kiln_node *m = kiln_dmatrix(ctx, "m"), *w = kiln_dvector(ctx, "w");
   kiln_node *mw = kiln_dot(m, w);

@@ -12,7 +12,8 @@
 ** fused into it inline; elementwise kernels loop over their output with
 ** broadcast strides (0 where an operand's size is 1); reductions add every
 ** source element into the output in increasing index order (a rank-0 sum
-** in a register); dot runs a triple loop with a register accumulator. Loop
+** in a register); dot runs a register-blocked kernel vectorized across
+** output columns (see "dot" below), in the reference's summation order. Loop
 ** counters and accumulators are allocas in the entry block; LLVM's mem2reg
 ** turns them into SSA values. Arithmetic carries no fast-math flags, so LLVM
 ** neither reassociates nor contracts into fma.
@@ -55,6 +56,7 @@ typedef struct em {
   LLVMMetadataRef no_vec; /* loop metadata saying so, made on first use */
   LLVMValueRef errp;   /* the step's error record (indexing: an index out of range) */
   LLVMValueRef ix_out; /* indexing: where a rank-0 result is built */
+  LLVMValueRef dot_panel; /* the packed-B buffer of the dot kernels (one per step) */
 } em;
 
 /* ----------------------------------------------------------------- types */
@@ -873,22 +875,280 @@ static void emit_reduce_kernel(em *e, int i) {
   close_loops(e, l, R);
 }
 
-static void emit_dot(em *e, int i) {
-  const kiln_node *v = node(e, i);
-  int ia = (int)v->in[0]->id, ib = (int)v->in[1]->id;
-  const kiln_node *a = node(e, ia), *b = node(e, ib);
-  int dt = v->type.dtype;
-  bool ta = v->p.ta, tb = v->p.tb, fl = kl_dtype_is_float((kiln_dtype)dt);
-  LLVMValueRef one = ci64(e, 1), zero = ci64(e, 0);
-  /* a as (m, k), b as (k, n); memory strides of each index */
-  LLVMValueRef m = a->type.rank == 2 ? dim(e, ia, ta ? 1 : 0) : one;
-  LLVMValueRef kk = a->type.rank == 2 ? dim(e, ia, ta ? 0 : 1) : dim(e, ia, 0);
-  LLVMValueRef n = b->type.rank == 2 ? dim(e, ib, tb ? 0 : 1) : one;
-  LLVMValueRef as_i = a->type.rank == 2 ? (ta ? one : dim(e, ia, 1)) : zero;
-  LLVMValueRef as_p = a->type.rank == 2 ? (ta ? dim(e, ia, 1) : one) : one;
-  LLVMValueRef bs_p = b->type.rank == 2 ? (tb ? one : dim(e, ib, 1)) : one;
-  LLVMValueRef bs_j = b->type.rank == 2 ? (tb ? dim(e, ib, 1) : one) : zero;
-  LLVMValueRef acc = alloca_of(e, lty(e, dt));
+/* ------------------------------------------------------------------- dot */
+/*
+** A product C = A . B (per batch element of stacks) where A is viewed as
+** (m, k) and B as (k, n) through strides, so the transposed flags ta/tb only
+** change strides. Every output element accumulates a[i, p] * b[p, j] for
+** p = 0..k-1 in increasing order starting from 0 -- the reference's order
+** (compiler/ops/eval.c) -- with a separate fmul and fadd (no contraction).
+**
+** Floats with a matrix B use a register-blocked kernel that vectorizes
+** across output columns j, never across p, so each vector lane performs
+** exactly the reference's sequence for its own element:
+**
+**   for each block of DOT_R rows i0..i0+R-1, and each block of columns
+**   j0..j0+V*W-1 (W lanes per vector, V vectors):
+**     acc[r][v] = 0
+**     for p = 0..k-1:  bv[v] = B[p, j0+v*W ..+W]        (a load; from a packed copy for tb)
+**                      acc[r][v] = acc[r][v] + splat(A[i0+r, p]) * bv[v]
+**     C[i0+r, j0+v*W ..+W] = acc[r][v]
+**
+** Column tails run with V = 1 and a masked last vector, row tails with R = 1.
+** The R*V accumulators stay in registers over the whole p loop. Integers
+** and matrix.vector products use the plain triple loop.
+*/
+#define DOT_R 4 /* rows per register block */
+#define DOT_V 2 /* vectors per register block */
+
+typedef struct dotk {
+  int dt, W;
+  LLVMTypeRef t, vt;
+  LLVMValueRef a, b, c; /* base pointers of this batch element */
+  LLVMValueRef k, n, as_i, as_p, bs_p, bs_j;
+  /* tb: B is read from a packed panel of DOT_KC rows and DOT_V * W columns;
+  ** the p loop covers rows p0..p0+kc-1 and continues from C unless first */
+  bool packed;
+  LLVMValueRef panel, p0, kc, first;
+} dotk;
+
+static LLVMValueRef splat(em *e, LLVMTypeRef vt, int W, LLVMValueRef x) {
+  LLVMValueRef v =
+      LLVMBuildInsertElement(e->b, LLVMGetUndef(vt), x, LLVMConstInt(e->i32, 0, 0), "");
+  LLVMValueRef zeros = LLVMConstNull(LLVMVectorType(e->i32, (unsigned)W));
+  return LLVMBuildShuffleVector(e->b, v, LLVMGetUndef(vt), zeros, "");
+}
+
+/* <W x i1>: lane l < rem */
+static LLVMValueRef lane_mask(em *e, int W, LLVMValueRef rem) {
+  LLVMValueRef lanes[64];
+  for (int l = 0; l < W; l++)
+    lanes[l] = ci64(e, l);
+  LLVMValueRef iota = LLVMConstVector(lanes, (unsigned)W);
+  return LLVMBuildICmp(e->b, LLVMIntSLT, iota,
+                       splat(e, LLVMVectorType(e->i64, (unsigned)W), W, rem), "");
+}
+
+/* W elements of B from row p, columns j..j+W-1 (only lanes in mask if any):
+** from the packed panel for tb, else from B itself, where they are
+** contiguous. */
+static LLVMValueRef load_bvec(em *e, const dotk *d, LLVMValueRef p, LLVMValueRef j, int v,
+                              LLVMValueRef mask) {
+  unsigned al = (unsigned)kiln_dtype_size((kiln_dtype)d->dt);
+  if (d->packed) {
+    LLVMValueRef off = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, p, ci64(e, (int64_t)DOT_V * d->W), ""),
+                                    ci64(e, (int64_t)v * d->W), "");
+    LLVMValueRef x =
+        LLVMBuildLoad2(e->b, d->vt, LLVMBuildGEP2(e->b, d->t, d->panel, &off, 1, ""), "");
+    LLVMSetAlignment(x, al);
+    return x;
+  }
+  LLVMValueRef off = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, p, d->bs_p, ""), j, "");
+  LLVMValueRef ptr = LLVMBuildGEP2(e->b, d->t, d->b, &off, 1, "");
+  if (!mask) {
+    LLVMValueRef x = LLVMBuildLoad2(e->b, d->vt, ptr, "");
+    LLVMSetAlignment(x, al);
+    return x;
+  }
+  LLVMTypeRef tys[2] = {d->vt, e->ptr};
+  return intrinsic(e, "llvm.masked.load", tys, 2,
+                   (LLVMValueRef[]){ptr, LLVMConstInt(e->i32, al, 0), mask, LLVMConstNull(d->vt)},
+                   4);
+}
+
+/* One register block: rows i0..i0+R-1, V vectors of columns from j0;
+** mask[v] (NULL: all lanes) limits vector v's loads of C and B and its
+** stores. */
+static void dot_block(em *e, const dotk *d, int R, int V, LLVMValueRef i0, LLVMValueRef j0,
+                      LLVMValueRef const *mask) {
+  unsigned al = (unsigned)kiln_dtype_size((kiln_dtype)d->dt);
+  LLVMValueRef acc[DOT_R][DOT_V], cptr[DOT_R][DOT_V];
+  LLVMTypeRef tys[2] = {d->vt, e->ptr};
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) {
+      LLVMValueRef o =
+          LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, i0, ci64(e, r), ""), d->n, ""),
+                       LLVMBuildAdd(e->b, j0, ci64(e, (int64_t)v * d->W), ""), "");
+      cptr[r][v] = LLVMBuildGEP2(e->b, d->t, d->c, &o, 1, "");
+      acc[r][v] = alloca_of(e, d->vt);
+      LLVMValueRef init = LLVMConstNull(d->vt);
+      if (d->packed) { /* a later chunk of p continues from the stored sums, exactly */
+        LLVMValueRef prev;
+        if (!mask[v]) {
+          prev = LLVMBuildLoad2(e->b, d->vt, cptr[r][v], "");
+          LLVMSetAlignment(prev, al);
+        } else {
+          prev = intrinsic(e, "llvm.masked.load", tys, 2,
+                           (LLVMValueRef[]){cptr[r][v], LLVMConstInt(e->i32, al, 0), mask[v], init},
+                           4);
+        }
+        init = LLVMBuildSelect(e->b, d->first, init, prev, "");
+      }
+      LLVMBuildStore(e->b, init, acc[r][v]);
+    }
+  loop lp;
+  LLVMValueRef p = loop_begin(e, &lp, d->packed ? d->kc : d->k);
+  LLVMValueRef pa = d->packed ? LLVMBuildAdd(e->b, p, d->p0, "") : p;
+  LLVMValueRef bv[DOT_V];
+  for (int v = 0; v < V; v++)
+    bv[v] = load_bvec(e, d, p, LLVMBuildAdd(e->b, j0, ci64(e, (int64_t)v * d->W), ""), v, mask[v]);
+  for (int r = 0; r < R; r++) {
+    LLVMValueRef oa =
+        LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, i0, ci64(e, r), ""), d->as_i, ""),
+                     LLVMBuildMul(e->b, pa, d->as_p, ""), "");
+    LLVMValueRef x = LLVMBuildLoad2(e->b, d->t, LLVMBuildGEP2(e->b, d->t, d->a, &oa, 1, ""), "");
+    LLVMValueRef xs = splat(e, d->vt, d->W, x);
+    for (int v = 0; v < V; v++) {
+      LLVMValueRef cur = LLVMBuildLoad2(e->b, d->vt, acc[r][v], "");
+      LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, cur, LLVMBuildFMul(e->b, xs, bv[v], ""), ""),
+                     acc[r][v]);
+    }
+  }
+  loop_end(e, &lp);
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < V; v++) {
+      LLVMValueRef val = LLVMBuildLoad2(e->b, d->vt, acc[r][v], "");
+      if (!mask[v])
+        LLVMSetAlignment(LLVMBuildStore(e->b, val, cptr[r][v]), al);
+      else
+        intrinsic(e, "llvm.masked.store", tys, 2,
+                  (LLVMValueRef[]){val, cptr[r][v], LLVMConstInt(e->i32, al, 0), mask[v]}, 4);
+    }
+}
+
+static LLVMValueRef const NOMASK[DOT_V];
+
+/* All columns of the rows i0..i0+R-1 (B not packed). */
+static void dot_rows(em *e, const dotk *d, int R, LLVMValueRef i0) {
+  LLVMValueRef wide = ci64(e, (int64_t)DOT_V * d->W), w = ci64(e, d->W);
+  loop lj, lc;
+  LLVMValueRef nbig = LLVMBuildUDiv(e->b, d->n, wide, "");
+  LLVMValueRef jb = loop_begin(e, &lj, nbig);
+  dot_block(e, d, R, DOT_V, i0, LLVMBuildMul(e->b, jb, wide, ""), NOMASK);
+  loop_end(e, &lj);
+  LLVMValueRef done = LLVMBuildMul(e->b, nbig, wide, "");
+  LLVMValueRef nvec = LLVMBuildUDiv(e->b, LLVMBuildSub(e->b, d->n, done, ""), w, "");
+  LLVMValueRef jc = loop_begin(e, &lc, nvec);
+  dot_block(e, d, R, 1, i0, LLVMBuildAdd(e->b, done, LLVMBuildMul(e->b, jc, w, ""), ""), NOMASK);
+  loop_end(e, &lc);
+  LLVMValueRef j0 = LLVMBuildAdd(e->b, done, LLVMBuildMul(e->b, nvec, w, ""), "");
+  LLVMValueRef rem = LLVMBuildSub(e->b, d->n, j0, "");
+  LLVMBasicBlockRef tail = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.tail");
+  LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.after");
+  LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSGT, rem, ci64(e, 0), ""), tail, after);
+  LLVMPositionBuilderAtEnd(e->b, tail);
+  LLVMValueRef mk[1] = {lane_mask(e, d->W, rem)};
+  dot_block(e, d, R, 1, i0, j0, mk);
+  LLVMBuildBr(e->b, after);
+  LLVMPositionBuilderAtEnd(e->b, after);
+}
+
+/* Every row block for the columns j0.. of one panel (mask: its width). */
+static void dot_panel_rows(em *e, const dotk *d, LLVMValueRef m, LLVMValueRef j0,
+                           LLVMValueRef const *mask) {
+  loop li, lt;
+  LLVMValueRef nr = LLVMBuildUDiv(e->b, m, ci64(e, DOT_R), "");
+  LLVMValueRef ib = loop_begin(e, &li, nr);
+  dot_block(e, d, DOT_R, DOT_V, LLVMBuildMul(e->b, ib, ci64(e, DOT_R), ""), j0, mask);
+  loop_end(e, &li);
+  LLVMValueRef done = LLVMBuildMul(e->b, nr, ci64(e, DOT_R), "");
+  LLVMValueRef it = loop_begin(e, &lt, LLVMBuildSub(e->b, m, done, ""));
+  dot_block(e, d, 1, DOT_V, LLVMBuildAdd(e->b, done, it, ""), j0, mask);
+  loop_end(e, &lt);
+}
+
+/* tb: B[p, j] = b[j, p] has its columns strided, so panels of DOT_V * W
+** columns and up to DOT_KC rows are first copied into a stack buffer (zeros
+** past the last column) and every row block runs over the panel. A chunk
+** of p after the first continues from the sums stored in C: storing and
+** reloading is exact, so each element still adds p = 0..k-1 in order. */
+#define DOT_KC 256
+static void dot_packed(em *e, dotk *d, LLVMValueRef m) {
+  int NP = DOT_V * d->W;
+  LLVMValueRef np = ci64(e, NP), kcmax = ci64(e, DOT_KC);
+  if (!e->dot_panel) { /* 64 bytes x DOT_KC, whatever the dtype: shared by every dot */
+    e->dot_panel = LLVMBuildAlloca(e->ab, LLVMArrayType(e->i8, 64u * DOT_V * DOT_KC), "panel");
+    LLVMSetAlignment(e->dot_panel, 64);
+  }
+  d->panel = e->dot_panel;
+  loop lj, lc, lpj, lpp, lz, lzp;
+  LLVMValueRef n_panels =
+      LLVMBuildUDiv(e->b, LLVMBuildAdd(e->b, d->n, ci64(e, NP - 1), ""), np, "");
+  LLVMValueRef jb = loop_begin(e, &lj, n_panels);
+  LLVMValueRef j0 = LLVMBuildMul(e->b, jb, np, "");
+  LLVMValueRef left = LLVMBuildSub(e->b, d->n, j0, "");
+  LLVMValueRef full = LLVMBuildICmp(e->b, LLVMIntSGE, left, np, "");
+  LLVMValueRef ncols = LLVMBuildSelect(e->b, full, np, left, "");
+  /* at least one chunk, so an empty inner dimension still writes zeros */
+  LLVMValueRef n_chunks =
+      LLVMBuildUDiv(e->b, LLVMBuildAdd(e->b, d->k, ci64(e, DOT_KC - 1), ""), kcmax, "");
+  n_chunks = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, n_chunks, ci64(e, 0), ""),
+                             ci64(e, 1), n_chunks, "");
+  LLVMValueRef pc = loop_begin(e, &lc, n_chunks);
+  d->p0 = LLVMBuildMul(e->b, pc, kcmax, "");
+  LLVMValueRef krest = LLVMBuildSub(e->b, d->k, d->p0, "");
+  d->kc =
+      LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, krest, kcmax, ""), krest, kcmax, "");
+  d->first = LLVMBuildICmp(e->b, LLVMIntEQ, pc, ci64(e, 0), "");
+  /* panel[pp][jj] = B[p0 + pp, j0 + jj] = b[j0 + jj, p0 + pp] */
+  LLVMValueRef jj = loop_begin(e, &lpj, ncols);
+  LLVMValueRef pp = loop_begin(e, &lpp, d->kc);
+  LLVMValueRef src =
+      LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, j0, jj, ""), d->bs_j, ""),
+                   LLVMBuildMul(e->b, LLVMBuildAdd(e->b, d->p0, pp, ""), d->bs_p, ""), "");
+  LLVMValueRef x = LLVMBuildLoad2(e->b, d->t, LLVMBuildGEP2(e->b, d->t, d->b, &src, 1, ""), "");
+  LLVMValueRef dst = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, pp, np, ""), jj, "");
+  LLVMBuildStore(e->b, x, LLVMBuildGEP2(e->b, d->t, d->panel, &dst, 1, ""));
+  loop_end(e, &lpp);
+  loop_end(e, &lpj);
+  LLVMValueRef zc = loop_begin(e, &lz, LLVMBuildSub(e->b, np, ncols, ""));
+  LLVMValueRef zp = loop_begin(e, &lzp, d->kc);
+  LLVMValueRef zd =
+      LLVMBuildAdd(e->b, LLVMBuildMul(e->b, zp, np, ""), LLVMBuildAdd(e->b, ncols, zc, ""), "");
+  LLVMBuildStore(e->b, LLVMConstNull(d->t), LLVMBuildGEP2(e->b, d->t, d->panel, &zd, 1, ""));
+  loop_end(e, &lzp);
+  loop_end(e, &lz);
+  LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.panel");
+  LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.partial");
+  LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.panel.done");
+  LLVMBuildCondBr(e->b, full, bf, bp);
+  LLVMPositionBuilderAtEnd(e->b, bf);
+  dot_panel_rows(e, d, m, j0, NOMASK);
+  LLVMBuildBr(e->b, after);
+  LLVMPositionBuilderAtEnd(e->b, bp);
+  LLVMValueRef mk[DOT_V];
+  for (int v = 0; v < DOT_V; v++)
+    mk[v] = lane_mask(e, d->W, LLVMBuildSub(e->b, ncols, ci64(e, (int64_t)v * d->W), ""));
+  dot_panel_rows(e, d, m, j0, mk);
+  LLVMBuildBr(e->b, after);
+  LLVMPositionBuilderAtEnd(e->b, after);
+  loop_end(e, &lc);
+  loop_end(e, &lj);
+}
+
+static void dot_blocked(em *e, dotk *d, LLVMValueRef m) {
+  if (d->packed) {
+    dot_packed(e, d, m);
+    return;
+  }
+  loop li, lt;
+  LLVMValueRef nr = LLVMBuildUDiv(e->b, m, ci64(e, DOT_R), "");
+  LLVMValueRef ib = loop_begin(e, &li, nr);
+  dot_rows(e, d, DOT_R, LLVMBuildMul(e->b, ib, ci64(e, DOT_R), ""));
+  loop_end(e, &li);
+  LLVMValueRef done = LLVMBuildMul(e->b, nr, ci64(e, DOT_R), "");
+  LLVMValueRef it = loop_begin(e, &lt, LLVMBuildSub(e->b, m, done, ""));
+  dot_rows(e, d, 1, LLVMBuildAdd(e->b, done, it, ""));
+  loop_end(e, &lt);
+}
+
+/* The plain triple loop with a register accumulator (integers, vectors). */
+static void dot_plain(em *e, int dt, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c, LLVMValueRef m,
+                      LLVMValueRef kk, LLVMValueRef n, LLVMValueRef as_i, LLVMValueRef as_p,
+                      LLVMValueRef bs_p, LLVMValueRef bs_j, bool to_reg, LLVMValueRef *out_reg) {
+  bool fl = kl_dtype_is_float((kiln_dtype)dt);
+  LLVMTypeRef t = lty(e, dt);
+  LLVMValueRef acc = alloca_of(e, t);
   loop li, lj, lp;
   LLVMValueRef ii = loop_begin(e, &li, m);
   LLVMValueRef jj = loop_begin(e, &lj, n);
@@ -898,22 +1158,101 @@ static void emit_dot(em *e, int i) {
       LLVMBuildAdd(e->b, LLVMBuildMul(e->b, ii, as_i, ""), LLVMBuildMul(e->b, pp, as_p, ""), "");
   LLVMValueRef ob =
       LLVMBuildAdd(e->b, LLVMBuildMul(e->b, pp, bs_p, ""), LLVMBuildMul(e->b, jj, bs_j, ""), "");
-  LLVMValueRef x = load_node(e, ia, oa), y = load_node(e, ib, ob);
-  LLVMValueRef cur = LLVMBuildLoad2(e->b, lty(e, dt), acc, "");
+  LLVMValueRef x = LLVMBuildLoad2(e->b, t, LLVMBuildGEP2(e->b, t, a, &oa, 1, ""), "");
+  LLVMValueRef y = LLVMBuildLoad2(e->b, t, LLVMBuildGEP2(e->b, t, b, &ob, 1, ""), "");
+  LLVMValueRef cur = LLVMBuildLoad2(e->b, t, acc, "");
   LLVMValueRef s = fl ? LLVMBuildFAdd(e->b, cur, LLVMBuildFMul(e->b, x, y, ""), "")
                       : LLVMBuildAdd(e->b, cur, LLVMBuildMul(e->b, x, y, ""), "");
   LLVMBuildStore(e->b, s, acc);
   loop_end(e, &lp);
-  if (v->type.rank > 0) {
+  if (!to_reg) {
     LLVMValueRef o = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, ii, n, ""), jj, "");
-    store_home(e, i, LLVMBuildLoad2(e->b, lty(e, dt), acc, ""), o);
+    LLVMBuildStore(e->b, LLVMBuildLoad2(e->b, t, acc, ""), LLVMBuildGEP2(e->b, t, c, &o, 1, ""));
   }
   loop_end(e, &lj);
   loop_end(e, &li);
-  if (v->type.rank == 0) {
-    e->reg[i] = LLVMBuildLoad2(e->b, lty(e, dt), acc, "");
-    if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
+  if (to_reg) *out_reg = LLVMBuildLoad2(e->b, t, acc, "");
+}
+
+/* outer: C[i, j] = a[i] * b[j], the product alone. */
+static void emit_outer(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  int ia = (int)v->in[0]->id, ib = (int)v->in[1]->id, dt = v->type.dtype;
+  LLVMValueRef m = dim(e, ia, 0), n = dim(e, ib, 0);
+  loop li, lj;
+  LLVMValueRef ii = loop_begin(e, &li, m);
+  LLVMValueRef x = load_node(e, ia, ii);
+  LLVMValueRef jj = loop_begin(e, &lj, n);
+  LLVMValueRef y = load_node(e, ib, jj);
+  LLVMValueRef s = kl_dtype_is_float((kiln_dtype)dt) ? LLVMBuildFMul(e->b, x, y, "")
+                                                     : LLVMBuildMul(e->b, x, y, "");
+  store_home(e, i, s, LLVMBuildAdd(e->b, LLVMBuildMul(e->b, ii, n, ""), jj, ""));
+  loop_end(e, &lj);
+  loop_end(e, &li);
+}
+
+static void emit_dot(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  if (v->op == KL_OP_OUTER) {
+    emit_outer(e, i);
+    return;
   }
+  int ia = (int)v->in[0]->id, ib = (int)v->in[1]->id;
+  const kiln_node *a = node(e, ia), *b = node(e, ib);
+  int ra = a->type.rank, rb = b->type.rank, dt = v->type.dtype;
+  int oa = ra == 3, ob = rb == 3; /* first matrix axis of each operand */
+  bool ta = v->p.ta, tb = v->p.tb, batched = oa || ob;
+  LLVMValueRef one = ci64(e, 1), zero = ci64(e, 0);
+  /* a as (m, k), b as (k, n); memory strides of each index */
+  LLVMValueRef m = ra >= 2 ? dim(e, ia, oa + (ta ? 1 : 0)) : one;
+  LLVMValueRef kk = ra >= 2 ? dim(e, ia, oa + (ta ? 0 : 1)) : dim(e, ia, 0);
+  LLVMValueRef n = rb >= 2 ? dim(e, ib, ob + (tb ? 0 : 1)) : one;
+  LLVMValueRef as_i = ra >= 2 ? (ta ? one : dim(e, ia, oa + 1)) : zero;
+  LLVMValueRef as_p = ra >= 2 ? (ta ? dim(e, ia, oa + 1) : one) : one;
+  LLVMValueRef bs_p = rb >= 2 ? (tb ? one : dim(e, ib, ob + 1)) : one;
+  LLVMValueRef bs_j = rb >= 2 ? (tb ? dim(e, ib, ob + 1) : one) : zero;
+  LLVMTypeRef t = lty(e, dt);
+  LLVMValueRef pa = e->base[e->g->home[ia]], pb = e->base[e->g->home[ib]];
+  LLVMValueRef pc = v->type.rank > 0 ? e->base[e->g->home[i]] : NULL;
+  loop lb;
+  LLVMValueRef bt = zero;
+  if (batched) {
+    /* a matrix operand (rank 2) is used for every element of the stack */
+    bt = loop_begin(e, &lb, dim(e, i, 0));
+    LLVMValueRef mk = LLVMBuildMul(e->b, m, kk, ""), mn = LLVMBuildMul(e->b, m, n, "");
+    LLVMValueRef kn = LLVMBuildMul(e->b, kk, n, "");
+    if (oa)
+      pa = LLVMBuildGEP2(e->b, t, pa, (LLVMValueRef[]){LLVMBuildMul(e->b, bt, mk, "")}, 1, "");
+    if (ob)
+      pb = LLVMBuildGEP2(e->b, t, pb, (LLVMValueRef[]){LLVMBuildMul(e->b, bt, kn, "")}, 1, "");
+    pc = LLVMBuildGEP2(e->b, t, pc, (LLVMValueRef[]){LLVMBuildMul(e->b, bt, mn, "")}, 1, "");
+  }
+  if (kl_dtype_is_float((kiln_dtype)dt) && rb >= 2) {
+    int W = 64 / (int)kiln_dtype_size((kiln_dtype)dt);
+    dotk d = {.dt = dt,
+              .W = W,
+              .t = t,
+              .vt = LLVMVectorType(t, (unsigned)W),
+              .a = pa,
+              .b = pb,
+              .c = pc,
+              .k = kk,
+              .n = n,
+              .as_i = as_i,
+              .as_p = as_p,
+              .bs_p = bs_p,
+              .bs_j = bs_j,
+              .packed = tb};
+    dot_blocked(e, &d, m);
+  } else {
+    LLVMValueRef r = NULL;
+    dot_plain(e, dt, pa, pb, pc, m, kk, n, as_i, as_p, bs_p, bs_j, v->type.rank == 0, &r);
+    if (r) {
+      e->reg[i] = r;
+      if (e->g->home[i] >= 0) store_home(e, i, e->reg[i], ci64(e, 0));
+    }
+  }
+  if (batched) loop_end(e, &lb);
 }
 
 /* A rank-0 node in straight-line code: its value stays in a register. */

@@ -499,47 +499,56 @@ static kiln_status eval_bcast(const kiln_node *v, const kiln_tensor *g, const ki
   return KILN_OK;
 }
 
-static kiln_status eval_dot(const kiln_node *v, const kiln_tensor *a, const kiln_tensor *b,
-                            kiln_tensor *out, char *err, size_t errn) {
+/* One product c = a . b of the DOT op: a viewed as (m, k), b as (k, n) with
+** the given strides; each element accumulates over p = 0..k-1 in order,
+** from 0, in the result dtype (integers wrap: accumulated in uint64 and
+** truncated, which is the same modulo 2^w). */
+typedef struct dot_view {
+  int64_t m, k, n, as_i, as_p, bs_p, bs_j;
+} dot_view;
+
+static void dot_one(kiln_dtype dt, const dot_view *d, const void *a, int64_t a0, const void *b,
+                    int64_t b0, void *out, int64_t o0) {
+  for (int64_t i = 0; i < d->m; i++)
+    for (int64_t j = 0; j < d->n; j++) {
+      int64_t o = o0 + i * d->n + j, ia = a0 + i * d->as_i, ib = b0 + j * d->bs_j;
+      if (dt == KILN_FLOAT64) {
+        double acc = 0.0;
+        for (int64_t p = 0; p < d->k; p++)
+          acc = acc + ((const double *)a)[ia + p * d->as_p] * ((const double *)b)[ib + p * d->bs_p];
+        ((double *)out)[o] = acc;
+      } else if (dt == KILN_FLOAT32) {
+        float acc = 0.0f;
+        for (int64_t p = 0; p < d->k; p++)
+          acc = acc + ((const float *)a)[ia + p * d->as_p] * ((const float *)b)[ib + p * d->bs_p];
+        ((float *)out)[o] = acc;
+      } else {
+        uint64_t acc = 0;
+        for (int64_t p = 0; p < d->k; p++)
+          acc += (uint64_t)kl_load_i64(dt, a, ia + p * d->as_p) *
+                 (uint64_t)kl_load_i64(dt, b, ib + p * d->bs_p);
+        store_i64(dt, out, o, (int64_t)acc);
+      }
+    }
+}
+
+/* outer: out[i, j] = a[i] * b[j], the product alone (as numpy.outer). */
+static kiln_status eval_outer(const kiln_node *v, const kiln_tensor *a, const kiln_tensor *b,
+                              kiln_tensor *out) {
   kiln_dtype dt = (kiln_dtype)v->type.dtype;
-  /* a viewed as (m, k), b as (k, n); vectors have m or n of 1 */
-  int64_t m = a->rank == 2 ? a->shape[v->p.ta ? 1 : 0] : 1;
-  int64_t ka = a->rank == 2 ? a->shape[v->p.ta ? 0 : 1] : a->shape[0];
-  int64_t kb = b->rank == 2 ? b->shape[v->p.tb ? 1 : 0] : b->shape[0];
-  int64_t n = b->rank == 2 ? b->shape[v->p.tb ? 0 : 1] : 1;
-  if (ka != kb) return shape_err(err, errn, "dot", a, b);
-  int64_t shape[2];
-  int r = 0;
-  if (a->rank == 2) shape[r++] = m;
-  if (b->rank == 2) shape[r++] = n;
-  if (kl_tensor_reshape(out, dt, r, shape) != KILN_OK) return KILN_NOMEM;
-  /* element (i, p) of a and (p, j) of b in memory */
-  int64_t as_i = a->rank == 2 ? (v->p.ta ? 1 : a->shape[1]) : 0;
-  int64_t as_p = a->rank == 2 ? (v->p.ta ? a->shape[1] : 1) : 1;
-  int64_t bs_p = b->rank == 2 ? (v->p.tb ? 1 : b->shape[1]) : 1;
-  int64_t bs_j = b->rank == 2 ? (v->p.tb ? b->shape[1] : 1) : 0;
+  int64_t m = a->shape[0], n = b->shape[0];
+  if (kl_tensor_reshape(out, dt, 2, (int64_t[]){m, n}) != KILN_OK) return KILN_NOMEM;
   for (int64_t i = 0; i < m; i++)
     for (int64_t j = 0; j < n; j++) {
       int64_t o = i * n + j;
-      if (dt == KILN_FLOAT64) {
-        double acc = 0.0;
-        for (int64_t p = 0; p < ka; p++)
-          acc = acc + ((const double *)a->data)[i * as_i + p * as_p] *
-                          ((const double *)b->data)[p * bs_p + j * bs_j];
-        ((double *)out->data)[o] = acc;
-      } else if (dt == KILN_FLOAT32) {
-        float acc = 0.0f;
-        for (int64_t p = 0; p < ka; p++)
-          acc = acc + ((const float *)a->data)[i * as_i + p * as_p] *
-                          ((const float *)b->data)[p * bs_p + j * bs_j];
-        ((float *)out->data)[o] = acc;
-      } else {
-        uint64_t acc = 0;
-        for (int64_t p = 0; p < ka; p++)
-          acc += (uint64_t)kl_load_i64(dt, a->data, i * as_i + p * as_p) *
-                 (uint64_t)kl_load_i64(dt, b->data, p * bs_p + j * bs_j);
-        store_i64(dt, out->data, o, (int64_t)acc);
-      }
+      if (dt == KILN_FLOAT64)
+        ((double *)out->data)[o] = ((const double *)a->data)[i] * ((const double *)b->data)[j];
+      else if (dt == KILN_FLOAT32)
+        ((float *)out->data)[o] = ((const float *)a->data)[i] * ((const float *)b->data)[j];
+      else
+        store_i64(dt, out->data, o,
+                  (int64_t)((uint64_t)kl_load_i64(dt, a->data, i) *
+                            (uint64_t)kl_load_i64(dt, b->data, j)));
     }
   return KILN_OK;
 }
@@ -608,6 +617,46 @@ static kiln_status eval_reshape(const kiln_node *v, const kiln_tensor *const *in
   }
   if (kl_tensor_reshape(out, (kiln_dtype)v->type.dtype, r, shape) != KILN_OK) return KILN_NOMEM;
   memcpy(out->data, x->data, kl_tensor_nbytes(out));
+  return KILN_OK;
+}
+
+/* DOT: vectors and matrices (numpy.dot), and stacks of matrices (rank 3,
+** numpy.matmul) where a matrix operand is used for every batch element;
+** ta/tb transpose the last two axes. */
+static kiln_status eval_dot(const kiln_node *v, const kiln_tensor *a, const kiln_tensor *b,
+                            kiln_tensor *out, char *err, size_t errn) {
+  if (v->op == KL_OP_OUTER) {
+    if (a->rank != 1 || b->rank != 1) return shape_err(err, errn, "outer", a, b);
+    return eval_outer(v, a, b, out);
+  }
+  kiln_dtype dt = (kiln_dtype)v->type.dtype;
+  bool ta = v->p.ta, tb = v->p.tb;
+  /* the matrix part: the last two axes of a rank-2 or rank-3 operand */
+  const int64_t *ma = a->shape + (a->rank == 3), *mb = b->shape + (b->rank == 3);
+  dot_view d = {
+      .m = a->rank >= 2 ? ma[ta ? 1 : 0] : 1,
+      .k = a->rank >= 2 ? ma[ta ? 0 : 1] : a->shape[0],
+      .n = b->rank >= 2 ? mb[tb ? 0 : 1] : 1,
+      .as_i = a->rank >= 2 ? (ta ? 1 : ma[1]) : 0,
+      .as_p = a->rank >= 2 ? (ta ? ma[1] : 1) : 1,
+      .bs_p = b->rank >= 2 ? (tb ? 1 : mb[1]) : 1,
+      .bs_j = b->rank >= 2 ? (tb ? mb[1] : 1) : 0,
+  };
+  int64_t kb = b->rank >= 2 ? mb[tb ? 1 : 0] : b->shape[0];
+  bool batched = a->rank == 3 || b->rank == 3;
+  if (d.k != kb || (a->rank == 3 && b->rank == 3 && a->shape[0] != b->shape[0]) ||
+      (batched && (a->rank < 2 || b->rank < 2)))
+    return shape_err(err, errn, "dot", a, b);
+  int64_t nb = batched ? (a->rank == 3 ? a->shape[0] : b->shape[0]) : 1;
+  int64_t shape[3];
+  int r = 0;
+  if (batched) shape[r++] = nb;
+  if (a->rank >= 2) shape[r++] = d.m;
+  if (b->rank >= 2) shape[r++] = d.n;
+  if (kl_tensor_reshape(out, dt, r, shape) != KILN_OK) return KILN_NOMEM;
+  int64_t sa = a->rank == 3 ? ma[0] * ma[1] : 0, sb = b->rank == 3 ? mb[0] * mb[1] : 0;
+  for (int64_t t = 0; t < nb; t++)
+    dot_one(dt, &d, a->data, t * sa, b->data, t * sb, out->data, t * d.m * d.n);
   return KILN_OK;
 }
 
