@@ -565,7 +565,7 @@ KILN_API kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node 
 **
 ** kiln_outer(a, b): out[i, j] = a[i] * b[j] (the product alone, no
 ** accumulation: -0.0 stays) for two vectors. numpy.outer flattens operands
-** of other ranks; Kiln has no reshape yet, so any rank but 1 is KILN_TYPE. */
+** of other ranks; here any rank but 1 is KILN_TYPE (kiln_flatten(x, 1) first). */
 KILN_API kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line);
 KILN_API kiln_node *kiln_matmul_at(kiln_node *a, kiln_node *b, const char *file, int line);
 KILN_API kiln_node *kiln_batched_dot_at(kiln_node *a, kiln_node *b, const char *file, int line);
