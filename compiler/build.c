@@ -79,7 +79,7 @@ bool kl_needs_sum_like(const kl_type *from, const kl_type *to) {
 
 /* The context shared by all inputs, or NULL: quietly if an input is NULL
 ** (an earlier builder failed), with KILN_MISUSE if handles are bad. */
-static kiln_ctx *common_ctx(const char *what, int n, kiln_node *const *in) {
+kiln_ctx *kl_common_ctx(const char *what, int n, kiln_node *const *in) {
   kiln_ctx *ctx = NULL;
   for (int i = 0; i < n; i++) {
     if (!in[i]) return NULL;
@@ -160,7 +160,7 @@ static void broadcast_error(kiln_ctx *ctx, const char *what, kiln_node *a, kiln_
 
 kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, int line) {
   const char *what = kl_ops[op].name;
-  kiln_ctx *ctx = common_ctx(what, n, in);
+  kiln_ctx *ctx = kl_common_ctx(what, n, in);
   if (!ctx) return NULL;
   int first = op == KL_OP_WHERE ? 1 : 0; /* where's condition is not promoted */
   bool weak;
@@ -275,7 +275,7 @@ bool kl_reduce_needs_elements(int op) {
 ** argmax and argmin give int64 indices and compare in the input's dtype. */
 kiln_node *kl_reduce_kd(kl_opcode op, kiln_node *x, uint32_t axes, bool keepdims, const char *file,
                         int line) {
-  kiln_ctx *ctx = common_ctx(kl_ops[op].name, 1, &x);
+  kiln_ctx *ctx = kl_common_ctx(kl_ops[op].name, 1, &x);
   if (!ctx) return NULL;
   kiln_dtype dt = (kiln_dtype)x->type.dtype, out;
   if ((op == KL_OP_SUM || op == KL_OP_PROD) && !kl_dtype_is_float(dt)) dt = KILN_INT64;
@@ -308,7 +308,7 @@ static kiln_node *count_of(kiln_node *x, uint32_t axes, kiln_dtype dt, const cha
 }
 
 static kiln_node *mean_of(kiln_node *x, uint32_t axes, bool keepdims, const char *file, int line) {
-  if (!common_ctx("mean", 1, &x)) return NULL;
+  if (!kl_common_ctx("mean", 1, &x)) return NULL;
   kiln_dtype dt =
       kl_dtype_is_float((kiln_dtype)x->type.dtype) ? (kiln_dtype)x->type.dtype : KILN_FLOAT64;
   kiln_node *xc = kl_cast(x, dt, file, line);
@@ -321,7 +321,7 @@ static kiln_node *mean_of(kiln_node *x, uint32_t axes, bool keepdims, const char
 
 kiln_node *kl_bcast(kiln_node *g, kiln_node *like, uint32_t axes, const char *file, int line) {
   kiln_node *in[2] = {g, like};
-  kiln_ctx *ctx = common_ctx("broadcast", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("broadcast", 2, in);
   if (!ctx) return NULL;
   kl_type t = like->type;
   t.dtype = g->type.dtype;
@@ -332,7 +332,7 @@ kiln_node *kl_bcast(kiln_node *g, kiln_node *like, uint32_t axes, const char *fi
 
 kiln_node *kl_sum_like(kiln_node *g, kiln_node *like, const char *file, int line) {
   kiln_node *in[2] = {g, like};
-  kiln_ctx *ctx = common_ctx("sum_like", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("sum_like", 2, in);
   if (!ctx) return NULL;
   if (!kl_needs_sum_like(&g->type, &like->type)) return g;
   kl_type t = like->type;
@@ -378,7 +378,7 @@ static void dot_dims(const kiln_node *x, bool t, bool is_b, int64_t *outer, int6
 static kiln_node *dot_node(const char *what, kiln_node *a, kiln_node *b, bool ta, bool tb,
                            const char *file, int line) {
   kiln_node *in[2] = {a, b};
-  kiln_ctx *ctx = common_ctx(what, 2, in);
+  kiln_ctx *ctx = kl_common_ctx(what, 2, in);
   if (!ctx) return NULL;
   char la[256], lb[256], sa[160], sb[160];
   int ra = a->type.rank, rb = b->type.rank;
@@ -448,7 +448,7 @@ static bool rank_ok(kiln_ctx *ctx, const char *what, const char *allowed, kiln_n
 
 kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {
   kiln_node *in[2] = {a, b};
-  kiln_ctx *ctx = common_ctx("dot", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("dot", 2, in);
   if (!ctx) return NULL;
   if (!rank_ok(ctx, "dot", "supports scalars, vectors and matrices (kiln_matmul for stacks)", a, b,
                0, 2, file, line))
@@ -467,7 +467,7 @@ kiln_node *kiln_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {
 
 kiln_node *kiln_matmul_at(kiln_node *a, kiln_node *b, const char *file, int line) {
   kiln_node *in[2] = {a, b};
-  kiln_ctx *ctx = common_ctx("matmul", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("matmul", 2, in);
   if (!ctx) return NULL;
   if (!rank_ok(ctx, "matmul", "supports ranks 1 to 3 (a scalar is not allowed, as in numpy)", a, b,
                1, 3, file, line))
@@ -477,7 +477,7 @@ kiln_node *kiln_matmul_at(kiln_node *a, kiln_node *b, const char *file, int line
 
 kiln_node *kiln_batched_dot_at(kiln_node *a, kiln_node *b, const char *file, int line) {
   kiln_node *in[2] = {a, b};
-  kiln_ctx *ctx = common_ctx("batched_dot", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("batched_dot", 2, in);
   if (!ctx) return NULL;
   if (!rank_ok(ctx, "batched_dot", "needs two stacks of matrices (rank 3)", a, b, 3, 3, file, line))
     return NULL;
@@ -486,7 +486,7 @@ kiln_node *kiln_batched_dot_at(kiln_node *a, kiln_node *b, const char *file, int
 
 kiln_node *kiln_outer_at(kiln_node *a, kiln_node *b, const char *file, int line) {
   kiln_node *in[2] = {a, b};
-  kiln_ctx *ctx = common_ctx("outer", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("outer", 2, in);
   if (!ctx) return NULL;
   if (!rank_ok(ctx, "outer", "needs two vectors (numpy.outer would flatten)", a, b, 1, 1, file,
                line))
@@ -564,7 +564,7 @@ kiln_node *kiln_clip_at(kiln_node *x, kiln_node *lo, kiln_node *hi, const char *
 }
 
 kiln_node *kiln_cast_at(kiln_node *x, kiln_dtype dt, const char *file, int line) {
-  if (!common_ctx("cast", 1, &x)) return NULL;
+  if (!kl_common_ctx("cast", 1, &x)) return NULL;
   if (!kl_dtype_valid(dt)) {
     kl_error(x->ctx, KILN_MISUSE, "cast: invalid dtype %d (%s:%d)", (int)dt, kl_basename(file),
              line);
@@ -574,23 +574,23 @@ kiln_node *kiln_cast_at(kiln_node *x, kiln_dtype dt, const char *file, int line)
 }
 
 kiln_node *kiln_sum_at(kiln_node *x, const char *file, int line) {
-  if (!common_ctx("sum", 1, &x)) return NULL;
+  if (!kl_common_ctx("sum", 1, &x)) return NULL;
   return kl_reduce(KL_OP_SUM, x, (1u << x->type.rank) - 1u, file, line);
 }
 
 kiln_node *kiln_sum_axis_at(kiln_node *x, int axis, const char *file, int line) {
-  if (!common_ctx("sum", 1, &x)) return NULL;
+  if (!kl_common_ctx("sum", 1, &x)) return NULL;
   int a = norm_axis(x, axis, "sum", file, line);
   return a < 0 ? NULL : kl_reduce(KL_OP_SUM, x, 1u << a, file, line);
 }
 
 kiln_node *kiln_mean_at(kiln_node *x, const char *file, int line) {
-  if (!common_ctx("mean", 1, &x)) return NULL;
+  if (!kl_common_ctx("mean", 1, &x)) return NULL;
   return mean_of(x, (1u << x->type.rank) - 1u, false, file, line);
 }
 
 kiln_node *kiln_mean_axis_at(kiln_node *x, int axis, const char *file, int line) {
-  if (!common_ctx("mean", 1, &x)) return NULL;
+  if (!kl_common_ctx("mean", 1, &x)) return NULL;
   int a = norm_axis(x, axis, "mean", file, line);
   return a < 0 ? NULL : mean_of(x, 1u << a, false, file, line);
 }
@@ -632,7 +632,7 @@ kiln_node *kiln_reduce_at(kiln_node *x, kiln_reduce_op op, int n_axes, const int
                           int keepdims, const char *file, int line) {
   bool op_ok = (unsigned)op < KILN_N_REDUCE_OPS;
   const char *what = op_ok ? reduce_names[op] : "reduce";
-  kiln_ctx *ctx = common_ctx(what, 1, &x);
+  kiln_ctx *ctx = kl_common_ctx(what, 1, &x);
   if (!ctx) return NULL;
   char lb[256];
   if (!op_ok || n_axes < 0 || (n_axes > 0 && !axes)) {
@@ -704,7 +704,7 @@ kiln_node *kiln_logsumexp_at(kiln_node *x, int axis, int keepdims, const char *f
 ** maximum along it so exp never overflows: (x - m) - log(sum(exp(x - m))). */
 static kiln_node *log_softmax_on(kiln_node *x, int axis, const char *what, const char *file,
                                  int line) {
-  kiln_ctx *ctx = common_ctx(what, 1, &x);
+  kiln_ctx *ctx = kl_common_ctx(what, 1, &x);
   if (!ctx) return NULL;
   if (x->type.rank < 1) {
     char lb[256];
@@ -733,7 +733,7 @@ kiln_node *kiln_log_softmax_at(kiln_node *x, const char *file, int line) {
 }
 
 kiln_node *kiln_log_softmax_axis_at(kiln_node *x, int axis, const char *file, int line) {
-  if (!common_ctx("log_softmax", 1, &x)) return NULL;
+  if (!kl_common_ctx("log_softmax", 1, &x)) return NULL;
   int a = x->type.rank < 1 ? -1 : norm_axis(x, axis, "log_softmax", file, line);
   if (a < 0 && x->type.rank >= 1) return NULL;
   return log_softmax_on(x, a, "log_softmax", file, line);
@@ -753,7 +753,7 @@ kiln_node *kiln_softmax_at(kiln_node *x, const char *file, int line) {
 ** nothing even where log_softmax is -inf. */
 kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, int line) {
   kiln_node *pair[2] = {z, t};
-  kiln_ctx *ctx = common_ctx("crossentropy", 2, pair);
+  kiln_ctx *ctx = kl_common_ctx("crossentropy", 2, pair);
   if (!ctx) return NULL;
   kiln_node *ls = kiln_log_softmax_at(z, file, line);
   if (!ls) return NULL;
@@ -775,7 +775,7 @@ kiln_node *kiln_crossentropy_at(kiln_node *z, kiln_node *t, const char *file, in
 kiln_node *kiln_crossentropy_labels_at(kiln_node *z, kiln_node *labels, const char *file,
                                        int line) {
   kiln_node *pair[2] = {z, labels};
-  kiln_ctx *ctx = common_ctx("crossentropy", 2, pair);
+  kiln_ctx *ctx = kl_common_ctx("crossentropy", 2, pair);
   if (!ctx) return NULL;
   char lz[256], ll[256];
   int r = z->type.rank;
@@ -803,7 +803,7 @@ kiln_node *kiln_crossentropy_labels_at(kiln_node *z, kiln_node *labels, const ch
 ** Of a sigmoid it becomes softplus terms in the stabilize pass. */
 kiln_node *kiln_binary_crossentropy_at(kiln_node *p, kiln_node *t, const char *file, int line) {
   kiln_node *pair[2] = {p, t};
-  kiln_ctx *ctx = common_ctx("binary_crossentropy", 2, pair);
+  kiln_ctx *ctx = kl_common_ctx("binary_crossentropy", 2, pair);
   if (!ctx) return NULL;
   kiln_node *one = kiln_flit_at(ctx, 1.0, file, line);
   kiln_node *a[2] = {t, kl_elem(KL_OP_LOG, 1, &p, file, line)};
@@ -822,7 +822,7 @@ kiln_node *kiln_binary_crossentropy_at(kiln_node *p, kiln_node *t, const char *f
 kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node *t, const char *file,
                                                int line) {
   kiln_node *pair[2] = {z, t};
-  if (!common_ctx("sigmoid_binary_crossentropy", 2, pair)) return NULL;
+  if (!kl_common_ctx("sigmoid_binary_crossentropy", 2, pair)) return NULL;
   kiln_node *sp = kl_elem(KL_OP_SOFTPLUS, 1, &z, file, line);
   kiln_node *m[2] = {t, z};
   kiln_node *tz = sp ? kl_elem(KL_OP_MUL, 2, m, file, line) : NULL;
@@ -840,7 +840,7 @@ kiln_node *kiln_sigmoid_binary_crossentropy_at(kiln_node *z, kiln_node *t, const
 */
 
 kiln_node *kl_dimshuffle(kiln_node *x, int n, const int *src, const char *file, int line) {
-  kiln_ctx *ctx = common_ctx("dimshuffle", 1, &x);
+  kiln_ctx *ctx = kl_common_ctx("dimshuffle", 1, &x);
   if (!ctx) return NULL;
   bool same = n == x->type.rank;
   for (int a = 0; a < n && same; a++)
@@ -856,7 +856,7 @@ kiln_node *kl_dimshuffle(kiln_node *x, int n, const int *src, const char *file, 
 }
 
 kiln_node *kiln_dimshuffle_at(kiln_node *x, int n, const int *pattern, const char *file, int line) {
-  kiln_ctx *ctx = common_ctx("dimshuffle", 1, &x);
+  kiln_ctx *ctx = kl_common_ctx("dimshuffle", 1, &x);
   if (!ctx) return NULL;
   char lb[256], sh[160];
   int r = x->type.rank;
@@ -899,7 +899,7 @@ kiln_node *kiln_dimshuffle_at(kiln_node *x, int n, const int *pattern, const cha
 
 kiln_node *kiln_transpose_at(kiln_node *x, int n_axes, const int *axes, const char *file,
                              int line) {
-  kiln_ctx *ctx = common_ctx("transpose", 1, &x);
+  kiln_ctx *ctx = kl_common_ctx("transpose", 1, &x);
   if (!ctx) return NULL;
   char lb[256];
   int r = x->type.rank, perm[KILN_MAX_RANK];
@@ -1016,7 +1016,7 @@ static kiln_node *reshape_of(kiln_node *x, int r, const int64_t *dims, const int
 
 kiln_node *kiln_reshape_at(kiln_node *x, int n_dims, const int64_t *shape, const char *file,
                            int line) {
-  kiln_ctx *ctx = common_ctx("reshape", 1, &x);
+  kiln_ctx *ctx = kl_common_ctx("reshape", 1, &x);
   if (!ctx) return NULL;
   char lb[256];
   if (n_dims < 0 || n_dims > KILN_MAX_RANK || (n_dims > 0 && !shape)) {
@@ -1044,7 +1044,7 @@ kiln_node *kiln_reshape_at(kiln_node *x, int n_dims, const int64_t *shape, const
 }
 
 kiln_node *kiln_flatten_at(kiln_node *x, int ndim, const char *file, int line) {
-  kiln_ctx *ctx = common_ctx("flatten", 1, &x);
+  kiln_ctx *ctx = kl_common_ctx("flatten", 1, &x);
   if (!ctx) return NULL;
   int r = x->type.rank;
   if (ndim < 1 || ndim > (r > 1 ? r : 1)) {
@@ -1072,7 +1072,7 @@ kiln_node *kiln_flatten_at(kiln_node *x, int ndim, const char *file, int line) {
 ** a reshape. A static shape needs no like operand at run time. */
 kiln_node *kl_reshape_like(kiln_node *g, kiln_node *like, const char *file, int line) {
   kiln_node *in[2] = {g, like};
-  kiln_ctx *ctx = common_ctx("reshape_like", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("reshape_like", 2, in);
   if (!ctx) return NULL;
   int r = like->type.rank;
   if (kl_type_static_size(&like->type) >= 0) {

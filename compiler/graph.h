@@ -153,6 +153,10 @@ int64_t kl_type_static_size(const kl_type *t); /* -1 if any dim is dynamic */
 ** bookkeeping, used by grad rules. */
 kiln_node *kl_elem(kl_opcode op, int n, kiln_node *const *in, const char *file, int line);
 kiln_node *kl_cast(kiln_node *x, kiln_dtype dt, const char *file, int line);
+/* The context shared by the n operands of builder what, or NULL: quietly if
+** an operand is NULL (an earlier builder failed), with KILN_MISUSE if a
+** handle is bad or the operands belong to different contexts. */
+kiln_ctx *kl_common_ctx(const char *what, int n, kiln_node *const *in);
 kiln_node *kl_reduce(kl_opcode op, kiln_node *x, uint32_t axes, const char *file, int line);
 /* kl_reduce with numpy's keepdims: the reduced axes stay with size 1. */
 kiln_node *kl_reduce_kd(kl_opcode op, kiln_node *x, uint32_t axes, bool keepdims, const char *file,

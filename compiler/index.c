@@ -25,27 +25,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The context shared by the operands; NULL quietly if one is NULL (an
-** earlier builder failed), with KILN_MISUSE if a handle is bad. */
-static kiln_ctx *ctx_of(const char *what, int n, kiln_node *const *in) {
-  kiln_ctx *ctx = NULL;
-  for (int i = 0; i < n; i++) {
-    if (!in[i]) return NULL;
-    if (!kl_node_ok(in[i])) {
-      for (int j = 0; j < n; j++)
-        if (in[j] && kl_node_ok(in[j]))
-          kl_error(in[j]->ctx, KILN_MISUSE, "%s: operand %d is not a valid node", what, i);
-      return NULL;
-    }
-    if (!ctx) ctx = in[i]->ctx;
-    if (in[i]->ctx != ctx) {
-      kl_error(ctx, KILN_MISUSE, "%s: operands belong to different contexts", what);
-      return NULL;
-    }
-  }
-  return ctx;
-}
-
 static kiln_node *fail(kiln_ctx *ctx, kiln_status st, const char *what, const kiln_node *x,
                        const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 7, 8)));
@@ -65,7 +44,7 @@ static kiln_node *fail(kiln_ctx *ctx, kiln_status st, const char *what, const ki
 
 kiln_node *kiln_slice_at(kiln_node *x, int n_slices, const kiln_slice *slices, const char *file,
                          int line) {
-  kiln_ctx *ctx = ctx_of("slice", 1, &x);
+  kiln_ctx *ctx = kl_common_ctx("slice", 1, &x);
   if (!ctx) return NULL;
   int r = x->type.rank;
   if (n_slices < 0 || n_slices > r || (n_slices > 0 && !slices))
@@ -115,7 +94,7 @@ kiln_node *kiln_slice_at(kiln_node *x, int n_slices, const kiln_slice *slices, c
 kiln_node *kl_slice_inc(kiln_node *g, kiln_node *like, const kiln_slice *slices, const char *file,
                         int line) {
   kiln_node *in[2] = {g, like};
-  kiln_ctx *ctx = ctx_of("inc_slice", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("inc_slice", 2, in);
   if (!ctx) return NULL;
   kl_type t = like->type;
   t.dtype = g->type.dtype;
@@ -139,7 +118,7 @@ static int norm_axis(kiln_node *x, int axis, int rank, const char *what, const c
 
 kiln_node *kl_take(kiln_node *x, kiln_node *idx, int axis, const char *file, int line) {
   kiln_node *in[2] = {x, idx};
-  kiln_ctx *ctx = ctx_of("take", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("take", 2, in);
   if (!ctx) return NULL;
   if (!kl_dtype_is_int((kiln_dtype)idx->type.dtype))
     return fail(ctx, KILN_TYPE, "take", idx, file, line, "indices must be integers, not %s",
@@ -181,7 +160,7 @@ kiln_node *kiln_take_at(kiln_node *x, kiln_node *idx, int axis, const char *file
 kiln_node *kl_take_inc(kiln_node *g, kiln_node *idx, kiln_node *like, int axis, const char *file,
                        int line) {
   kiln_node *in[3] = {g, idx, like};
-  kiln_ctx *ctx = ctx_of("inc_take", 3, in);
+  kiln_ctx *ctx = kl_common_ctx("inc_take", 3, in);
   if (!ctx) return NULL;
   kl_type t = like->type;
   t.dtype = g->type.dtype;
@@ -194,7 +173,7 @@ kiln_node *kl_take_inc(kiln_node *g, kiln_node *idx, kiln_node *like, int axis, 
 
 kiln_node *kiln_one_hot_at(kiln_node *labels, int64_t n_classes, kiln_dtype dtype, const char *file,
                            int line) {
-  kiln_ctx *ctx = ctx_of("one_hot", 1, &labels);
+  kiln_ctx *ctx = kl_common_ctx("one_hot", 1, &labels);
   if (!ctx) return NULL;
   if (!kl_dtype_is_int((kiln_dtype)labels->type.dtype))
     return fail(ctx, KILN_TYPE, "one_hot", labels, file, line, "labels must be integers, not %s",
@@ -274,7 +253,7 @@ static kiln_node *join(int n, kiln_node *const *xs, int axis, bool stack, const 
       if (kl_node_ok(xs[i])) kl_error(xs[i]->ctx, KILN_MISUSE, "%s: empty list", what);
     return NULL;
   }
-  kiln_ctx *ctx = ctx_of(what, n, xs);
+  kiln_ctx *ctx = kl_common_ctx(what, n, xs);
   if (!ctx) return NULL;
   int r = xs[0]->type.rank, rr = stack ? r + 1 : r;
   for (int i = 1; i < n; i++)
@@ -316,7 +295,7 @@ kiln_node *kiln_stack_at(int n, kiln_node *const *xs, int axis, const char *file
 kiln_node *kl_concat_part(kiln_node *g, kiln_node *like, int axis, int part, bool lacks,
                           const char *file, int line) {
   kiln_node *in[2] = {g, like};
-  kiln_ctx *ctx = ctx_of("concat_part", 2, in);
+  kiln_ctx *ctx = kl_common_ctx("concat_part", 2, in);
   if (!ctx) return NULL;
   kl_type t = like->type;
   t.dtype = g->type.dtype;
