@@ -95,7 +95,6 @@ void kiln_ctx_free(kiln_ctx *ctx) {
   kl_free(ctx);
 }
 
-bool kl_ctx_ok(const kiln_ctx *ctx) { return ctx && ctx->magic == KL_MAGIC_CTX; }
 bool kl_node_ok(const kiln_node *v) { return v && v->magic == KL_MAGIC_NODE && kl_ctx_ok(v->ctx); }
 
 kiln_status kl_error(kiln_ctx *ctx, kiln_status st, const char *fmt, ...) {

@@ -123,7 +123,7 @@ struct kiln_ctx {
 ** input record nothing, so along a chain the first error stays). Returns st. */
 kiln_status kl_error(kiln_ctx *ctx, kiln_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-bool kl_ctx_ok(const kiln_ctx *ctx);
+static inline bool kl_ctx_ok(const kiln_ctx *ctx) { return ctx && ctx->magic == KL_MAGIC_CTX; }
 bool kl_node_ok(const kiln_node *v);
 const char *kl_basename(const char *file); /* "dir/seed.c" -> "seed.c" */
 /* "'x' (input built at seed.c:10)" or "mul #12 (built at seed.c:15)". */

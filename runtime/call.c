@@ -317,9 +317,11 @@ static bool same_as_last(const kl_plan *p, const kiln_tensor *const *in) {
   if (!p->warm || (p->n_inputs > 0 && !in)) return false;
   for (int i = 0; i < p->n_inputs; i++) {
     const kiln_tensor *t = in[i];
-    if (!kl_tensor_ok(t) || t->dtype != p->inputs[i].dtype || t->rank != p->inputs[i].rank ||
-        memcmp(t->shape, p->last_dims + i * KILN_MAX_RANK, t->rank * sizeof *t->shape) != 0)
+    if (!kl_tensor_ok(t) || t->dtype != p->inputs[i].dtype || t->rank != p->inputs[i].rank)
       return false;
+    const int64_t *last = p->last_dims + i * KILN_MAX_RANK;
+    for (int d = 0; d < t->rank; d++) /* a loop, not memcmp: ranks are small */
+      if (t->shape[d] != last[d]) return false;
   }
   return true;
 }

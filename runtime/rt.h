@@ -59,7 +59,7 @@ struct kiln_tensor {
   void *data;   /* KL_ALIGN-aligned */
 };
 
-bool kl_tensor_ok(const kiln_tensor *t);
+static inline bool kl_tensor_ok(const kiln_tensor *t) { return t && t->magic == KL_MAGIC_TENSOR; }
 size_t kl_tensor_nbytes(const kiln_tensor *t);
 /* Initializes t in place (not borrowed) as an empty rank-0 holder. */
 void kl_tensor_init(kiln_tensor *t, kiln_dtype dt);

@@ -35,8 +35,6 @@ const char *kl_shape_str(char *buf, size_t n, int rank, const int64_t *shape) {
   return buf;
 }
 
-bool kl_tensor_ok(const kiln_tensor *t) { return t && t->magic == KL_MAGIC_TENSOR; }
-
 size_t kl_tensor_nbytes(const kiln_tensor *t) {
   return (size_t)t->size * kiln_dtype_size((kiln_dtype)t->dtype);
 }
