@@ -549,18 +549,9 @@ END_TEST
 /* --------------------------------------------------------------- lowering */
 
 static char *ir_of(kiln_function *f) {
-  FILE *m = tmpfile();
-  ck_assert_ptr_nonnull(m);
-  ck_assert_int_eq(kiln_function_dump(f, KILN_STAGE_LLVM_OPT, m), KILN_OK);
-  long len = ftell(m);
-  ck_assert_int_gt(len, 0);
-  char *buf = malloc((size_t)len + 1);
-  ck_assert_ptr_nonnull(buf);
-  rewind(m);
-  ck_assert_int_eq(fread(buf, 1, (size_t)len, m), (size_t)len);
-  buf[len] = 0;
-  fclose(m);
-  return buf;
+  char *ir = kt_dump_stage(f, KILN_STAGE_LLVM_OPT);
+  ck_assert_int_gt(strlen(ir), 0);
+  return ir;
 }
 
 /* The float kernel works on vectors of 64 bytes (across output columns),

@@ -1057,22 +1057,6 @@ END_TEST
 
 /* ---------------------------------------------------------------- dumps */
 
-static char *dump_text(kiln_function *f, kiln_stage stage) {
-  FILE *tmp = tmpfile();
-  ck_assert_ptr_nonnull(tmp);
-  kiln_status st = kiln_function_dump(f, stage, tmp);
-  ck_assert_msg(st == KILN_OK, "dump stage %d: %s", (int)stage, kiln_status_str(st));
-  long n = ftell(tmp);
-  ck_assert(n >= 0);
-  rewind(tmp);
-  char *s = malloc((size_t)n + 1);
-  ck_assert_ptr_nonnull(s);
-  ck_assert_int_eq(fread(s, 1, (size_t)n, tmp), (size_t)n);
-  s[n] = 0;
-  fclose(tmp);
-  return s;
-}
-
 START_TEST(dump_stages) {
   kiln_ctx *ctx = new_ctx();
   kiln_node *x = kiln_fvector(ctx, "x"), *y = kiln_fvector(ctx, "y");
@@ -1080,16 +1064,16 @@ START_TEST(dump_stages) {
   kiln_node *ins[] = {x, y};
   kiln_function *f = kiln_function_new(ctx, "dotlike", 2, ins, 1, &z, 0, NULL);
   ck_assert_msg(f != NULL, "%s", kiln_errmsg(ctx));
-  char *opt = dump_text(f, KILN_STAGE_LLVM_OPT);
+  char *opt = kt_dump_stage(f, KILN_STAGE_LLVM_OPT);
   ck_assert_msg(strstr(opt, "define") != NULL, "%s", opt);
   ck_assert_msg(strstr(opt, "@kiln_step_") != NULL, "no step function: %s", opt);
-  char *graph = dump_text(f, KILN_STAGE_GRAPH);
+  char *graph = kt_dump_stage(f, KILN_STAGE_GRAPH);
   ck_assert_msg(strlen(graph) > 0, "empty graph dump");
   ck_assert_msg(strstr(graph, "mul") && strstr(graph, "sum") && strstr(graph, "'total'"), "%s",
                 graph);
-  char *ir = dump_text(f, KILN_STAGE_LLVM_IR);
+  char *ir = kt_dump_stage(f, KILN_STAGE_LLVM_IR);
   ck_assert_msg(strlen(ir) > 0 && strstr(ir, "define") && strstr(ir, "fmul float"), "%s", ir);
-  char *as = dump_text(f, KILN_STAGE_ASM);
+  char *as = kt_dump_stage(f, KILN_STAGE_ASM);
   ck_assert_msg(strlen(as) > 0 && strstr(as, "kiln_step_"), "%s", as);
   /* the same step function name in every LLVM stage */
   const char *p = strstr(opt, "@kiln_step_");

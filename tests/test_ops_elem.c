@@ -1170,20 +1170,6 @@ END_TEST
 
 /* ------------------------------------------------- fusion and libm calls */
 
-static char *dump_text(kiln_function *f, kiln_stage stage) {
-  FILE *tmp = tmpfile();
-  ck_assert_ptr_nonnull(tmp);
-  ck_assert_int_eq(kiln_function_dump(f, stage, tmp), KILN_OK);
-  long n = ftell(tmp);
-  rewind(tmp);
-  char *s = malloc((size_t)n + 1);
-  ck_assert_ptr_nonnull(s);
-  ck_assert_int_eq(fread(s, 1, (size_t)n, tmp), (size_t)n);
-  s[n] = 0;
-  fclose(tmp);
-  return s;
-}
-
 /* The line of the optimized graph that names node 'name'. */
 static char *line_of(const char *text, const char *name, char *buf, size_t n) {
   char key[64];
@@ -1228,7 +1214,7 @@ START_TEST(cheap_ops_fuse) {
   kiln_node *ins[2] = {x, y};
   kiln_function *f = kiln_function_new(ctx, "fuse", 2, ins, 2, outs, 0, NULL);
   ck_assert_msg(f != NULL, "%s", kiln_errmsg(ctx));
-  char *g = dump_text(f, KILN_STAGE_OPT_GRAPH);
+  char *g = kt_dump_stage(f, KILN_STAGE_OPT_GRAPH);
   char line[512];
   for (int k = 0; k < n; k++) {
     const char *nm = kiln_node_name(nodes[k]);

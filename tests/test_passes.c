@@ -39,18 +39,6 @@ static kiln_function *compile(kiln_ctx *ctx, const char *name, int n_in, kiln_no
   return f;
 }
 
-/* A stage's text (malloc'ed). */
-static char *dump(kiln_function *f, const char *stage) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *m = open_memstream(&buf, &len);
-  ck_assert_ptr_nonnull(m);
-  kiln_status st = kiln_function_dump_named(f, stage, m);
-  fclose(m);
-  ck_assert_msg(st == KILN_OK, "dump of stage '%s' failed: %s", stage, kiln_status_str(st));
-  return buf;
-}
-
 /* The name of the first stage "pass.NN.<pass>", or NULL. */
 static const char *pass_stage(kiln_function *f, const char *pass) {
   for (int i = 0; i < kiln_function_n_dumps(f); i++) {
@@ -66,7 +54,7 @@ static const char *pass_stage(kiln_function *f, const char *pass) {
 static char *dump_pass(kiln_function *f, const char *pass) {
   const char *nm = pass_stage(f, pass);
   ck_assert_msg(nm != NULL, "no stage pass.NN.%s: the pass changed nothing", pass);
-  return dump(f, nm);
+  return kt_dump(f, nm);
 }
 
 /* Copy of line number k (0-based) of text, or NULL. */
@@ -277,7 +265,7 @@ START_TEST(canonicalize_constant_right) {
   kiln_node *ym = kiln_mul(kiln_scalar(ctx, KILN_FLOAT64, 3.0), x);
   kiln_node *out[] = {kiln_name(ya, "ya"), kiln_name(ym, "ym")};
   kiln_function *f = compile(ctx, "f", 1, &x, 2, out, 0, NULL, &OPT);
-  char *before = dump(f, "graph"), *after = dump_pass(f, "canonicalize");
+  char *before = kt_dump(f, "graph"), *after = dump_pass(f, "canonicalize");
   int xb = node_id(before, "'x'"), c2 = node_id(before, "const{2.0}"),
       c3 = node_id(before, "const{3.0}");
   char want[64];
@@ -305,7 +293,7 @@ START_TEST(canonicalize_sub_constant) {
   kiln_node *x = kiln_dvector(ctx, "x");
   kiln_node *y = kiln_name(kiln_sub(x, kiln_scalar(ctx, KILN_FLOAT64, 5.0)), "y");
   kiln_function *f = compile(ctx, "f", 1, &x, 1, &y, 0, NULL, &OPT);
-  char *before = dump(f, "graph"), *after = dump_pass(f, "canonicalize");
+  char *before = kt_dump(f, "graph"), *after = dump_pass(f, "canonicalize");
   ck_assert_int_eq(count_lines(before, "= sub(", 0), 1);
   ck_assert_int_eq(count_lines(after, "= sub(", 0), 0);
   int xa = node_id(after, "'x'"), m5 = node_id(after, "const{-5.0}");
@@ -340,7 +328,7 @@ START_TEST(canonicalize_sub_integer_wraps) {
   kiln_node *out[] = {kiln_sub(b, kiln_scalar(ctx, KILN_INT8, -128)),
                       kiln_sub(u, kiln_scalar(ctx, KILN_UINT8, 5))};
   kiln_function *f = compile(ctx, "f", 2, (kiln_node *[]){b, u}, 2, out, 0, NULL, &OPT);
-  char *after = dump(f, "opt");
+  char *after = kt_dump(f, "opt");
   ck_assert_msg(count_lines(after, "= sub(", 0) == 0 && count_lines(after, "const{-128}", 0) == 1 &&
                     count_lines(after, "const{251}", 0) == 1,
                 "both subs become adds of the negation:\n%s", after);
@@ -371,7 +359,7 @@ START_TEST(constant_fold_subgraph) {
       kiln_add(kiln_scalar(ctx, KILN_FLOAT64, 2.0), kiln_exp(kiln_scalar(ctx, KILN_FLOAT64, 0.0)));
   kiln_node *y = kiln_mul(x, c);
   kiln_function *f = compile(ctx, "f", 1, &x, 1, &y, 0, NULL, &OPT);
-  char *before = dump(f, "graph"), *after = dump_pass(f, "constant_fold");
+  char *before = kt_dump(f, "graph"), *after = dump_pass(f, "constant_fold");
   ck_assert_int_eq(n_nodes(before), 6); /* x, 2, 0, exp, add, mul */
   ck_assert_int_eq(count_lines(before, "= exp(", 0), 1);
   ck_assert_int_eq(n_nodes(after), 3); /* x, 3, mul */
@@ -405,7 +393,7 @@ START_TEST(cse_merges_separate_builds) {
   kiln_node *m2 = kiln_mul(x, kiln_scalar(ctx, KILN_FLOAT64, 2.0));
   kiln_node *y = kiln_add(kiln_add(a, b), kiln_add(m1, m2));
   kiln_function *f = compile(ctx, "f", 1, &x, 1, &y, 0, NULL, &OPT);
-  char *before = dump(f, "graph"), *after = dump_pass(f, "cse");
+  char *before = kt_dump(f, "graph"), *after = dump_pass(f, "cse");
   ck_assert_int_eq(count_lines(before, "= exp(", 0), 2);
   ck_assert_int_eq(count_lines(before, "= mul(", 0), 2);
   ck_assert_int_eq(count_lines(before, "const{2.0}", 0), 2);
@@ -437,7 +425,7 @@ START_TEST(cse_keeps_different_nodes) {
   kiln_node *c2 = kiln_mul(x, kiln_scalar(ctx, KILN_FLOAT64, -2.0));
   kiln_node *out[] = {s0, s1, c1, c2};
   kiln_function *f = compile(ctx, "f", 1, &x, 4, out, 0, NULL, &OPT);
-  char *after = dump(f, "opt");
+  char *after = kt_dump(f, "opt");
   ck_assert_int_eq(count_lines(after, "= sum{", 0), 2);
   ck_assert_int_eq(count_lines(after, "= mul(", 0), 2);
   free(after);
@@ -495,7 +483,8 @@ START_TEST(simplify_exact_rules) {
                                  : kiln_exp(rule_expr(ctx, (rule_case)r, x));
       ck_assert_msg(y != NULL, "rule %d: %s", r, kiln_errmsg(ctx));
       kiln_function *f = compile(ctx, "f", 1, &x, 1, &y, 0, NULL, &OPT);
-      char *before = dump(f, "graph"), *after = dump_pass(f, "simplify"), *opt = dump(f, "opt");
+      char *before = kt_dump(f, "graph"), *after = dump_pass(f, "simplify"),
+           *opt = kt_dump(f, "opt");
       ck_assert_msg(count_lines(before, rule_op[r], 0) >= 1, "rule %d: graph lacks %s:\n%s", r,
                     rule_op[r], before);
       ck_assert_msg(count_lines(after, rule_op[r], 0) == 0, "rule %d: %s survives simplify:\n%s", r,
@@ -532,7 +521,7 @@ START_TEST(simplify_where_same_operands) {
   kiln_node *xs = kiln_input(ctx, "xs", KILN_FLOAT64, 1, (int64_t[]){3});
   kiln_node *y = kiln_exp(kiln_where(c3, xs, xs));
   kiln_function *f = compile(ctx, "f", 2, (kiln_node *[]){c3, xs}, 1, &y, 0, NULL, &OPT);
-  char *g = dump(f, "graph"), *opt = dump(f, "opt");
+  char *g = kt_dump(f, "graph"), *opt = kt_dump(f, "opt");
   ck_assert_int_eq(count_lines(g, "= where(", 0), 1);
   ck_assert_msg(count_lines(opt, "= where(", 0) == 0, "where(c, x, x) stays:\n%s", opt);
   char want[32];
@@ -579,7 +568,7 @@ START_TEST(simplify_cast_roundtrip) {
                       kiln_cast(kiln_cast(d, KILN_FLOAT32), KILN_FLOAT64)};
   kiln_node *in[] = {w, b, i, d};
   kiln_function *f = compile(ctx, "f", 4, in, 4, out, 0, NULL, &OPT);
-  char *g = dump(f, "graph"), *opt = dump(f, "opt");
+  char *g = kt_dump(f, "graph"), *opt = kt_dump(f, "opt");
   ck_assert_int_eq(count_lines(g, "= cast{", 0), 8);
   /* the two exact round trips are gone, the two inexact ones stay */
   ck_assert_msg(count_lines(opt, "= cast{", 0) == 4 && count_lines(opt, "= cast{int16}", 0) == 0 &&
@@ -614,7 +603,7 @@ START_TEST(simplify_leaves_inexact) {
   kiln_node *out[] = {kiln_add(x, kiln_lit(ctx, 0.0)), kiln_mul(x, kiln_lit(ctx, 0.0)),
                       kiln_sub(x, x), kiln_mul(x, one11)};
   kiln_function *f = compile(ctx, "f", 1, &x, 4, out, 0, NULL, &OPT);
-  char *opt = dump(f, "opt");
+  char *opt = kt_dump(f, "opt");
   ck_assert_msg(count_lines(opt, "= add(", 0) == 1 && count_lines(opt, "= mul(", 0) == 2 &&
                     count_lines(opt, "= sub(", 0) == 1,
                 "inexact rewrites fired without fast math:\n%s", opt);
@@ -647,7 +636,7 @@ START_TEST(simplify_fast_math) {
                       kiln_name(kiln_sub(x, x), "xx"),
                       kiln_name(kiln_add(x, kiln_lit(ctx, 0.0)), "xa")};
   kiln_function *f = compile(ctx, "f", 1, &x, 3, out, 0, NULL, &FAST);
-  char *opt = dump(f, "opt");
+  char *opt = kt_dump(f, "opt");
   ck_assert_msg(count_lines(opt, "= mul(", 0) == 0 && count_lines(opt, "= sub(", 0) == 0 &&
                     count_lines(opt, "= add(", 0) == 0,
                 "fast math leaves an op:\n%s", opt);
@@ -691,7 +680,7 @@ START_TEST(dce_drops_unused) {
   /* exp(x * 1): after simplify the mul and the constant 1 are dead */
   kiln_node *y = kiln_add(kiln_exp(kiln_mul(x, kiln_lit(ctx, 1.0))), x);
   kiln_function *f = compile(ctx, "f", 2, (kiln_node *[]){x, unused_in}, 1, &y, 0, NULL, &OPT);
-  char *g = dump(f, "graph"), *opt = dump(f, "opt");
+  char *g = kt_dump(f, "graph"), *opt = kt_dump(f, "opt");
   ck_assert_int_eq(count_lines(g, "'dead'", 0), 0);
   ck_assert_int_eq(count_lines(g, "'unused'", 0), 0);
   ck_assert_int_eq(count_lines(g, "const{1.0}", 0), 1);
@@ -702,7 +691,7 @@ START_TEST(dce_drops_unused) {
   for (int i = 0; i < kiln_function_n_dumps(f); i++) {
     const char *nm = kiln_function_dump_name(f, i);
     if (strcmp(nm, "graph") && strcmp(nm, "opt") && strncmp(nm, "pass.", 5)) continue;
-    char *t = dump(f, nm);
+    char *t = kt_dump(f, nm);
     check_no_dead_nodes(t, nm);
     free(t);
   }
@@ -744,8 +733,8 @@ START_TEST(fusion_marks) {
   kiln_node *out[] = {kiln_exp(kiln_add(x, kiln_lit(ctx, 1.0))), kiln_mul(s, kiln_lit(ctx, 2.0)),
                       kiln_sum(kiln_sqr(x))};
   kiln_function *f = compile(ctx, "f", 2, (kiln_node *[]){x, s}, 3, out, 0, NULL, &OPT);
-  char *g = dump(f, "graph"), *fe = dump_pass(f, "fuse_elemwise"),
-       *fr = dump_pass(f, "fuse_reduce"), *opt = dump(f, "opt"), *plan = dump(f, "plan");
+  char *g = kt_dump(f, "graph"), *fe = dump_pass(f, "fuse_elemwise"),
+       *fr = dump_pass(f, "fuse_reduce"), *opt = kt_dump(f, "opt"), *plan = kt_dump(f, "plan");
   ck_assert_int_eq(count_lines(g, "<", 0), 0); /* no schedule yet */
   assert_sched(opt, "= add(", "<fused>");
   assert_sched(opt, "= exp(", "<kernel>");
@@ -764,8 +753,8 @@ START_TEST(fusion_marks) {
   FREE(g, fe, fr, opt, plan);
   /* unoptimized: nothing fused, every rank>0 node its own kernel */
   kiln_function *fn = compile(ctx, "n", 2, (kiln_node *[]){x, s}, 3, out, 0, NULL, &NOOPT);
-  opt = dump(fn, "opt");
-  plan = dump(fn, "plan");
+  opt = kt_dump(fn, "opt");
+  plan = kt_dump(fn, "plan");
   ck_assert_int_eq(count_lines(opt, "<fused>", 0), 0);
   ck_assert_int_eq(count_lines(opt, "<kernel>", 0), 4); /* add exp sqr sum */
   ck_assert_int_eq(count_lines(plan, "kernel ", 1), 4);
@@ -789,7 +778,7 @@ START_TEST(fusion_multi_use) {
   kiln_node *e = kiln_name(kiln_exp(x), "costly");
   kiln_node *out[] = {kiln_mul(a, e), kiln_sub(a, e)};
   kiln_function *f = compile(ctx, "f", 1, &x, 2, out, 0, NULL, &OPT);
-  char *opt = dump(f, "opt");
+  char *opt = kt_dump(f, "opt");
   assert_sched(opt, "'cheap'", "<fused>");
   assert_sched(opt, "'costly'", "<kernel>");
   free(opt);
@@ -807,7 +796,7 @@ START_TEST(inplace_seed_update) {
   seed_graph s;
   kiln_function *f = compile_seed(ctx, &s, "f", &OPT);
   char *before = dump_pass(f, "fuse_reduce"), *after = dump_pass(f, "inplace"),
-       *plan = dump(f, "plan");
+       *plan = kt_dump(f, "plan");
   ck_assert_int_eq(count_lines(before, "in place", 0), 0);
   ck_assert_int_eq(count_lines(after, "<kernel, in place>", 0), 1);
   /* it is the update's node */
@@ -863,7 +852,7 @@ START_TEST(inplace_refused) {
     for (int k = 0; k < 3; k++)
       ck_assert_int_eq(kiln_shared_set(sh[k], init[k]), KILN_OK);
     kiln_function *f = compile(ctx, "f", 1, &x, 2, out, 3, u, pass ? &NOOPT : &OPT);
-    char *opt = dump(f, "opt");
+    char *opt = kt_dump(f, "opt");
     if (pass)
       ck_assert_int_eq(count_lines(opt, "in place", 0), 0);
     else {
@@ -892,7 +881,7 @@ START_TEST(seed_plan_two_kernels) {
   kiln_ctx *ctx = kiln_ctx_new();
   seed_graph s;
   kiln_function *f = compile_seed(ctx, &s, "f", &OPT);
-  char *plan = dump(f, "plan");
+  char *plan = kt_dump(f, "plan");
   int kernels = count_lines(plan, "kernel ", 1), scalars = count_lines(plan, "scalar ", 1);
   int other = count_lines(plan, "", 1) - kernels - scalars - count_lines(plan, "buf ", 1) -
               count_lines(plan, "update ", 1);
@@ -941,7 +930,7 @@ START_TEST(seed_llvm_ir) {
   kiln_ctx *ctx = kiln_ctx_new();
   seed_graph s;
   kiln_function *f = compile_seed(ctx, &s, "f", &OPT);
-  char *ll = dump(f, "ll"), *opt = dump(f, "opt.ll");
+  char *ll = kt_dump(f, "ll"), *opt = kt_dump(f, "opt.ll");
   /* Kiln emits each of the two kernels' loop nests twice (a contiguous
   ** version for when x's size is not 1, and a broadcasting one) and the
   ** sum as a lane loop plus a tail loop: 6 loop headers before LLVM, all
@@ -959,8 +948,8 @@ START_TEST(seed_llvm_ir) {
   FREE(ll, opt);
   /* unoptimized: one loop nest per rank>0 kernel: cast, mul, sum, broadcast, mul, cast, mul, sub */
   kiln_function *fn = compile_seed(ctx, &s, "n", &NOOPT);
-  char *plan = dump(fn, "plan");
-  ll = dump(fn, "ll");
+  char *plan = kt_dump(fn, "plan");
+  ll = kt_dump(fn, "ll");
   int k = count_lines(plan, "kernel ", 1);
   ck_assert_int_gt(k, 2);
   /* every kernel is a rank-1 loop nest, some emitted in two versions */
@@ -974,7 +963,7 @@ START_TEST(seed_node_counts) {
   kiln_ctx *ctx = kiln_ctx_new();
   seed_graph s;
   kiln_function *f = compile_seed(ctx, &s, "f", &OPT);
-  char *g = dump(f, "graph"), *opt = dump(f, "opt");
+  char *g = kt_dump(f, "graph"), *opt = kt_dump(f, "opt");
   int before = n_nodes(g), after = n_nodes(opt);
   printf("seed step: %d nodes as built (stage graph), %d after the pipeline (stage opt)\n", before,
          after);
@@ -990,7 +979,7 @@ START_TEST(seed_node_counts) {
   for (int i = 0; i < kiln_function_n_dumps(f); i++) { /* no stage has a dead node */
     const char *nm = kiln_function_dump_name(f, i);
     if (strcmp(nm, "graph") && strcmp(nm, "opt") && strncmp(nm, "pass.", 5)) continue;
-    char *t = dump(f, nm);
+    char *t = kt_dump(f, nm);
     check_no_dead_nodes(t, nm);
     free(t);
   }
@@ -1094,7 +1083,7 @@ START_TEST(dump_dir_files) {
     char *text = kt_read_file(p);
     ck_assert_msg(text != NULL, "%s was not written", p);
     ck_assert_msg(strlen(text) > 10, "%s is empty", p);
-    char *mine = dump(f, want[i]);
+    char *mine = kt_dump(f, want[i]);
     ck_assert_msg(strcmp(text, mine) == 0, "%s differs from kiln_function_dump_named", p);
     FREE(mine, text);
   }
@@ -1152,7 +1141,7 @@ START_TEST(dump_names) {
         ok |= !strcmp(pass, pn[k]);
       ck_assert_msg(ok, "unknown pass in '%s'", nm);
     }
-    char *t = dump(f, nm);
+    char *t = kt_dump(f, nm);
     ck_assert_msg(strlen(t) > 0, "stage %s is empty", nm);
     free(t);
   }
@@ -1166,7 +1155,7 @@ START_TEST(dump_names) {
   static const char *const by_enum[KILN_N_STAGES] = {"graph", "ll",   "opt.ll", "s",
                                                      "opt",   "plan", "dot"};
   for (int k = 0; k < KILN_N_STAGES; k++) {
-    char *buf = NULL, *named = dump(f, by_enum[k]);
+    char *buf = NULL, *named = kt_dump(f, by_enum[k]);
     size_t len = 0;
     FILE *m = open_memstream(&buf, &len);
     ck_assert_int_eq(kiln_function_dump(f, (kiln_stage)k, m), KILN_OK);
@@ -1316,7 +1305,7 @@ static int fold_compare(int n_leaf, const leafspec *ls, int n_ops, build_fn buil
   }
   kiln_function *ff = compile(ctx, "folded", 0, NULL, n, fo, 0, NULL, &OPT);
   kiln_function *fr = compile(ctx, "runtime", n_leaf, il, n, fi, 0, NULL, &NOOPT);
-  char *opt = dump(ff, "opt");
+  char *opt = kt_dump(ff, "opt");
   assert_all_folded(opt, n, what);
   free(opt);
   const kiln_tensor *ro[64], *rr[64];
@@ -1450,7 +1439,7 @@ START_TEST(fold_single_const) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *y = kiln_pow(kiln_scalar(ctx, KILN_INT32, -2), kiln_scalar(ctx, KILN_INT8, 3));
   kiln_function *f = compile(ctx, "f", 0, NULL, 1, &y, 0, NULL, &OPT);
-  char *g = dump(f, "graph"), *opt = dump(f, "opt");
+  char *g = kt_dump(f, "graph"), *opt = kt_dump(f, "opt");
   ck_assert_int_eq(count_lines(g, "= pow(", 0), 1);
   ck_assert_int_eq(count_lines(g, "= cast{int32}(", 0), 1);
   ck_assert_int_eq(n_nodes(opt), 1);
@@ -1516,7 +1505,7 @@ START_TEST(fold_hand_computed) {
   ck_assert_msg(fy && ry, "%s: %s", h->what, kiln_errmsg(ctx));
   kiln_function *ff = compile(ctx, "folded", 0, NULL, 1, &fy, 0, NULL, &OPT);
   kiln_function *fr = compile(ctx, "runtime", 2, (kiln_node *[]){ia, ib}, 1, &ry, 0, NULL, &NOOPT);
-  char *opt = dump(ff, "opt");
+  char *opt = kt_dump(ff, "opt");
   ck_assert_msg(n_nodes(opt) == 1 && count_lines(opt, "[constant_fold", 0) == 1, "%s:\n%s", h->what,
                 opt);
   free(opt);

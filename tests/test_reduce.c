@@ -919,21 +919,6 @@ END_TEST
 
 /* ------------------------------------------------------------- dumps */
 
-static char *dump(kiln_function *f, const char *stage) {
-  FILE *tmp = tmpfile();
-  ck_assert_ptr_nonnull(tmp);
-  ck_assert_int_eq(kiln_function_dump_named(f, stage, tmp), KILN_OK);
-  long n = ftell(tmp);
-  ck_assert(n >= 0);
-  rewind(tmp);
-  char *s = malloc((size_t)n + 1);
-  ck_assert_ptr_nonnull(s);
-  ck_assert_int_eq(fread(s, 1, (size_t)n, tmp), (size_t)n);
-  s[n] = 0;
-  fclose(tmp);
-  return s;
-}
-
 /* Producers run inside the loops of the new reductions; keepdims shows. */
 START_TEST(fusion_and_dumps) {
   kiln_ctx *ctx = new_ctx();
@@ -944,7 +929,7 @@ START_TEST(fusion_and_dumps) {
                        kiln_name(kiln_prod(kiln_sub(x, y)), "pr")};
   kiln_node *ins[] = {x, y};
   kiln_function *f = compile_opts(ctx, "fused", 2, ins, 3, outs, false);
-  char *opt = dump(f, "opt"), *plan = dump(f, "plan");
+  char *opt = kt_dump(f, "opt"), *plan = kt_dump(f, "plan");
   ck_assert_msg(strstr(opt, "max{axes=0x2,keepdims}") != NULL, "%s", opt);
   ck_assert_msg(strstr(opt, "argmin{axes=0x1}") != NULL, "%s", opt);
   ck_assert_msg(strstr(opt, "prod{axes=0x3}") != NULL, "%s", opt);
@@ -973,7 +958,7 @@ START_TEST(cse_keepdims) {
   kiln_node *outs[] = {kiln_reduce(x, KILN_MAX, 1, A(0), 0), kiln_reduce(x, KILN_MAX, 1, A(-2), 0),
                        kiln_reduce(x, KILN_MAX, 1, A(0), 1)};
   kiln_function *f = compile_opts(ctx, "cse", 1, &x, 3, outs, false);
-  char *opt = dump(f, "opt");
+  char *opt = kt_dump(f, "opt");
   int n_max = 0;
   for (const char *p = opt; (p = strstr(p, "= max{")) != NULL; p++)
     n_max++;
@@ -1003,7 +988,7 @@ START_TEST(constant_folding) {
                        kiln_argmax(x, 1),      kiln_argmin(x, 0),       kiln_prod(x),
                        kiln_logsumexp(x, 1, 1)};
   kiln_function *f = compile_opts(ctx, "fold", 1, &x, 10, outs, false);
-  char *opt = dump(f, "opt");
+  char *opt = kt_dump(f, "opt");
   ck_assert_msg(strstr(opt, "constant_fold") != NULL, "%s", opt);
   free(opt);
   kiln_tensor *v = kt_tensor(KILN_FLOAT64, 2, S(2, 3), cv);

@@ -676,21 +676,6 @@ END_TEST
 
 /* -------------------------------------------------------------- dumps */
 
-static char *dump(kiln_function *f, const char *stage) {
-  FILE *tmp = tmpfile();
-  ck_assert_ptr_nonnull(tmp);
-  ck_assert_int_eq(kiln_function_dump_named(f, stage, tmp), KILN_OK);
-  long n = ftell(tmp);
-  ck_assert(n >= 0);
-  rewind(tmp);
-  char *s = malloc((size_t)n + 1);
-  ck_assert_ptr_nonnull(s);
-  ck_assert_int_eq(fread(s, 1, (size_t)n, tmp), (size_t)n);
-  s[n] = 0;
-  fclose(tmp);
-  return s;
-}
-
 static int count_of(const char *s, const char *needle) {
   int n = 0;
   for (const char *p = strstr(s, needle); p; p = strstr(p + 1, needle))
@@ -707,38 +692,38 @@ START_TEST(fusion_dump) {
   kiln_node *ins[2] = {x, y};
   kiln_node *o = kiln_add(kiln_transpose(x, 0, NULL), y);
   kiln_function *f = compile(ctx, "tplus", 2, ins, 1, &o, false);
-  char *plan = dump(f, "plan");
+  char *plan = kt_dump(f, "plan");
   ck_assert_msg(count_of(plan, "kernel ") == 1, "one kernel expected:\n%s", plan);
   ck_assert_msg(strstr(plan, "fused: %2 dimshuffle") != NULL, "transpose not fused:\n%s", plan);
-  char *opt = dump(f, "opt");
+  char *opt = kt_dump(f, "opt");
   ck_assert_msg(strstr(opt, "dimshuffle{1,0}") != NULL, "%s", opt);
   free(plan);
   free(opt);
   kiln_node *o2 = kiln_mul(kiln_reshape(x, 1, S(-1)), kiln_lit(ctx, 2.0));
   kiln_function *f2 = compile(ctx, "rtimes", 1, &x, 1, &o2, false);
-  plan = dump(f2, "plan");
+  plan = kt_dump(f2, "plan");
   ck_assert_msg(count_of(plan, "kernel ") == 1, "one kernel expected:\n%s", plan);
   ck_assert_msg(strstr(plan, "reshape") != NULL, "%s", plan);
-  opt = dump(f2, "opt");
+  opt = kt_dump(f2, "opt");
   ck_assert_msg(strstr(opt, "reshape{-1}") != NULL, "%s", opt);
   free(plan);
   free(opt);
   /* without optimization the transpose is its own kernel */
   kiln_function *f3 = compile(ctx, "tplus0", 2, ins, 1, &o, true);
-  plan = dump(f3, "plan");
+  plan = kt_dump(f3, "plan");
   ck_assert_msg(count_of(plan, "kernel ") == 2, "%s", plan);
   free(plan);
   /* a reshape of a computed value stores that value, then reads it inline */
   kiln_node *o4 = kiln_sum(kiln_reshape(kiln_exp(x), 2, S(-1, 2)));
   kiln_function *f4 = compile(ctx, "rsum", 1, &x, 1, &o4, false);
-  plan = dump(f4, "plan");
+  plan = kt_dump(f4, "plan");
   ck_assert_msg(count_of(plan, "kernel ") == 2, "%s", plan);
   free(plan);
   /* the flatten of a dynamic (?, 3, 4) says where its kept size comes from */
   kiln_node *z = kiln_input(ctx, "z", KILN_FLOAT64, 3, S(D, D, 4));
   kiln_node *o5 = kiln_flatten(z, 2);
   kiln_function *f5 = compile(ctx, "flat", 1, &z, 1, &o5, false);
-  opt = dump(f5, "opt");
+  opt = kt_dump(f5, "opt");
   ck_assert_msg(strstr(opt, "reshape{d0,-1}") != NULL, "%s", opt);
   free(opt);
   kiln_ctx_free(ctx);
@@ -757,7 +742,7 @@ START_TEST(cse_shape_ops) {
       kiln_add(kiln_reshape(x, 2, S(4, 6)), kiln_transpose(kiln_reshape(x, 2, S(6, 4)), 0, NULL));
   kiln_node *outs[4] = {a, b, c, d};
   kiln_function *f = compile(ctx, "cse", 1, &x, 4, outs, false);
-  char *opt = dump(f, "opt");
+  char *opt = kt_dump(f, "opt");
   ck_assert_msg(count_of(opt, "dimshuffle{2,1,0}") == 1, "%s", opt);
   ck_assert_msg(count_of(opt, "dimshuffle{2,0,1}") == 1, "%s", opt);
   ck_assert_msg(count_of(opt, "reshape{4,6}") == 1, "%s", opt);
@@ -783,7 +768,7 @@ START_TEST(simplify_chains) {
   kiln_node *r3 = kiln_reshape(kiln_reshape(s, 2, S(-1, 2)), 1, S(-1));
   kiln_node *outs[4] = {kiln_mul(t2, kiln_lit(ctx, 2.0)), kiln_exp(t3), kiln_neg(r2), kiln_neg(r3)};
   kiln_function *f = compile(ctx, "chains", 2, ins, 4, outs, false);
-  char *opt = dump(f, "opt");
+  char *opt = kt_dump(f, "opt");
   ck_assert_msg(count_of(opt, "dimshuffle{") == 1, "%s", opt); /* t3 as one, t2 gone */
   ck_assert_msg(strstr(opt, "dimshuffle{2,0,1}") != NULL, "%s", opt);
   ck_assert_msg(strstr(opt, "dimshuffle(dimshuffle(x))") != NULL, "%s", opt);

@@ -34,16 +34,6 @@ static kiln_function *compile(kiln_ctx *ctx, int n_in, kiln_node *const *in, int
   return f;
 }
 
-static char *dump(kiln_function *f, const char *stage) {
-  char *buf = NULL;
-  size_t len = 0;
-  FILE *m = open_memstream(&buf, &len);
-  ck_assert_ptr_nonnull(m);
-  ck_assert_int_eq(kiln_function_dump_named(f, stage, m), KILN_OK);
-  fclose(m);
-  return buf;
-}
-
 /* The first "pass.NN.stabilize" stage, or NULL. */
 static const char *stab_stage(kiln_function *f) {
   for (int i = 0; i < kiln_function_n_dumps(f); i++) {
@@ -148,10 +138,10 @@ START_TEST(rule_dumps) {
   kiln_node *x = kiln_dvector(ctx, "x"), *t = kiln_dvector(ctx, "t");
   kiln_node *y = build_case(ctx, _i, x, t);
   kiln_function *f = compile(ctx, 2, (kiln_node *[]){x, t}, 1, &y, &OPT);
-  char *before = dump(f, "graph");
+  char *before = kt_dump(f, "graph");
   const char *st = stab_stage(f);
   ck_assert_msg(st != NULL, "%s: the stabilize pass changed nothing", rc->name);
-  char *after = dump(f, st);
+  char *after = kt_dump(f, st);
   ck_assert_msg(count(before, rc->op) == rc->before && count(after, rc->op) == rc->after,
                 "%s: '%s' lines %d -> %d, want %d -> %d\n%s---\n%s", rc->name, rc->op,
                 count(before, rc->op), count(after, rc->op), rc->before, rc->after, before, after);

@@ -1,4 +1,5 @@
 /* testutil.c -- helpers for the Check suites (no main: each suite has its own). */
+#define _POSIX_C_SOURCE 200809L /* open_memstream */
 #include "tests/testutil.h"
 #include "runtime/rt.h"
 
@@ -105,3 +106,24 @@ kiln_tensor *kt_clone(const kiln_tensor *t) {
   ck_assert_ptr_nonnull(c);
   return c;
 }
+
+/* The text kiln_function_dump_named (stage given, name NULL) or
+** kiln_function_dump writes, in memory; asserts the dump succeeds. */
+static char *dump_to_string(kiln_function *f, kiln_stage stage, const char *name) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream(&buf, &len);
+  ck_assert_ptr_nonnull(m);
+  kiln_status st = name ? kiln_function_dump_named(f, name, m) : kiln_function_dump(f, stage, m);
+  ck_assert_int_eq(fclose(m), 0);
+  ck_assert_msg(st == KILN_OK, "dump of stage '%s' (%d) failed: %s", name ? name : "", (int)stage,
+                kiln_status_str(st));
+  ck_assert_ptr_nonnull(buf);
+  return buf;
+}
+
+char *kt_dump(kiln_function *f, const char *stage) {
+  return dump_to_string(f, KILN_STAGE_GRAPH, stage);
+}
+
+char *kt_dump_stage(kiln_function *f, kiln_stage stage) { return dump_to_string(f, stage, NULL); }

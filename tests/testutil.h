@@ -25,4 +25,10 @@ void kt_describe_diff(const kiln_tensor *a, const kiln_tensor *b, char *buf, siz
 /* A copy of t (asserts on allocation failure). */
 kiln_tensor *kt_clone(const kiln_tensor *t);
 
+/* A function's stage as a malloc'ed string, by name (kiln_function_dump_named:
+** "opt", "plan", "pass.NN.<pass>", "ll", ...) or by kiln_stage; asserts the
+** dump succeeds. */
+char *kt_dump(kiln_function *f, const char *stage);
+char *kt_dump_stage(kiln_function *f, kiln_stage stage);
+
 #endif
