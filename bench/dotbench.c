@@ -118,8 +118,8 @@ int main(int argc, char **argv) {
   int iters = (int)(2e7 / ((double)m * k * n + 1)) + 1;
   double tk = time_it(run_kiln, &j, iters), t1 = time_it(run_ijp, &j, iters),
          t2 = time_it(run_ipj, &j, iters);
-  printf("dot (%d,%d).(%d,%d) float32: kiln %8.2f us   C i-j-p %8.2f us   C i-p-j %8.2f us\n", m,
-         k, k, n, tk * 1e6, t1 * 1e6, t2 * 1e6);
+  printf("dot (%d,%d).(%d,%d) float32: kiln %8.2f us   C i-j-p %8.2f us   C i-p-j %8.2f us\n", m, k,
+         k, n, tk * 1e6, t1 * 1e6, t2 * 1e6);
   /* the gradient forms: sum(C * R) with respect to A (tb) and B (ta) */
   kiln_node *R = kiln_input(ctx, "R", KILN_FLOAT32, 2, (int64_t[]){m, n});
   kiln_node *cost = kiln_sum(kiln_mul(C, R)), *g[2];

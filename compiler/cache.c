@@ -88,7 +88,7 @@ static bool make_key(const kl_fgraph *g, kbuf *b) {
     put_i64(b, v->p.axes);
     put_i64(b, v->p.ta | v->p.tb << 1);
     put(b, v->p.src_axis, sizeof v->p.src_axis); /* shape ops: same types, other patterns */
-    if (kl_ops[v->op].kind == KL_INDEX) { /* slices, axis, classes: the full text */
+    if (kl_ops[v->op].kind == KL_INDEX) {        /* slices, axis, classes: the full text */
       char pt[600];
       const char *t = kl_index_params_text(v, pt, sizeof pt);
       put(b, t, strlen(t) + 1);

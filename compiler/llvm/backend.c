@@ -54,8 +54,8 @@ typedef struct em {
   bool cold;              /* emitting a general version: its loops stay scalar */
   int cur;                /* the node whose kernel is being emitted (block names) */
   LLVMMetadataRef no_vec; /* loop metadata saying so, made on first use */
-  LLVMValueRef errp;   /* the step's error record (indexing: an index out of range) */
-  LLVMValueRef ix_out; /* indexing: where a rank-0 result is built */
+  LLVMValueRef errp;      /* the step's error record (indexing: an index out of range) */
+  LLVMValueRef ix_out;    /* indexing: where a rank-0 result is built */
   LLVMValueRef dot_panel; /* the packed-B buffer of the dot kernels (one per step) */
 } em;
 
