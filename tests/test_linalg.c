@@ -80,23 +80,6 @@ static kiln_tensor *gen(kiln_dtype dt, int rank, const int64_t *shape, uint64_t 
   return t;
 }
 
-static void describe_diff(const kiln_tensor *a, const kiln_tensor *b, char *buf, size_t n) {
-  if (a->dtype != b->dtype || a->rank != b->rank || a->size != b->size) {
-    snprintf(buf, n, "dtype/shape: jit %s rank %d size %lld, reference %s rank %d size %lld",
-             kiln_dtype_name((kiln_dtype)a->dtype), a->rank, (long long)a->size,
-             kiln_dtype_name((kiln_dtype)b->dtype), b->rank, (long long)b->size);
-    return;
-  }
-  size_t es = kiln_dtype_size((kiln_dtype)a->dtype);
-  for (int64_t i = 0; i < a->size; i++)
-    if (memcmp((char *)a->data + i * es, (char *)b->data + i * es, es) != 0) {
-      snprintf(buf, n, "element %lld: jit %.17g, reference %.17g", (long long)i,
-               kiln_tensor_get(a, i), kiln_tensor_get(b, i));
-      return;
-    }
-  snprintf(buf, n, "shape differs");
-}
-
 /* Compiles (optimized or not), calls twice, compares every output with the
 ** reference bit for bit (any NaN equals any NaN). */
 static void check_jit(kiln_ctx *ctx, const char *what, int n_in, kiln_node *const *ins,
@@ -106,23 +89,7 @@ static void check_jit(kiln_ctx *ctx, const char *what, int n_in, kiln_node *cons
   kiln_options o = {.size = sizeof o, .no_optimize = no_opt};
   kiln_function *f = kiln_function_new_opts(ctx, "linalg", n_in, ins, n_out, outs, 0, NULL, &o);
   ck_assert_msg(f != NULL, "%s: function: %s", what, kiln_errmsg(ctx));
-  kiln_tensor *ref[MAXOUT];
-  kiln_status st = kl_ref_run(ctx, n_in, ins, (const kiln_tensor *const *)vals, n_out, outs, ref);
-  ck_assert_msg(st == KILN_OK, "%s: reference: %s", what, kiln_errmsg(ctx));
-  for (int round = 0; round < 2; round++) {
-    const kiln_tensor *got[MAXOUT];
-    st = kiln_call(f, (const kiln_tensor *const *)vals, got);
-    ck_assert_msg(st == KILN_OK, "%s: call: %s", what, kiln_errmsg(ctx));
-    for (int k = 0; k < n_out; k++) {
-      if (kt_same_bits(got[k], ref[k])) continue;
-      char d[512];
-      describe_diff(got[k], ref[k], d, sizeof d);
-      ck_abort_msg("%s: output %d (call %d): JIT differs from reference: %s", what, k, round + 1,
-                   d);
-    }
-  }
-  for (int k = 0; k < n_out; k++)
-    kiln_tensor_free(ref[k]);
+  kt_check_calls(ctx, f, what, n_in, ins, vals, n_out, outs, 2, NULL);
   kiln_function_free(f);
 }
 

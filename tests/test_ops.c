@@ -174,38 +174,11 @@ static kiln_function *compile(kiln_ctx *ctx, const char *what, int n_in, kiln_no
   return f;
 }
 
-/* Calls f (compiled from ins/outs) with vals `calls` times and checks every
-** output against kl_ref_run bit for bit; keep as for run_both. */
-static void check_calls(kiln_ctx *ctx, kiln_function *f, const char *what, int n_in,
-                        kiln_node *const *ins, kiln_tensor *const *vals, int n_out,
-                        kiln_node *const *outs, int calls, kiln_tensor **keep) {
-  kiln_tensor *ref[MAXOUT];
-  kiln_status st = kl_ref_run(ctx, n_in, ins, (const kiln_tensor *const *)vals, n_out, outs, ref);
-  ck_assert_msg(st == KILN_OK, "%s: reference: %s", what, kiln_errmsg(ctx));
-  for (int round = 0; round < calls; round++) {
-    const kiln_tensor *got[MAXOUT];
-    st = kiln_call(f, (const kiln_tensor *const *)vals, got);
-    ck_assert_msg(st == KILN_OK, "%s: call: %s", what, kiln_errmsg(ctx));
-    for (int k = 0; k < n_out; k++) {
-      if (kt_same_bits(got[k], ref[k])) continue;
-      char d[512];
-      kt_describe_diff(got[k], ref[k], d, sizeof d);
-      ck_abort_msg("%s: output %d (call %d): JIT differs from reference: %s", what, k, round + 1,
-                   d);
-    }
-    if (keep && round == calls - 1)
-      for (int k = 0; k < n_out; k++)
-        keep[k] = kt_clone(got[k]);
-  }
-  for (int k = 0; k < n_out; k++)
-    kiln_tensor_free(ref[k]);
-}
-
 static void run_both(kiln_ctx *ctx, const char *what, int n_in, kiln_node *const *ins,
                      kiln_tensor *const *vals, int n_out, kiln_node *const *outs,
                      kiln_tensor **keep) {
   kiln_function *f = compile(ctx, what, n_in, ins, n_out, outs);
-  check_calls(ctx, f, what, n_in, ins, vals, n_out, outs, 2, keep);
+  kt_check_calls(ctx, f, what, n_in, ins, vals, n_out, outs, 2, keep);
   kiln_function_free(f);
 }
 
@@ -693,7 +666,7 @@ START_TEST(composite) {
                          gen(dt, 1, (int64_t[]){q}, seed + 2, g)};
     char w2[96];
     snprintf(w2, sizeof w2, "%s a=(%lld,%lld)", what, (long long)r, (long long)q);
-    check_calls(ctx, f, w2, 3, ins, v, n, outs, 1, NULL);
+    kt_check_calls(ctx, f, w2, 3, ins, v, n, outs, 1, NULL);
     for (int j = 0; j < 3; j++)
       kiln_tensor_free(v[j]);
   }

@@ -130,33 +130,6 @@ static kiln_function *compile_opts(kiln_ctx *ctx, const char *what, int n_in, ki
   return f;
 }
 
-/* Calls f twice with vals, checks every output against kl_ref_run bit for
-** bit; keep (may be NULL) receives copies of the outputs. */
-static void check_calls(kiln_ctx *ctx, kiln_function *f, const char *what, int n_in,
-                        kiln_node *const *ins, kiln_tensor *const *vals, int n_out,
-                        kiln_node *const *outs, kiln_tensor **keep) {
-  kiln_tensor *ref[MAXOUT];
-  kiln_status st = kl_ref_run(ctx, n_in, ins, (const kiln_tensor *const *)vals, n_out, outs, ref);
-  ck_assert_msg(st == KILN_OK, "%s: reference: %s", what, kiln_errmsg(ctx));
-  for (int round = 0; round < 2; round++) {
-    const kiln_tensor *got[MAXOUT];
-    st = kiln_call(f, (const kiln_tensor *const *)vals, got);
-    ck_assert_msg(st == KILN_OK, "%s: call: %s", what, kiln_errmsg(ctx));
-    for (int k = 0; k < n_out; k++) {
-      if (kt_same_bits(got[k], ref[k])) continue;
-      char d[512];
-      kt_describe_diff(got[k], ref[k], d, sizeof d);
-      ck_abort_msg("%s: output %d (call %d): JIT differs from reference: %s", what, k, round + 1,
-                   d);
-    }
-    if (keep && round == 1)
-      for (int k = 0; k < n_out; k++)
-        keep[k] = kt_clone(got[k]);
-  }
-  for (int k = 0; k < n_out; k++)
-    kiln_tensor_free(ref[k]);
-}
-
 /* ------------------------------------------- JIT against the reference */
 
 typedef struct axl {
@@ -285,7 +258,7 @@ static void check_op(kiln_reduce_op op, kiln_dtype dt) {
   for (int g = 0; g < 3; g++) {
     kiln_tensor *v =
         gen(dt, 3, (int64_t[]){2, 3, 4}, (uint64_t)(op * 1000 + dt * 10 + g), (gen_kind)g);
-    check_calls(ctx, f, what, 1, &xs, &v, n, outs, got);
+    kt_check_calls(ctx, f, what, 1, &xs, &v, n, outs, 2, got);
     check_shapes(what, op, dt, (int64_t[]){2, 3, 4}, n, got, masks, keeps);
     for (int k = 0; k < n; k++)
       kiln_tensor_free(got[k]);
@@ -306,7 +279,7 @@ static void check_op(kiln_reduce_op op, kiln_dtype dt) {
       kiln_tensor *v = gen(dt, 3, cp->c, (uint64_t)(op * 1000 + dt * 10 + p + 5), cp->k);
       char w2[200];
       snprintf(w2, sizeof w2, "%s %s", what, cp->name);
-      check_calls(ctx, f, w2, 1, &xd, &v, n, outs, got);
+      kt_check_calls(ctx, f, w2, 1, &xd, &v, n, outs, 2, got);
       check_shapes(w2, op, dt, cp->c, n, got, masks, keeps);
       for (int k = 0; k < n; k++)
         kiln_tensor_free(got[k]);
@@ -428,7 +401,7 @@ static kiln_tensor *red_vals(kiln_reduce_op op, int n_axes, const int *axes, int
   kiln_function *f = compile_opts(ctx, "hand", 1, &x, 1, &y, false);
   kiln_tensor *v = kt_tensor(dt, rank, shape, vals);
   kiln_tensor *got;
-  check_calls(ctx, f, "hand", 1, &x, &v, 1, &y, &got);
+  kt_check_calls(ctx, f, "hand", 1, &x, &v, 1, &y, 2, &got);
   kiln_tensor_free(v);
   kiln_ctx_free(ctx);
   return got;
@@ -770,7 +743,7 @@ START_TEST(shorthands) {
   kiln_function *f = compile_opts(ctx, "shorthands", 1, &x, 2 * n, all, false);
   kiln_tensor *v = gen(KILN_FLOAT64, 2, S(4, 5), 3, GEN_TIES);
   kiln_tensor *got[20];
-  check_calls(ctx, f, "shorthands", 1, &x, &v, 2 * n, all, got);
+  kt_check_calls(ctx, f, "shorthands", 1, &x, &v, 2 * n, all, 2, got);
   for (int i = 0; i < n; i++) {
     ck_assert_msg(kt_same_bits(got[i], got[n + i]), "shorthand %d differs from kiln_reduce", i);
     ck_assert_int_eq(kiln_node_rank(outs[i]), kiln_node_rank(refs[i]));
@@ -908,7 +881,7 @@ START_TEST(empty_no_identity) {
     kiln_tensor_free(v);
     v = gen(KILN_FLOAT32, 2, S(3, 4), 9, GEN_ANY);
     kiln_tensor *got;
-    check_calls(ctx, f, "empty then not", 1, &x, &v, 1, &y, &got);
+    kt_check_calls(ctx, f, "empty then not", 1, &x, &v, 1, &y, 2, &got);
     ck_assert_int_eq(kiln_tensor_size(got), 3);
     kiln_tensor_free(got);
     kiln_tensor_free(v);
@@ -942,7 +915,7 @@ START_TEST(fusion_and_dumps) {
   kiln_tensor *v[2] = {gen(KILN_FLOAT64, 2, S(5, 6), 1, GEN_TIES),
                        gen(KILN_FLOAT64, 2, S(5, 6), 2, GEN_ANY)};
   kiln_tensor *got[3];
-  check_calls(ctx, f, "fused", 2, ins, v, 3, outs, got);
+  kt_check_calls(ctx, f, "fused", 2, ins, v, 3, outs, 2, got);
   for (int k = 0; k < 3; k++)
     kiln_tensor_free(got[k]);
   kiln_tensor_free(v[0]);
@@ -966,7 +939,7 @@ START_TEST(cse_keepdims) {
   free(opt);
   kiln_tensor *v = gen(KILN_FLOAT64, 2, S(3, 4), 5, GEN_ANY);
   kiln_tensor *got[3];
-  check_calls(ctx, f, "cse", 1, &x, &v, 3, outs, got);
+  kt_check_calls(ctx, f, "cse", 1, &x, &v, 3, outs, 2, got);
   ck_assert_int_eq(got[0]->rank, 1);
   ck_assert_int_eq(got[2]->rank, 2);
   for (int k = 0; k < 3; k++)
@@ -993,7 +966,7 @@ START_TEST(constant_folding) {
   free(opt);
   kiln_tensor *v = kt_tensor(KILN_FLOAT64, 2, S(2, 3), cv);
   kiln_tensor *got[10];
-  check_calls(ctx, f, "fold", 1, &x, &v, 10, outs, got);
+  kt_check_calls(ctx, f, "fold", 1, &x, &v, 10, outs, 2, got);
   for (int k = 0; k < 5; k++)
     ck_assert_msg(kt_same_bits(got[k], got[5 + k]), "output %d", k);
   expect_i64(got[1], 2, S(1, 0), "argmax([[3,nan,-1],[2,2,-0.0]], axis 1)");

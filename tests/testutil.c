@@ -1,6 +1,7 @@
 /* testutil.c -- helpers for the Check suites (no main: each suite has its own). */
 #define _POSIX_C_SOURCE 200809L /* open_memstream */
 #include "tests/testutil.h"
+#include "compiler/refeval.h"
 #include "runtime/rt.h"
 
 #include <stdio.h>
@@ -127,3 +128,30 @@ char *kt_dump(kiln_function *f, const char *stage) {
 }
 
 char *kt_dump_stage(kiln_function *f, kiln_stage stage) { return dump_to_string(f, stage, NULL); }
+
+void kt_check_calls(kiln_ctx *ctx, kiln_function *f, const char *what, int n_in,
+                    kiln_node *const *ins, kiln_tensor *const *vals, int n_out,
+                    kiln_node *const *outs, int calls, kiln_tensor **keep) {
+  enum { MAX = 32 };
+  ck_assert_msg(n_out <= MAX, "%s: %d outputs, kt_check_calls takes %d", what, n_out, MAX);
+  kiln_tensor *ref[MAX];
+  kiln_status st = kl_ref_run(ctx, n_in, ins, (const kiln_tensor *const *)vals, n_out, outs, ref);
+  ck_assert_msg(st == KILN_OK, "%s: reference: %s", what, kiln_errmsg(ctx));
+  for (int round = 0; round < calls; round++) {
+    const kiln_tensor *got[MAX];
+    st = kiln_call(f, (const kiln_tensor *const *)vals, got);
+    ck_assert_msg(st == KILN_OK, "%s: call: %s", what, kiln_errmsg(ctx));
+    for (int k = 0; k < n_out; k++) {
+      if (kt_same_bits(got[k], ref[k])) continue;
+      char d[512];
+      kt_describe_diff(got[k], ref[k], d, sizeof d);
+      ck_abort_msg("%s: output %d (call %d): JIT differs from reference: %s", what, k, round + 1,
+                   d);
+    }
+    if (keep && round == calls - 1)
+      for (int k = 0; k < n_out; k++)
+        keep[k] = kt_clone(got[k]);
+  }
+  for (int k = 0; k < n_out; k++)
+    kiln_tensor_free(ref[k]);
+}

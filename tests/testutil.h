@@ -31,4 +31,12 @@ kiln_tensor *kt_clone(const kiln_tensor *t);
 char *kt_dump(kiln_function *f, const char *stage);
 char *kt_dump_stage(kiln_function *f, kiln_stage stage);
 
+/* Calls f (compiled from ins/outs) with vals `calls` times and checks every
+** output against the reference evaluator (kl_ref_run) bit for bit, any NaN
+** equal to any NaN; keep (may be NULL) receives copies of the last call's
+** outputs. At most 32 outputs. */
+void kt_check_calls(kiln_ctx *ctx, kiln_function *f, const char *what, int n_in,
+                    kiln_node *const *ins, kiln_tensor *const *vals, int n_out,
+                    kiln_node *const *outs, int calls, kiln_tensor **keep);
+
 #endif
