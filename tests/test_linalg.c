@@ -28,7 +28,6 @@
 #include <string.h>
 
 #define D KILN_DYN
-#define MAXOUT 4
 
 static kiln_ctx *new_ctx(void) {
   kiln_ctx *ctx = kiln_ctx_new();
