@@ -714,6 +714,118 @@ START_TEST(hand_sum_mean_keepdims) {
 }
 END_TEST
 
+/* The documented order of a float sum down to one value (kiln.h, eval.c's
+** blocked_sum), written here again from the words: along the last axis,
+** element k below cut = n - n % 16 goes to lane k % 16, the rest to a tail;
+** rows in C order; lanes start at +0.0 and add in order; then lane j +=
+** lane j + w for w = 8, 4, 2, 1, and the result is lane 0 + tail. */
+static double order_f64(const double *v, int64_t rows, int64_t n) {
+  double lane[16] = {0}, tail = 0;
+  int64_t cut = n - n % 16;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t k = 0; k < n; k++) {
+      if (k < cut)
+        lane[k % 16] += v[r * n + k];
+      else
+        tail += v[r * n + k];
+    }
+  for (int w = 8; w >= 1; w /= 2)
+    for (int j = 0; j < w; j++)
+      lane[j] += lane[j + w];
+  return lane[0] + tail;
+}
+
+static float order_f32(const float *v, int64_t rows, int64_t n) {
+  float lane[16] = {0}, tail = 0;
+  int64_t cut = n - n % 16;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t k = 0; k < n; k++) {
+      if (k < cut)
+        lane[k % 16] += v[r * n + k];
+      else
+        tail += v[r * n + k];
+    }
+  for (int w = 8; w >= 1; w /= 2)
+    for (int j = 0; j < w; j++)
+      lane[j] += lane[j + w];
+  return lane[0] + tail;
+}
+
+/* sum(x * y) and sum(x) over every axis, for lengths around the lane width
+** and the JIT's chunk of 256 (the fused product is computed a chunk at a
+** time into a buffer, then added to the lanes), static and dynamic shapes,
+** with and without optimization: bit for bit the documented order. Values
+** of mixed sign and magnitude, so another order gives other bits (checked:
+** the plain left-to-right sum differs for most of these cases). */
+START_TEST(blocked_order) {
+  static const int64_t shapes[][2] = {{1, 15},  {1, 16},  {1, 17},  {1, 255}, {1, 256},
+                                      {1, 257}, {1, 271}, {1, 512}, {1, 529}, {1, 4099},
+                                      {3, 257}, {5, 300}, {2, 16},  {4, 1000}};
+  int n_shapes = (int)(sizeof shapes / sizeof shapes[0]), differs = 0;
+  for (int dt = KILN_FLOAT32; dt <= KILN_FLOAT64; dt++)
+    for (int s = 0; s < n_shapes; s++)
+      for (int mode = 0; mode < 3; mode++) { /* static, dynamic, dynamic no_optimize */
+        int64_t rows = shapes[s][0], n = shapes[s][1], size = rows * n;
+        kiln_ctx *ctx = new_ctx();
+        int64_t shp[2] = {mode ? D : rows, mode ? D : n};
+        kiln_node *x = kiln_input(ctx, "x", (kiln_dtype)dt, 2, shp);
+        kiln_node *y = kiln_input(ctx, "y", (kiln_dtype)dt, 2, shp);
+        kiln_node *outs[2] = {kiln_sum(kiln_mul(x, y)), kiln_sum(x)};
+        kiln_options o = {.size = sizeof o, .no_optimize = mode == 2};
+        kiln_function *f =
+            kiln_function_new_opts(ctx, "order", 2, (kiln_node *[]){x, y}, 2, outs, 0, NULL, &o);
+        ck_assert_msg(f != NULL, "%s", kiln_errmsg(ctx));
+        kiln_tensor *in[2], *prod = kiln_tensor_new((kiln_dtype)dt, 2, (int64_t[]){rows, n}, NULL);
+        for (int k = 0; k < 2; k++)
+          in[k] = kiln_tensor_new((kiln_dtype)dt, 2, (int64_t[]){rows, n}, NULL);
+        uint64_t h = 0x9e3779b97f4a7c15u * (uint64_t)(s + 1);
+        for (int64_t i = 0; i < size; i++)
+          for (int k = 0; k < 2; k++) {
+            h ^= h << 13, h ^= h >> 7, h ^= h << 17;
+            double v = ldexp((double)(int64_t)(h % 2001) - 1000.0, (int)(h >> 40) % 24 - 12);
+            if (dt == KILN_FLOAT32)
+              ((float *)in[k]->data)[i] = (float)v;
+            else
+              ((double *)in[k]->data)[i] = v;
+          }
+        for (int64_t i = 0; i < size; i++)
+          if (dt == KILN_FLOAT32)
+            ((float *)prod->data)[i] = ((float *)in[0]->data)[i] * ((float *)in[1]->data)[i];
+          else
+            ((double *)prod->data)[i] = ((double *)in[0]->data)[i] * ((double *)in[1]->data)[i];
+        const kiln_tensor *got[2];
+        ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, got), KILN_OK);
+        for (int k = 0; k < 2; k++) {
+          const kiln_tensor *src = k == 0 ? prod : in[0];
+          double want, naive = 0, have;
+          if (dt == KILN_FLOAT32) {
+            want = order_f32(src->data, rows, n);
+            float nf = 0;
+            for (int64_t i = 0; i < size; i++)
+              nf += ((const float *)src->data)[i];
+            naive = nf;
+            have = *(const float *)got[k]->data;
+          } else {
+            want = order_f64(src->data, rows, n);
+            for (int64_t i = 0; i < size; i++)
+              naive += ((const double *)src->data)[i];
+            have = *(const double *)got[k]->data;
+          }
+          differs += naive != want;
+          ck_assert_msg(memcmp(&have, &want, sizeof have) == 0,
+                        "%s sum(%s) over (%lld,%lld) mode %d: got %.17g, want %.17g", dn(dt),
+                        k ? "x" : "x*y", (long long)rows, (long long)n, mode, have, want);
+        }
+        kiln_tensor_free(prod);
+        kiln_tensor_free(in[0]);
+        kiln_tensor_free(in[1]);
+        kiln_ctx_free(ctx);
+      }
+  /* the values are such that the order matters */
+  ck_assert_int_ge(differs, 2 * 3 * n_shapes);
+}
+END_TEST
+
 /* The shorthands build the same nodes as kiln_reduce. */
 START_TEST(shorthands) {
   kiln_ctx *ctx = new_ctx();
@@ -1002,6 +1114,7 @@ static Suite *suite(void) {
   tcase_add_test(tc, hand_prod);
   tcase_add_test(tc, hand_logsumexp);
   tcase_add_test(tc, hand_sum_mean_keepdims);
+  tcase_add_test(tc, blocked_order);
   tcase_add_test(tc, shorthands);
   tcase_add_test(tc, static_types);
   suite_add_tcase(s, tc);

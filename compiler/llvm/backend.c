@@ -661,39 +661,56 @@ static LLVMValueRef add_of(em *e, int dt, LLVMValueRef a, LLVMValueRef b) {
 }
 
 /* A float sum down to one value, in the blocked order of compiler/ops/eval.c
-** (blocked_sum): outer axes in C order; along the last axis blocks of
-** LANES elements go to LANES register accumulators (LLVM's SLP vectorizer
-** turns them into vector adds), the rest to a tail sum; then a fixed tree
-** and lanes[0] + tail. */
+** (blocked_sum): outer axes in C order; along the last axis element k below
+** cut = n - n % LANES goes to lane k % LANES, the rest to a tail sum; then a
+** fixed tree and lanes[0] + tail. The lanes are one <LANES x t> vector
+** register: each row's blocked part is computed CHUNK elements at a time
+** into a stack buffer (a plain loop LLVM vectorizes like any elementwise
+** kernel) and added to the lanes one whole vector at a time. Lane j still
+** adds its elements in increasing k, so the result is the reference's bit
+** for bit; left to scalar lanes, LLVM's SLP vectorizer made 2-wide adds. */
 #define LANES 16
+#define CHUNK (LANES * 16)
 static void emit_blocked_sum(em *e, int i, int src, int R, const LLVMValueRef *D) {
   int dt = node(e, i)->type.dtype;
-  LLVMTypeRef t = lty(e, dt);
-  LLVMValueRef lane[LANES], tail = alloca_of(e, t);
-  for (int j = 0; j < LANES; j++) {
-    lane[j] = alloca_of(e, t);
-    LLVMBuildStore(e->b, zero_of(e, dt), lane[j]);
-  }
+  LLVMTypeRef t = lty(e, dt), vt = LLVMVectorType(t, LANES);
+  LLVMValueRef lanes = alloca_of(e, vt), tail = alloca_of(e, t);
+  LLVMValueRef buf = alloca_of(e, LLVMArrayType2(t, CHUNK));
+  LLVMSetAlignment(buf, 64);
+  LLVMBuildStore(e->b, LLVMConstNull(vt), lanes);
   LLVMBuildStore(e->b, zero_of(e, dt), tail);
   int outer = R > 0 ? R - 1 : 0;
   LLVMValueRef nl = R > 0 ? D[R - 1] : ci64(e, 1);
-  LLVMValueRef nb = LLVMBuildSDiv(e->b, nl, ci64(e, LANES), "");
-  LLVMValueRef cut = LLVMBuildMul(e->b, nb, ci64(e, LANES), "");
-  loop l[KILN_MAX_RANK], lb, lt;
+  LLVMValueRef cut =
+      LLVMBuildMul(e->b, LLVMBuildSDiv(e->b, nl, ci64(e, LANES), ""), ci64(e, LANES), "");
+  loop l[KILN_MAX_RANK], lc, lf, la, lt;
+  /* a static last axis shorter than LANES has only a tail */
+  bool blocks = R > 0 && !(LLVMIsAConstantInt(nl) && LLVMConstIntGetSExtValue(nl) < LANES);
   open_loops(e, l, outer, D);
-  if (R > 0) {
-    LLVMValueRef b = loop_begin(e, &lb, nb);
-    LLVMValueRef base = LLVMBuildMul(e->b, b, ci64(e, LANES), "");
-    for (int j = 0; j < LANES; j++) {
-      e->idx[R - 1] = LLVMBuildAdd(e->b, base, ci64(e, j), "");
-      memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
-      LLVMValueRef x = eval(e, src, identity);
-      LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, t, lane[j], ""), x), lane[j]);
-    }
-    loop_end(e, &lb);
-    /* the tail: k from cut to nl */
-    LLVMValueRef rest = LLVMBuildSub(e->b, nl, cut, "");
-    LLVMValueRef k = loop_begin(e, &lt, rest);
+  if (blocks) {
+    /* chunks c0 = c * CHUNK below cut, each of cn = min(CHUNK, cut - c0) */
+    LLVMValueRef nc =
+        LLVMBuildSDiv(e->b, LLVMBuildAdd(e->b, cut, ci64(e, CHUNK - 1), ""), ci64(e, CHUNK), "");
+    LLVMValueRef c0 = LLVMBuildMul(e->b, loop_begin(e, &lc, nc), ci64(e, CHUNK), "");
+    LLVMValueRef left = LLVMBuildSub(e->b, cut, c0, "");
+    LLVMValueRef cn = LLVMBuildSelect(
+        e->b, LLVMBuildICmp(e->b, LLVMIntSLT, left, ci64(e, CHUNK), ""), left, ci64(e, CHUNK), "");
+    LLVMValueRef k = loop_begin(e, &lf, cn);
+    e->idx[R - 1] = LLVMBuildAdd(e->b, c0, k, "");
+    memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+    LLVMValueRef x = eval(e, src, identity);
+    LLVMBuildStore(e->b, x, LLVMBuildGEP2(e->b, t, buf, &k, 1, ""));
+    loop_end(e, &lf);
+    LLVMValueRef q = loop_begin(e, &la, LLVMBuildSDiv(e->b, cn, ci64(e, LANES), ""));
+    LLVMValueRef at = LLVMBuildMul(e->b, q, ci64(e, LANES), "");
+    LLVMValueRef xv = LLVMBuildLoad2(e->b, vt, LLVMBuildGEP2(e->b, t, buf, &at, 1, ""), "");
+    LLVMSetAlignment(xv, 64);
+    LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, vt, lanes, ""), xv, ""), lanes);
+    loop_end(e, &la);
+    loop_end(e, &lc);
+  }
+  if (R > 0) { /* the tail: k from cut to nl */
+    LLVMValueRef k = loop_begin(e, &lt, LLVMBuildSub(e->b, nl, cut, ""));
     e->idx[R - 1] = LLVMBuildAdd(e->b, cut, k, "");
     memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
   }
@@ -701,9 +718,9 @@ static void emit_blocked_sum(em *e, int i, int src, int R, const LLVMValueRef *D
   LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, t, tail, ""), x), tail);
   if (R > 0) loop_end(e, &lt);
   close_loops(e, l, outer);
-  LLVMValueRef v[LANES];
+  LLVMValueRef all = LLVMBuildLoad2(e->b, vt, lanes, ""), v[LANES];
   for (int j = 0; j < LANES; j++)
-    v[j] = LLVMBuildLoad2(e->b, t, lane[j], "");
+    v[j] = LLVMBuildExtractElement(e->b, all, ci64(e, j), "");
   for (int w = LANES / 2; w >= 1; w /= 2)
     for (int j = 0; j < w; j++)
       v[j] = add_of(e, dt, v[j], v[j + w]);
