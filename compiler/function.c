@@ -607,7 +607,8 @@ kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
   char err[1024];
   kiln_status st = kl_plan_run(f->plan, inputs, err, sizeof err);
   if (st != KILN_OK) return kl_error(f->ctx, st, "%s", err);
-  kiln_clear_error(f->ctx);
+  f->ctx->status = KILN_OK; /* kiln_clear_error, the context known valid */
+  f->ctx->msg[0] = 0;
   if (outputs)
     for (int k = 0; k < f->plan->n_outputs; k++)
       outputs[k] = &f->plan->outputs[k];

@@ -127,6 +127,7 @@ typedef struct kl_plan {
   ** every shape, buffer size and pointer but the inputs' is still valid */
   bool warm;
   int64_t *last_dims; /* n_inputs * KILN_MAX_RANK */
+  int32_t *in_buf;    /* per input: the buffer it is, or -1 (unused); in last_dims's block */
   /* what a failed step reports: node, bad index, axis size, kind (0 take,
   ** 1 one_hot); runtime/index.c turns it into the message */
   int64_t step_err[4];
