@@ -555,6 +555,107 @@ START_TEST(simplify_where_same_operands) {
 }
 END_TEST
 
+/* x + 0.0 -> x only where x cannot be -0.0 (-0.0 + 0.0 is +0.0): after a
+** sum, exp, or another + 0.0 it goes; after an input or neg(exp(x)) (which
+** is -0.0 at x = -inf) it stays. Values against the unoptimized function
+** and the reference with -0.0, +-inf and NaN among the inputs. */
+START_TEST(simplify_add_zero_exact) {
+  kiln_ctx *ctx = kiln_ctx_new();
+  kiln_node *x = kiln_dvector(ctx, "x");
+  kiln_node *zero = kiln_lit(ctx, 0.0);
+  struct {
+    kiln_node *y;
+    int adds; /* adds left after the pipeline */
+  } cases[] = {
+      {kiln_add(kiln_exp(x), zero), 0},
+      {kiln_add(kiln_sum(x), zero), 0},
+      {kiln_add(kiln_add(x, zero), zero), 1},
+      {kiln_add(kiln_add(kiln_exp(x), x), zero), 1},
+      {kiln_add(x, zero), 1},
+      {kiln_add(kiln_neg(kiln_exp(x)), zero), 1},
+  };
+  int n = (int)(sizeof cases / sizeof cases[0]);
+  int64_t len = N_SPECIAL;
+  kiln_tensor *xv = kt_tensor(KILN_FLOAT64, 1, &len, SPECIAL);
+  for (int c = 0; c < n; c++) {
+    kiln_function *f = compile(ctx, "f", 1, &x, 1, &cases[c].y, 0, NULL, &OPT);
+    char *opt = kt_dump(f, "opt");
+    ck_assert_msg(count_lines(opt, "= add(", 0) == cases[c].adds, "case %d: want %d adds:\n%s", c,
+                  cases[c].adds, opt);
+    free(opt);
+    check_values(ctx, 1, &x, (const kiln_tensor *[]){xv}, 1, &cases[c].y, &OPT);
+    kiln_function_free(f);
+  }
+  /* -0.0 + 0.0 is +0.0: the add of case 4 is needed */
+  kiln_function *f = compile(ctx, "g", 1, &x, 1, &cases[4].y, 0, NULL, &OPT);
+  const kiln_tensor *r;
+  ck_assert_int_eq(kiln_call(f, (const kiln_tensor *[]){xv}, &r), KILN_OK);
+  double z = kiln_tensor_get(r, 3); /* SPECIAL[3] is -0.0 */
+  ck_assert_msg(z == 0.0 && !signbit(z), "-0.0 + 0.0 gave %g", z);
+  kiln_function_free(f);
+  kiln_tensor_free(xv);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
+/* sum_like(g, like) goes when g provably has like's shape: in a dense
+** layer's gradient, dot(x, W) + b gives the gradient of the dot a sum_like
+** to dot's own shape (the add could have broadcast a dynamic size), which
+** the sizes' descriptions show to be a copy. b's gradient (rows summed) and
+** a sum_like whose operand was broadcast against another input's dynamic
+** size stay. Values agree with the unoptimized function and the reference
+** for a batch of 5, and of 1 (where every broadcast of size 1 happens). */
+START_TEST(simplify_sum_like_same_shape) {
+  kiln_ctx *ctx = kiln_ctx_new();
+  float wv[12], bv[4] = {0.5f, -0.25f, 0.125f, 1.0f};
+  for (int i = 0; i < 12; i++)
+    wv[i] = 0.1f * (float)(i % 5) - 0.2f;
+  kiln_node *x = kiln_fmatrix(ctx, "x");
+  kiln_node *W = kiln_shared(ctx, "W", KILN_FLOAT32, 2, (int64_t[]){3, 4}, wv);
+  kiln_node *b = kiln_shared(ctx, "b", KILN_FLOAT32, 1, (int64_t[]){4}, bv);
+  kiln_node *h = kiln_tanh(kiln_add(kiln_dot(x, W), b));
+  kiln_node *cost = kiln_sum(kiln_mul(h, h)), *g[2];
+  ck_assert_int_eq(kiln_grad(cost, 2, (kiln_node *[]){W, b}, g, 0), KILN_OK);
+  kiln_function *f = compile(ctx, "f", 1, &x, 2, g, 0, NULL, &OPT);
+  char *gr = kt_dump(f, "graph"), *opt = kt_dump(f, "opt");
+  int before = count_lines(gr, "= sum_like(", 0), after = count_lines(opt, "= sum_like(", 0);
+  ck_assert_msg(before >= 3, "expected the gradient to build sum_likes:\n%s", gr);
+  ck_assert_msg(after == 1, "%d sum_likes left (b's gradient should be the only one):\n%s", after,
+                opt);
+  FREE(gr, opt);
+  for (int rows = 5; rows >= 1; rows -= 4) {
+    double xv[15];
+    for (int i = 0; i < rows * 3; i++)
+      xv[i] = 0.3 * (i % 7) - 0.9;
+    kiln_tensor *t = kt_tensor(KILN_FLOAT32, 2, (int64_t[]){rows, 3}, xv);
+    check_values(ctx, 1, &x, (const kiln_tensor *[]){t}, 2, g, &OPT);
+    kiln_tensor_free(t);
+  }
+  kiln_function_free(f);
+  /* a * c with both dynamic: c's gradient is sum_like(c * 0 + a, c), which
+  ** sums rows when c has one row and a has four: it stays */
+  kiln_node *a = kiln_dmatrix(ctx, "a"), *c = kiln_dmatrix(ctx, "c"), *gc;
+  ck_assert_int_eq(kiln_grad(kiln_sum(kiln_mul(a, c)), 1, &c, &gc, 0), KILN_OK);
+  f = compile(ctx, "ac", 2, (kiln_node *[]){a, c}, 1, &gc, 0, NULL, &OPT);
+  opt = kt_dump(f, "opt");
+  ck_assert_msg(count_lines(opt, "= sum_like(", 0) == 1, "the sum_like must stay:\n%s", opt);
+  free(opt);
+  kiln_tensor *av =
+      kt_tensor(KILN_FLOAT64, 2, (int64_t[]){4, 2}, (double[]){1, 2, 3, 4, 5, 6, 7, 8});
+  kiln_tensor *cv = kt_tensor(KILN_FLOAT64, 2, (int64_t[]){1, 2}, (double[]){9, 9});
+  const kiln_tensor *r;
+  ck_assert_int_eq(kiln_call(f, (const kiln_tensor *[]){av, cv}, &r), KILN_OK);
+  /* numpy: the gradient of sum(a * c) wrt c of shape (1, 2) is a.sum(0, keepdims) = [[16, 20]] */
+  ck_assert_int_eq(kiln_tensor_rank(r), 2);
+  ck_assert_int_eq(kiln_tensor_dim(r, 0), 1);
+  ck_assert(kiln_tensor_get(r, 0) == 16.0 && kiln_tensor_get(r, 1) == 20.0);
+  check_values(ctx, 2, (kiln_node *[]){a, c}, (const kiln_tensor *[]){av, cv}, 1, &gc, &OPT);
+  TFREE(av, cv);
+  kiln_function_free(f);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
 /* cast(cast(x, wider), back) -> x only when the middle dtype holds every
 ** value of x: int16 -> float32 and bool -> float64 go, int32 -> float32
 ** (2^24 + 1) and float64 -> float32 (0.1) stay. */
@@ -1540,6 +1641,8 @@ int main(void) {
   tcase_add_test(tc, cse_keeps_different_nodes);
   tcase_add_test(tc, simplify_exact_rules);
   tcase_add_test(tc, simplify_where_same_operands);
+  tcase_add_test(tc, simplify_sum_like_same_shape);
+  tcase_add_test(tc, simplify_add_zero_exact);
   tcase_add_test(tc, simplify_cast_roundtrip);
   tcase_add_test(tc, simplify_leaves_inexact);
   tcase_add_test(tc, simplify_fast_math);

@@ -56,7 +56,8 @@ typedef struct em {
   LLVMMetadataRef no_vec; /* loop metadata saying so, made on first use */
   LLVMValueRef errp;      /* the step's error record (indexing: an index out of range) */
   LLVMValueRef ix_out;    /* indexing: where a rank-0 result is built */
-  LLVMValueRef dot_panel; /* the packed-B buffer of the dot kernels (one per step) */
+  LLVMValueRef dot_panel; /* the packed-B buffer of the dot kernels (one per function) */
+  LLVMValueRef dot_fn[4]; /* the blocked dot functions: [float64][packed], made on first use */
 } em;
 
 /* ----------------------------------------------------------------- types */
@@ -1159,6 +1160,71 @@ static void dot_blocked(em *e, dotk *d, LLVMValueRef m) {
   loop_end(e, &lt);
 }
 
+/* The blocked kernel as an internal function of the module, one per dtype
+** and B layout (packed or not), called by every float dot of the step:
+**   void kiln.dot.<dt>[.packed](ptr a, ptr b, ptr c, i64 m, k, n, as_i, as_p, bs_p, bs_j)
+** Its sizes and strides are arguments, so a step with five dots (a dense
+** layer's forward and backward passes) compiles the ~600 lines of IR of the
+** kernel once or twice, not five times: LLVM's time grows with the IR. The
+** pointers are noalias (c is never an operand's buffer; a and b are only
+** read), as the step's own buffers are. */
+static LLVMValueRef dot_function(em *e, int dt, bool packed) {
+  int slot = (dt == KILN_FLOAT64) * 2 + packed;
+  if (e->dot_fn[slot]) return e->dot_fn[slot];
+  LLVMTypeRef ps[10] = {e->ptr, e->ptr, e->ptr, e->i64, e->i64,
+                        e->i64, e->i64, e->i64, e->i64, e->i64};
+  char nm[40];
+  snprintf(nm, sizeof nm, "kiln.dot.%s%s", kiln_dtype_name((kiln_dtype)dt),
+           packed ? ".packed" : "");
+  LLVMValueRef f = LLVMAddFunction(e->m, nm, LLVMFunctionType(e->vd, ps, 10, 0));
+  LLVMSetLinkage(f, LLVMInternalLinkage);
+  static const char *const fa[] = {"nounwind", "noinline"};
+  for (size_t a = 0; a < 2; a++)
+    LLVMAddAttributeAtIndex(
+        f, LLVMAttributeFunctionIndex,
+        LLVMCreateEnumAttribute(e->c, LLVMGetEnumAttributeKindForName(fa[a], strlen(fa[a])), 0));
+  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  for (unsigned i = 1; i <= 3; i++)
+    LLVMAddAttributeAtIndex(f, i, LLVMCreateEnumAttribute(e->c, noalias, 0));
+  /* emit its body with the emitter pointed at it, then come back */
+  LLVMValueRef fn0 = e->fn, panel0 = e->dot_panel;
+  LLVMBasicBlockRef at0 = LLVMGetInsertBlock(e->b), aat0 = LLVMGetInsertBlock(e->ab);
+  bool cold0 = e->cold;
+  e->fn = f;
+  e->dot_panel = NULL;
+  e->cold = false;
+  LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->c, f, "entry");
+  LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(e->c, f, "start");
+  LLVMPositionBuilderAtEnd(e->ab, entry);
+  LLVMPositionBuilderAtEnd(e->b, start);
+  LLVMTypeRef t = lty(e, dt);
+  int W = 64 / (int)kiln_dtype_size((kiln_dtype)dt);
+  dotk d = {.dt = dt,
+            .W = W,
+            .t = t,
+            .vt = LLVMVectorType(t, (unsigned)W),
+            .a = LLVMGetParam(f, 0),
+            .b = LLVMGetParam(f, 1),
+            .c = LLVMGetParam(f, 2),
+            .k = LLVMGetParam(f, 4),
+            .n = LLVMGetParam(f, 5),
+            .as_i = LLVMGetParam(f, 6),
+            .as_p = LLVMGetParam(f, 7),
+            .bs_p = LLVMGetParam(f, 8),
+            .bs_j = LLVMGetParam(f, 9),
+            .packed = packed};
+  dot_blocked(e, &d, LLVMGetParam(f, 3));
+  LLVMBuildRetVoid(e->b);
+  LLVMPositionBuilderAtEnd(e->ab, entry);
+  LLVMBuildBr(e->ab, start);
+  e->fn = fn0;
+  e->dot_panel = panel0;
+  e->cold = cold0;
+  LLVMPositionBuilderAtEnd(e->b, at0);
+  LLVMPositionBuilderAtEnd(e->ab, aat0);
+  return e->dot_fn[slot] = f;
+}
+
 /* The plain triple loop with a register accumulator (integers, vectors). */
 static void dot_plain(em *e, int dt, LLVMValueRef a, LLVMValueRef b, LLVMValueRef c, LLVMValueRef m,
                       LLVMValueRef kk, LLVMValueRef n, LLVMValueRef as_i, LLVMValueRef as_p,
@@ -1245,22 +1311,9 @@ static void emit_dot(em *e, int i) {
     pc = LLVMBuildGEP2(e->b, t, pc, (LLVMValueRef[]){LLVMBuildMul(e->b, bt, mn, "")}, 1, "");
   }
   if (kl_dtype_is_float((kiln_dtype)dt) && rb >= 2) {
-    int W = 64 / (int)kiln_dtype_size((kiln_dtype)dt);
-    dotk d = {.dt = dt,
-              .W = W,
-              .t = t,
-              .vt = LLVMVectorType(t, (unsigned)W),
-              .a = pa,
-              .b = pb,
-              .c = pc,
-              .k = kk,
-              .n = n,
-              .as_i = as_i,
-              .as_p = as_p,
-              .bs_p = bs_p,
-              .bs_j = bs_j,
-              .packed = tb};
-    dot_blocked(e, &d, m);
+    LLVMValueRef f = dot_function(e, dt, tb);
+    LLVMValueRef args[10] = {pa, pb, pc, m, kk, n, as_i, as_p, bs_p, bs_j};
+    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(f), f, args, 10, "");
   } else {
     LLVMValueRef r = NULL;
     dot_plain(e, dt, pa, pb, pc, m, kk, n, as_i, as_p, bs_p, bs_j, v->type.rank == 0, &r);
