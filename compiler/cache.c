@@ -205,7 +205,7 @@ static double seconds(void) {
 ** a miss compiles to an object and stores it. Returns false when the disk
 ** cache is not in use (the caller compiles as usual). */
 static bool disk_compile(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, kl_cache_entry *e,
-                         double *out_secs, int *out_hit, kiln_status *st) {
+                         kl_times *t, int *out_hit, kiln_status *st) {
   const char *dir = getenv("KILN_CACHE_DIR"), *dump = getenv("KILN_DUMP_DIR");
   if (!dir || !*dir) return false;
   kbuf dk = {0};
@@ -225,14 +225,14 @@ static bool disk_compile(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, kl_
     kiln_status s = kl_backend_load(ctx, obj, n, sym, &e->code, &e->fn, err, sizeof err);
     kl_free(obj);
     if (s == KILN_OK) {
-      *out_secs = seconds() - t0;
+      t->total = seconds() - t0;
       *out_hit = 2;
       *st = KILN_OK;
       kl_free(dk.p);
       return true;
     }
   }
-  *st = kl_backend_compile(ctx, g, sym, &e->code, &e->fn, out_secs, &obj, &n);
+  *st = kl_backend_compile(ctx, g, sym, &e->code, &e->fn, t, &obj, &n);
   if (*st == KILN_OK) disk_write(dir, path, &dk, obj, n);
   kl_free(obj);
   kl_free(dk.p);
@@ -242,7 +242,7 @@ static bool disk_compile(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, kl_
 /* ------------------------------------------------------------ in memory */
 
 kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_code **out_code,
-                             void **out_fn, double *out_secs, int *out_hit) {
+                             void **out_fn, kl_times *t, int *out_hit) {
   kbuf key = {0};
   *out_hit = 0;
   if (!make_key(g, &key)) {
@@ -256,7 +256,7 @@ kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_co
       e->refs++;
       *out_code = e->code;
       *out_fn = e->fn;
-      *out_secs = 0;
+      t->total = 0;
       *out_hit = 1;
       kl_free(key.p);
       return KILN_OK;
@@ -277,10 +277,10 @@ kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_co
     return kl_error(ctx, KILN_NOMEM, "function: out of memory");
   }
   kiln_status st;
-  if (!disk_compile(ctx, g, &key, e, out_secs, out_hit, &st)) {
+  if (!disk_compile(ctx, g, &key, e, t, out_hit, &st)) {
     char sym[64];
     snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
-    st = kl_backend_compile(ctx, g, sym, &e->code, &e->fn, out_secs, NULL, NULL);
+    st = kl_backend_compile(ctx, g, sym, &e->code, &e->fn, t, NULL, NULL);
   }
   if (st != KILN_OK) {
     kl_free(e);

@@ -443,7 +443,7 @@ static double now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static void print_timing(const kiln_function *f, double graph_s, double plan_s, double llvm_s,
+static void print_timing(const kiln_function *f, double graph_s, double plan_s, const kl_times *t,
                          int hit, double total_s) {
   fprintf(stderr, "kiln: timing of function '%s'\n", f->name);
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "copy graph", graph_s * 1e3);
@@ -452,10 +452,17 @@ static void print_timing(const kiln_function *f, double graph_s, double plan_s, 
       fprintf(stderr, "kiln:   pass %-11s %9.3f ms\n", f->log.pass_names[p],
               f->log.seconds[p] * 1e3);
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "plan", plan_s * 1e3);
-  fprintf(stderr, "kiln:   %-16s %9.3f ms%s\n", "LLVM + JIT", llvm_s * 1e3,
+  fprintf(stderr, "kiln:   %-16s %9.3f ms%s\n", "LLVM + JIT", t->total * 1e3,
           hit == 1   ? " (in-memory cache hit)"
           : hit == 2 ? " (linked from KILN_CACHE_DIR)"
                      : "");
+  if (hit == 0) {
+    static const char *const what[] = {"JIT creation", "build IR", "verify + text",
+                                       "LLVM passes", "codegen + link"};
+    double v[] = {t->jit_new, t->lower, t->text, t->passes, t->codegen};
+    for (int i = 0; i < 5; i++)
+      fprintf(stderr, "kiln:     %-14s %9.3f ms\n", what[i], v[i] * 1e3);
+  }
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "total", total_s * 1e3);
 }
 
@@ -551,11 +558,12 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
       ctx->cap_fns = cap;
     }
   }
-  double t3 = now(), llvm_s = 0;
+  double t3 = now();
+  kl_times times = {0};
   int hit = 0;
   if (!st) {
     void *fn = NULL;
-    st = kl_cache_compile(ctx, &g, &f->code, &fn, &llvm_s, &hit);
+    st = kl_cache_compile(ctx, &g, &f->code, &fn, &times, &hit);
     g.plan->step = (kl_step_fn)fn;
   }
   if (st) {
@@ -576,7 +584,7 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
   if (dir && *dir) dump_to_dir(f, dir);
   const char *timing = getenv("KILN_TIMING");
   if (timing && *timing && strcmp(timing, "0") != 0)
-    print_timing(f, t1 - t0, t3 - t2, llvm_s, hit, now() - t0);
+    print_timing(f, t1 - t0, t3 - t2, &times, hit, now() - t0);
   kiln_clear_error(ctx);
   return f;
 }

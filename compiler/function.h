@@ -123,12 +123,22 @@ struct kiln_function {
   kl_pipeline_log log; /* the text of every stage but LLVM's */
 };
 
+/* Where the time of a compile went, in seconds (shown by KILN_TIMING). */
+typedef struct kl_times {
+  double total;   /* from the cache lookup to a callable step */
+  double jit_new; /* creating the context's JIT (its first compile only) */
+  double lower;   /* building the LLVM IR */
+  double text;    /* verifying the module and keeping its text, before and after the passes */
+  double passes;  /* LLVM's optimization pipeline */
+  double codegen; /* instruction selection, register allocation, linking */
+} kl_times;
+
 /* The LLVM side (compiler/llvm/backend.c); no LLVM types cross this line. */
 /* Compiles g's step as symbol. With object non-NULL the step is compiled to
 ** an object file whose bytes are returned too (kl_malloc'd), for the
 ** on-disk cache. */
 kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol,
-                               struct kl_jit_code **out_code, void **out_fn, double *out_secs,
+                               struct kl_jit_code **out_code, void **out_fn, kl_times *t,
                                unsigned char **object, size_t *object_len);
 /* Links an object file from the on-disk cache; on failure only a status and
 ** err (the caller falls back to compiling). */
@@ -145,7 +155,7 @@ void kl_ctx_jit_free(kiln_ctx *ctx);
 ** optimized graphs. kl_cache_compile compiles or finds the step (a new
 ** reference); kl_cache_release drops one; kl_cache_free drops all. */
 kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_code **out_code,
-                             void **out_fn, double *out_secs, int *out_hit);
+                             void **out_fn, kl_times *t, int *out_hit);
 /* out_hit: 0 compiled, 1 found in memory, 2 linked from the on-disk cache */
 void kl_cache_release(kiln_ctx *ctx, struct kl_jit_code *code);
 void kl_cache_free(kiln_ctx *ctx);

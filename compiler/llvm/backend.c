@@ -1794,16 +1794,16 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
 /* --------------------------------------------------------------- backend */
 
 kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol,
-                               struct kl_jit_code **out_code, void **out_fn, double *out_secs,
+                               struct kl_jit_code **out_code, void **out_fn, kl_times *t,
                                unsigned char **object, size_t *object_len) {
   char err[1024] = "";
   kiln_status st;
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+  double t0 = kl_jit_now();
   *out_code = NULL;
   *out_fn = NULL;
   if (!ctx->jit && (st = kl_jit_new(&ctx->jit, err, sizeof err)) != KILN_OK)
     return kl_error(ctx, st, "function: cannot create the JIT: %s", err);
+  double t1 = kl_jit_now();
   kl_llmod m;
   if ((st = kl_llmod_new(ctx->jit, &m, symbol, err, sizeof err)) != KILN_OK)
     return kl_error(ctx, st, "function: %s", err);
@@ -1811,12 +1811,21 @@ kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *sy
     kl_llmod_dispose(&m);
     return kl_error(ctx, st, "function: %s", err);
   }
-  kl_jit_opts opts = {.opt_level = g->llvm_opt_level, .object = object, .object_len = object_len};
+  double t2 = kl_jit_now(), secs[3] = {0, 0, 0};
+  kl_jit_opts opts = {.opt_level = g->llvm_opt_level,
+                      .object = object,
+                      .object_len = object_len,
+                      .secs = secs};
   st = kl_jit_add(ctx->jit, &m, symbol, &opts, out_code, out_fn, err, sizeof err); /* takes m */
   if (st != KILN_OK) return kl_error(ctx, st, "function: %s", err);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  if (out_secs)
-    *out_secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  if (t) {
+    *t = (kl_times){.total = kl_jit_now() - t0,
+                    .jit_new = t1 - t0,
+                    .lower = t2 - t1,
+                    .text = secs[0],
+                    .passes = secs[1],
+                    .codegen = secs[2]};
+  }
   return KILN_OK;
 }
 

@@ -54,6 +54,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Error-severity diagnostics of one LLVM context, kept for the message. */
 typedef struct diag_log {
@@ -335,12 +336,22 @@ static kiln_status run_passes(kl_jit *jit, LLVMModuleRef mod, int level, char *e
 
 /* Everything done to the module while it is still ours: verify, keep the
 ** text, optimize, verify again, keep the optimized text. */
-static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, int level, char *err,
-                           size_t errn) {
+double kl_jit_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, int level,
+                           double *secs, char *err, size_t errn) {
+  double t0 = kl_jit_now();
   if (!verify(mod, "", err, errn)) return KILN_INTERNAL;
   code->text[KILN_STAGE_LLVM_IR] = take_message(LLVMPrintModuleToString(mod));
   if (!code->text[KILN_STAGE_LLVM_IR]) goto nomem;
+  double t1 = kl_jit_now();
   kiln_status st = run_passes(jit, mod, level, err, errn);
+  double t2 = kl_jit_now();
+  secs[1] = t2 - t1;
   if (st != KILN_OK) return st;
   if (code->diag.n_errors) {
     set_err(err, errn, "LLVM error while optimizing: %s", code->diag.first);
@@ -349,6 +360,7 @@ static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, in
   if (!verify(mod, "after LLVM's passes: ", err, errn)) return KILN_INTERNAL;
   code->text[KILN_STAGE_LLVM_OPT] = take_message(LLVMPrintModuleToString(mod));
   if (!code->text[KILN_STAGE_LLVM_OPT]) goto nomem;
+  secs[0] = (t1 - t0) + (kl_jit_now() - t2);
   return KILN_OK;
 nomem:
   set_err(err, errn, "out of memory keeping the text of an LLVM module");
@@ -404,7 +416,9 @@ kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_ji
   code->jit = jit;
   LLVMContextSetDiagnosticHandler(LLVMGetModuleContext(mod), on_diagnostic, &code->diag);
 
-  kiln_status st = prepare(jit, code, mod, level, err, errn);
+  double secs_local[3], *secs = opts && opts->secs ? opts->secs : secs_local;
+  kiln_status st = prepare(jit, code, mod, level, secs, err, errn);
+  double t_gen = kl_jit_now();
   if (st != KILN_OK) {
     dispose_parts(mod, tsc); /* the context goes with tsc, before the log it points at */
     destroy_code(code);
@@ -466,6 +480,7 @@ kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_ji
   }
 
   st = look_up(jit, code, symbol, out_code, out_fn, err, errn);
+  secs[2] = kl_jit_now() - t_gen;
   if (st != KILN_OK && opts && opts->object) {
     kl_free(*opts->object);
     *opts->object = NULL;

@@ -40,7 +40,13 @@ typedef struct kl_jit_opts {
   ** here (kl_malloc'd, the caller frees) for the on-disk cache. */
   unsigned char **object;
   size_t *object_len;
+  /* When set, receives the seconds spent verifying and printing the module
+  ** (its texts), in LLVM's passes, and in code generation and linking. */
+  double *secs;
 } kl_jit_opts;
+
+/* A monotonic clock in seconds, for those timings. */
+double kl_jit_now(void);
 
 /* Creates the JIT for the host CPU (targets are initialized once per process,
 ** thread-safely). On failure returns KILN_LLVM or KILN_NOMEM with a message in
