@@ -154,6 +154,30 @@ KILN_API kiln_status kiln_errcode(const kiln_ctx *ctx);
 /* Forgets the current error, so builders work again after a failed one. */
 KILN_API void kiln_clear_error(kiln_ctx *ctx);
 
+/* Threads. A context runs the steps of its functions on n threads: the
+** calling thread and n - 1 workers of its own, started here (persistent:
+** they spin briefly after each piece of work, then sleep) and joined by
+** kiln_ctx_set_threads(ctx, 1) or kiln_ctx_free. 1, the default, runs
+** everything in the caller. Only large kernels are shared out: elementwise
+** kernels of at least 2^15 elements (the vectorized version, taken when no
+** dynamic size is 1) and float sums down to one value whose rows (last
+** axis) are longer than 2^14 elements; smaller ones run inline. Kernels are
+** cut into fixed chunks that depend on the shapes only, and the sum order
+** (kiln_reduce below) is defined over those chunks, so results are
+** bit-identical for every thread count. A call still returns only when its
+** step is done; a context stays single-threaded for its user (see
+** "Thread safety" above).
+** The environment variable KILN_THREADS=n (1 to 256) sets the count of
+** every new context; another value is ignored, and if the threads cannot
+** be started the context has one thread.
+** Returns KILN_OK; KILN_MISUSE for a NULL or foreign ctx or n outside
+** 1..256; KILN_NOMEM or KILN_ERROR when memory or a thread cannot be had
+** (pthread_create failed): the message says which, and the context keeps
+** its previous thread count. Must not be called during kiln_call. */
+KILN_API kiln_status kiln_ctx_set_threads(kiln_ctx *ctx, int n);
+/* The context's thread count (1 by default), -1 for a NULL or foreign ctx. */
+KILN_API int kiln_ctx_threads(const kiln_ctx *ctx);
+
 /* ---------------------------------------------------------------- tensors */
 /* A tensor is a dense, C-ordered array with a dtype and a shape, its data
 ** 64-byte aligned. Tensors are independent of contexts. */
