@@ -605,6 +605,7 @@ kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
                       const kiln_tensor **outputs) {
   if (!fn_ok(f)) return KILN_MISUSE;
   char err[1024];
+  f->plan->pool = f->ctx->pool;
   kiln_status st = kl_plan_run(f->plan, inputs, err, sizeof err);
   if (st != KILN_OK) return kl_error(f->ctx, st, "%s", err);
   kiln_clear_error(f->ctx);
