@@ -82,6 +82,8 @@ static kiln_status set_threads(kiln_ctx *ctx, int n) {
   }
   kl_pool_free(ctx->pool);
   ctx->pool = pool;
+  for (int i = 0; i < ctx->n_fns; i++) /* their plans hold the pool, not the context */
+    ctx->fns[i]->plan->pool = pool ? pool : kl_pool_serial;
   return KILN_OK;
 }
 

@@ -557,6 +557,7 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
     void *fn = NULL;
     st = kl_cache_compile(ctx, &g, &f->code, &fn, &llvm_s, &hit);
     g.plan->step = (kl_step_fn)fn;
+    g.plan->pool = ctx->pool ? ctx->pool : kl_pool_serial; /* kiln_ctx_set_threads updates it */
   }
   if (st) {
     if (f) {
@@ -605,7 +606,6 @@ kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
                       const kiln_tensor **outputs) {
   if (!fn_ok(f)) return KILN_MISUSE;
   char err[1024];
-  f->plan->pool = f->ctx->pool;
   kiln_status st = kl_plan_run(f->plan, inputs, err, sizeof err);
   if (st != KILN_OK) return kl_error(f->ctx, st, "%s", err);
   kiln_clear_error(f->ctx);

@@ -346,7 +346,7 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
     }
   }
   p->step_err[0] = -1;
-  if (p->step(p->ptrs, p->dims, p->step_err, p->pool ? p->pool : kl_pool_serial) != 0)
+  if (p->step(p->ptrs, p->dims, p->step_err, p->pool) != 0)
     return kl_index_step_error(p, err, errn);
   for (int u = 0; u < p->n_updates; u++) {
     kiln_tensor *t = p->updates[u].target;

@@ -107,7 +107,7 @@ typedef struct kl_update_spec {
 
 typedef struct kl_plan {
   kl_step_fn step;
-  kl_pool *pool; /* the context's pool, set by kiln_call; NULL: one thread */
+  kl_pool *pool; /* the context's pool (kl_pool_serial for one thread), never NULL */
   int n_nodes;
   kl_shape_op *shape;
   uint8_t *shape_dtype; /* dtype of each node */

@@ -340,6 +340,34 @@ START_TEST(index_error_keeps_shared) {
 }
 END_TEST
 
+/* The thread count may change after a function was compiled: its calls
+** follow (the old pool is gone: ASan would see a call through it), with
+** the same bits. */
+START_TEST(threads_change_after_compile) {
+  kiln_ctx *ctx = ctx_threads(2);
+  kiln_node *ins[2], *outs[4];
+  int n_out;
+  const int64_t shape[2] = {2, 2 * C + 48};
+  kiln_function *f = build_sums(ctx, KILN_FLOAT32, shape, true, ins, outs, &n_out);
+  ck_assert_ptr_nonnull(f);
+  kiln_tensor *vals[2];
+  for (int k = 0; k < 2; k++) {
+    vals[k] = kiln_tensor_new(KILN_FLOAT32, 2, shape, NULL);
+    fill(vals[k], (uint64_t)k + 40);
+  }
+  static const int counts[] = {2, 1, 3, 1, 2};
+  for (size_t i = 0; i < sizeof counts / sizeof *counts; i++) {
+    ck_assert_int_eq(kiln_ctx_set_threads(ctx, counts[i]), KILN_OK);
+    char what[40];
+    snprintf(what, sizeof what, "after set_threads(%d)", counts[i]);
+    kt_check_calls(ctx, f, what, 2, ins, vals, n_out, outs, 2, NULL);
+  }
+  for (int k = 0; k < 2; k++)
+    kiln_tensor_free(vals[k]);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
 /* The step's IR: a large kernel's body is a chunk function the step hands
 ** to the pool; a small one stays inline (no chunk function at all). */
 START_TEST(chunk_functions_in_ir) {
@@ -371,6 +399,7 @@ int main(void) {
   tcase_add_test(tc, elementwise_same_bits);
   tcase_add_test(tc, inplace_update_same_bits);
   tcase_add_test(tc, index_error_keeps_shared);
+  tcase_add_test(tc, threads_change_after_compile);
   tcase_add_test(tc, chunk_functions_in_ir);
   suite_add_tcase(s, tc);
   return kt_run(s);
