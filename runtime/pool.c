@@ -3,8 +3,10 @@
 **
 ** One job at a time: the caller (a step, from kl_plan_run) publishes the
 ** job and a new generation in one atomic word, wakes sleeping workers, and
-** then takes chunks itself from a shared counter, one at a time, like the
-** workers that joined. The word
+** then takes chunks itself, one at a time, like the workers that joined:
+** the caller from the front of the job's range, the workers from its back
+** (one atomic word holds both ends), so that with two threads each keeps
+** the same part of the data from one kernel to the next. The word
 **
 **     state = generation << 32 | CLOSED | number of workers inside the job
 **
@@ -17,8 +19,9 @@
 ** does its chunks. The job's fields are written only while no worker is
 ** inside and read only after a successful join (release/acquire on state).
 **
-** Waiting workers spin for about SPIN_NS (the next job of a training loop
-** usually comes within microseconds), then sleep on a condition variable;
+** Waiting workers spin for about SPIN_NS, 2 ms (the next job of a training
+** loop usually comes within microseconds; a worker woken from its condition
+** variable came too late for W2's 4-call batches with 200 us), then sleep;
 ** the caller broadcasts only when some worker sleeps. The usual lost-wakeup
 ** race is closed by ordering: a worker counts itself in `sleepers` and then
 ** rechecks the generation under the mutex; the caller stores the generation
@@ -36,7 +39,7 @@
 
 #define CLOSED ((uint64_t)1 << 31)
 #define COUNT_MASK (CLOSED - 1)
-#define SPIN_NS 200000 /* how long an idle worker spins before it sleeps */
+#define SPIN_NS 2000000 /* how long an idle worker spins before it sleeps (2 ms) */
 
 struct kl_pool {
   kl_pool_head head; /* first: the step calls head.run through its pool pointer */
@@ -52,8 +55,13 @@ struct kl_pool {
   void **bufs;
   const int64_t *dims;
   void *cap;
-  int64_t hi;
-  _Atomic int64_t next;
+  int64_t lo;
+  /* chunks not yet taken: lo + front .. lo + back - 1, as front | back << 32.
+  ** The caller takes from the front, the workers from the back, so with
+  ** two threads each one keeps working on the same end of the data from
+  ** one kernel to the next (the sum, then the update of W2), which stays
+  ** in its own core's caches when it fits. */
+  _Atomic uint64_t left;
 };
 
 static void serial_run(kl_pool *pool, kl_chunk_fn fn, void **bufs, const int64_t *dims, void *cap,
@@ -77,11 +85,18 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void take_chunks(kl_pool *p) {
+static void take_chunks(kl_pool *p, bool front) {
+  uint64_t s = atomic_load_explicit(&p->left, memory_order_relaxed);
   for (;;) {
-    int64_t c = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-    if (c >= p->hi) return;
+    uint64_t f = s & 0xffffffffu, b = s >> 32;
+    if (f >= b) return;
+    uint64_t to = front ? s + 1 : s - ((uint64_t)1 << 32);
+    if (!atomic_compare_exchange_weak_explicit(&p->left, &s, to, memory_order_relaxed,
+                                               memory_order_relaxed))
+      continue;
+    int64_t c = p->lo + (int64_t)(front ? f : b - 1);
     p->fn(p->bufs, p->dims, p->cap, c, c + 1);
+    s = atomic_load_explicit(&p->left, memory_order_relaxed);
   }
 }
 
@@ -121,7 +136,7 @@ static void *worker(void *arg) {
     while (!(s & CLOSED) && (uint32_t)(s >> 32) == seen)
       if (atomic_compare_exchange_weak_explicit(&p->state, &s, s + 1, memory_order_acquire,
                                                 memory_order_acquire)) {
-        take_chunks(p);
+        take_chunks(p, false);
         atomic_fetch_sub_explicit(&p->state, 1, memory_order_release);
         break;
       }
@@ -134,13 +149,16 @@ static void pool_run(kl_pool *p, kl_chunk_fn fn, void **bufs, const int64_t *dim
     serial_run(p, fn, bufs, dims, cap, lo, hi);
     return;
   }
+  const int64_t most = (int64_t)1 << 31; /* chunks per job: they must fit in 32 bits */
+  for (; hi - lo > most; lo += most)
+    pool_run(p, fn, bufs, dims, cap, lo, lo + most);
   /* no worker is inside: the previous job was closed and drained */
   p->fn = fn;
   p->bufs = bufs;
   p->dims = dims;
   p->cap = cap;
-  p->hi = hi;
-  atomic_store_explicit(&p->next, lo, memory_order_relaxed);
+  p->lo = lo;
+  atomic_store_explicit(&p->left, (uint64_t)(hi - lo) << 32, memory_order_relaxed);
   uint64_t gen = (atomic_load_explicit(&p->state, memory_order_relaxed) >> 32) + 1;
   atomic_store(&p->state, gen << 32); /* publishes the fields above */
   if (atomic_load(&p->sleepers) > 0) {
@@ -148,7 +166,7 @@ static void pool_run(kl_pool *p, kl_chunk_fn fn, void **bufs, const int64_t *dim
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
   }
-  take_chunks(p);
+  take_chunks(p, true);
   atomic_fetch_or_explicit(&p->state, CLOSED, memory_order_relaxed);
   for (unsigned spins = 0; atomic_load_explicit(&p->state, memory_order_acquire) & COUNT_MASK;
        spins++) {
