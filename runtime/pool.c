@@ -56,12 +56,20 @@ struct kl_pool {
   const int64_t *dims;
   void *cap;
   int64_t lo;
-  /* chunks not yet taken: lo + front .. lo + back - 1, as front | back << 32.
-  ** The caller takes from the front, the workers from the back, so with
-  ** two threads each one keeps working on the same end of the data from
-  ** one kernel to the next (the sum, then the update of W2), which stays
-  ** in its own core's caches when it fits. */
-  _Atomic uint64_t left;
+  /* Chunks not yet taken, in two ranges: lo + front .. lo + back - 1 of
+  ** each word, as front | back << 32. So that each thread meets again the
+  ** data it touched last (a kernel's chunks, then the next kernel's, as the
+  ** sum and the update of W2), still in its own core's caches when some of
+  ** it fits, jobs alternate when consecutive jobs have as many chunks:
+  ** an "even" job has one range, the caller takes it from the front and the
+  ** workers from the back, and where they met is kept; the next, "odd", job
+  ** is split there: the caller goes down from the meeting point, the workers
+  ** up from it, then each takes what is left of the other's range from its
+  ** far end. Which thread computes which chunk never changes a result. */
+  _Atomic uint64_t left[2];
+  bool odd;      /* the current job is odd */
+  bool next_odd; /* the last job was even, with meet_n chunks meeting at meet */
+  int64_t meet, meet_n;
 };
 
 static void serial_run(kl_pool *pool, kl_chunk_fn fn, void **bufs, const int64_t *dims, void *cap,
@@ -85,18 +93,36 @@ static int64_t now_ns(void) {
   return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void take_chunks(kl_pool *p, bool front) {
-  uint64_t s = atomic_load_explicit(&p->left, memory_order_relaxed);
+/* Takes and runs one chunk from range w's front or back; false if empty. */
+static bool take_one(kl_pool *p, int w, bool front) {
+  uint64_t s = atomic_load_explicit(&p->left[w], memory_order_relaxed);
   for (;;) {
     uint64_t f = s & 0xffffffffu, b = s >> 32;
-    if (f >= b) return;
+    if (f >= b) return false;
     uint64_t to = front ? s + 1 : s - ((uint64_t)1 << 32);
-    if (!atomic_compare_exchange_weak_explicit(&p->left, &s, to, memory_order_relaxed,
-                                               memory_order_relaxed))
-      continue;
-    int64_t c = p->lo + (int64_t)(front ? f : b - 1);
-    p->fn(p->bufs, p->dims, p->cap, c, c + 1);
-    s = atomic_load_explicit(&p->left, memory_order_relaxed);
+    if (atomic_compare_exchange_weak_explicit(&p->left[w], &s, to, memory_order_relaxed,
+                                              memory_order_relaxed)) {
+      int64_t c = p->lo + (int64_t)(front ? f : b - 1);
+      p->fn(p->bufs, p->dims, p->cap, c, c + 1);
+      return true;
+    }
+  }
+}
+
+static void take_chunks(kl_pool *p, bool caller) {
+  if (!p->odd) {
+    while (take_one(p, 0, caller)) {
+    }
+  } else if (caller) { /* down from the meeting point, then the workers' top */
+    while (take_one(p, 0, false)) {
+    }
+    while (take_one(p, 1, false)) {
+    }
+  } else { /* up from the meeting point, then the caller's bottom */
+    while (take_one(p, 1, true)) {
+    }
+    while (take_one(p, 0, true)) {
+    }
   }
 }
 
@@ -158,7 +184,15 @@ static void pool_run(kl_pool *p, kl_chunk_fn fn, void **bufs, const int64_t *dim
   p->dims = dims;
   p->cap = cap;
   p->lo = lo;
-  atomic_store_explicit(&p->left, (uint64_t)(hi - lo) << 32, memory_order_relaxed);
+  int64_t n = hi - lo;
+  p->odd = p->next_odd && p->meet_n == n;
+  if (p->odd) {
+    atomic_store_explicit(&p->left[0], (uint64_t)p->meet << 32, memory_order_relaxed);
+    atomic_store_explicit(&p->left[1], (uint64_t)p->meet | (uint64_t)n << 32, memory_order_relaxed);
+  } else {
+    atomic_store_explicit(&p->left[0], (uint64_t)n << 32, memory_order_relaxed);
+    atomic_store_explicit(&p->left[1], 0, memory_order_relaxed);
+  }
   uint64_t gen = (atomic_load_explicit(&p->state, memory_order_relaxed) >> 32) + 1;
   atomic_store(&p->state, gen << 32); /* publishes the fields above */
   if (atomic_load(&p->sleepers) > 0) {
@@ -173,6 +207,10 @@ static void pool_run(kl_pool *p, kl_chunk_fn fn, void **bufs, const int64_t *dim
     cpu_relax();
     if (spins > 4096) sched_yield(); /* a worker inside was preempted */
   }
+  /* every chunk is taken: an even job's front and back are where they met */
+  p->next_odd = !p->odd;
+  p->meet = (int64_t)(atomic_load_explicit(&p->left[0], memory_order_relaxed) & 0xffffffffu);
+  p->meet_n = n;
 }
 
 static atomic_int fail_create_at;
