@@ -8,9 +8,11 @@
 */
 #include "compiler/graph.h"
 #include "compiler/function.h"
+#include "runtime/pool.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ arena */
@@ -68,11 +70,51 @@ const char *kiln_status_str(kiln_status s) {
   return (unsigned)s < KILN_N_STATUS ? names[s] : "unknown status";
 }
 
+/* The pool of n threads, or none for one. On failure the context keeps
+** its pool and the message says why. */
+static kiln_status set_threads(kiln_ctx *ctx, int n) {
+  if (n == kl_pool_threads(ctx->pool)) return KILN_OK;
+  kl_pool *pool = NULL;
+  if (n > 1) {
+    char err[256];
+    kiln_status st = kl_pool_new(n, &pool, err, sizeof err);
+    if (st != KILN_OK) return kl_error(ctx, st, "set_threads: %s", err);
+  }
+  kl_pool_free(ctx->pool);
+  ctx->pool = pool;
+  for (int i = 0; i < ctx->n_fns; i++) /* their plans hold the pool, not the context */
+    ctx->fns[i]->plan->pool = pool ? pool : kl_pool_serial;
+  return KILN_OK;
+}
+
 kiln_ctx *kiln_ctx_new(void) {
   kiln_ctx *ctx = kl_calloc(1, sizeof *ctx);
   if (!ctx) return NULL;
   ctx->magic = KL_MAGIC_CTX;
+  /* KILN_THREADS=n: the default thread count; an unusable value, or a pool
+  ** that cannot be made, leaves one thread (a constructor has no status) */
+  const char *env = getenv("KILN_THREADS");
+  if (env && *env) {
+    char *end;
+    long n = strtol(env, &end, 10);
+    if (*end == '\0' && n > 1 && n <= KL_POOL_MAX_THREADS) {
+      set_threads(ctx, (int)n);
+      kiln_clear_error(ctx);
+    }
+  }
   return ctx;
+}
+
+kiln_status kiln_ctx_set_threads(kiln_ctx *ctx, int n) {
+  if (!kl_ctx_ok(ctx)) return KILN_MISUSE;
+  if (n < 1 || n > KL_POOL_MAX_THREADS)
+    return kl_error(ctx, KILN_MISUSE, "set_threads: %d threads (must be 1 to %d)", n,
+                    KL_POOL_MAX_THREADS);
+  return set_threads(ctx, n);
+}
+
+int kiln_ctx_threads(const kiln_ctx *ctx) {
+  return kl_ctx_ok(ctx) ? kl_pool_threads(ctx->pool) : -1;
 }
 
 void kiln_ctx_free(kiln_ctx *ctx) {
@@ -82,6 +124,7 @@ void kiln_ctx_free(kiln_ctx *ctx) {
   kl_free(ctx->fns);
   kl_cache_free(ctx);
   kl_ctx_jit_free(ctx);
+  kl_pool_free(ctx->pool);
   for (int i = 0; i < ctx->n_shared; i++) {
     kl_tensor_release(ctx->shared[i]);
     kl_free(ctx->shared[i]);

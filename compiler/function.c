@@ -565,6 +565,7 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
     void *fn = NULL;
     st = kl_cache_compile(ctx, &g, &f->code, &fn, &times, &hit);
     g.plan->step = (kl_step_fn)fn;
+    g.plan->pool = ctx->pool ? ctx->pool : kl_pool_serial; /* kiln_ctx_set_threads updates it */
   }
   if (st) {
     if (f) {

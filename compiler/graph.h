@@ -116,6 +116,7 @@ struct kiln_ctx {
   int n_funcs_made;              /* to name step symbols uniquely */
   struct kl_cache_entry **cache; /* compiled steps, shared by equal functions (cache.c) */
   int n_cache, cap_cache;
+  struct kl_pool *pool; /* the steps' thread pool (runtime/pool.c); NULL: one thread */
 };
 
 /* ---- errors (compiler/ctx.c) */

@@ -57,8 +57,10 @@
 **    int32/int64 float64.
 **  - sum of bool and integer tensors is int64, of floats keeps the dtype;
 **    mean of bool/integers is float64. Reductions add in increasing index
-**    order starting from +0.0 (a fixed order: results never depend on
-**    threads or vector width). dot accumulates likewise.
+**    order starting from +0.0, except a float sum down to one value, which
+**    uses the blocked order described at kiln_reduce; either way the order
+**    is fixed by the shapes, so results never depend on threads or vector
+**    width. dot accumulates in increasing index order too.
 **  - maximum/minimum propagate NaN; between equal values (0.0 and -0.0)
 **    the first operand wins.
 **  - Arithmetic is IEEE: no fast-math, no contraction of a*b+c into fma.
@@ -153,6 +155,30 @@ KILN_API const char *kiln_errmsg(const kiln_ctx *ctx);
 KILN_API kiln_status kiln_errcode(const kiln_ctx *ctx);
 /* Forgets the current error, so builders work again after a failed one. */
 KILN_API void kiln_clear_error(kiln_ctx *ctx);
+
+/* Threads. A context runs the steps of its functions on n threads: the
+** calling thread and n - 1 workers of its own, started here (persistent:
+** they spin briefly after each piece of work, then sleep) and joined by
+** kiln_ctx_set_threads(ctx, 1) or kiln_ctx_free. 1, the default, runs
+** everything in the caller. Only large kernels are shared out: elementwise
+** kernels of at least 2^15 elements (the vectorized version, taken when no
+** dynamic size is 1) and float sums down to one value whose rows (last
+** axis) are longer than 2^14 elements; smaller ones run inline. Kernels are
+** cut into fixed chunks that depend on the shapes only, and the sum order
+** (kiln_reduce below) is defined over those chunks, so results are
+** bit-identical for every thread count. A call still returns only when its
+** step is done; a context stays single-threaded for its user (see
+** "Thread safety" above).
+** The environment variable KILN_THREADS=n (1 to 256) sets the count of
+** every new context; another value is ignored, and if the threads cannot
+** be started the context has one thread.
+** Returns KILN_OK; KILN_MISUSE for a NULL or foreign ctx or n outside
+** 1..256; KILN_NOMEM or KILN_ERROR when memory or a thread cannot be had
+** (pthread_create failed): the message says which, and the context keeps
+** its previous thread count. Must not be called during kiln_call. */
+KILN_API kiln_status kiln_ctx_set_threads(kiln_ctx *ctx, int n);
+/* The context's thread count (1 by default), -1 for a NULL or foreign ctx. */
+KILN_API int kiln_ctx_threads(const kiln_ctx *ctx);
 
 /* ---------------------------------------------------------------- tensors */
 /* A tensor is a dense, C-ordered array with a dtype and a shape, its data
@@ -459,7 +485,18 @@ KILN_API kiln_node *kiln_crossentropy_labels_at(kiln_node *z, kiln_node *labels,
 **
 ** Every reduction visits the elements of each output in increasing index
 ** order (row-major over the reduced axes), so results never depend on
-** threads or vector width.
+** threads or vector width -- with one exception, for speed: a float sum
+** over every axis (kiln_sum, kiln_mean, with or without keepdims) uses a
+** blocked order. Along the last axis, of length n, element k below
+** cut = n - n % 16 goes to lane k % 16 and the others to a tail sum, rows
+** (the other axes) in C order, every lane and the tail adding from +0.0 in
+** that order. A row whose blocked part is longer than 2^14 elements
+** (cut > 16384) is added in chunks of 2^14 (the last one shorter): each
+** chunk's elements go to 16 partial lanes starting at +0.0, which are then
+** added lane by lane to the running lanes, chunk after chunk (a chunk is
+** what one thread computes: see kiln_ctx_set_threads). Finally lane j +=
+** lane j + w for w = 8, 4, 2, 1, and the sum is lane 0 + tail. A row of
+** fewer than 16 elements is thus summed in plain index order.
 **  KILN_SUM, KILN_MEAN  as kiln_sum/kiln_mean above (mean = sum / count).
 **  KILN_MAX, KILN_MIN   keep the dtype. numpy's rules: the fold of
 **      maximum/minimum (below) from the first element: NaN propagates (the

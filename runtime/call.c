@@ -360,7 +360,8 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
     remember(p, in);
   }
   p->step_err[0] = -1;
-  if (p->step(p->ptrs, p->dims, p->step_err) != 0) return kl_index_step_error(p, err, errn);
+  if (p->step(p->ptrs, p->dims, p->step_err, p->pool) != 0)
+    return kl_index_step_error(p, err, errn);
   for (int u = 0; u < p->n_updates; u++) {
     kiln_tensor *t = p->updates[u].target;
     if (p->updates[u].buf >= 0) memcpy(t->data, p->ptrs[p->updates[u].buf], kl_tensor_nbytes(t));

@@ -4,18 +4,21 @@
 ** (checking them, with messages that name the user's nodes), and the buffer
 ** table the step receives. No pointer into a graph survives here.
 **
-** The step's signature is   int64_t step(void **bufs, const int64_t *dims, int64_t *err)
+** The step's signature is
+**   int64_t step(void **bufs, const int64_t *dims, int64_t *err, kl_pool *pool)
 ** bufs[b] points at buffer b (see kl_buf); dims holds, for node i, its
-** dimensions at dims[shape[i].dims_base ...].
+** dimensions at dims[shape[i].dims_base ...]; large kernels run their
+** chunks through pool (runtime/pool.h), never NULL.
 */
 #ifndef KILN_PLAN_H
 #define KILN_PLAN_H
 
+#include "runtime/pool.h"
 #include "runtime/rt.h"
 
 /* Returns 0, or 1 after writing an error record into err (see kl_plan.step_err):
 ** the one way a step fails, an index out of range (take, one_hot). */
-typedef int64_t (*kl_step_fn)(void **bufs, const int64_t *dims, int64_t *err);
+typedef int64_t (*kl_step_fn)(void **bufs, const int64_t *dims, int64_t *err, kl_pool *pool);
 
 /* How a node's shape is found at call time. */
 typedef enum kl_shape_kind {
@@ -104,6 +107,7 @@ typedef struct kl_update_spec {
 
 typedef struct kl_plan {
   kl_step_fn step;
+  kl_pool *pool; /* the context's pool (kl_pool_serial for one thread), never NULL */
   int n_nodes;
   kl_shape_op *shape;
   uint8_t *shape_dtype; /* dtype of each node */

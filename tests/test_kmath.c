@@ -351,7 +351,10 @@ START_TEST(folded_equals_c) {
 END_TEST
 
 /* The point of the exercise: a float32 tanh kernel is vector code with no
-** call left (llvm.* intrinsics such as fabs are instructions, not calls). */
+** call left (llvm.* intrinsics such as fabs are instructions, not calls).
+** The kernel's body is a chunk function (@kiln_step_N_kK) the step hands
+** to the thread pool (call %run) or calls itself when small: those calls
+** are the only others allowed. */
 START_TEST(tanh_kernel_vectorizes) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *x = kiln_fvector(ctx, "x"), *y = kiln_tanh(x);
@@ -366,8 +369,10 @@ START_TEST(tanh_kernel_vectorizes) {
                     strstr(text, "<4 x float>"),
                 "no float vector in the optimized IR");
   for (const char *p = text; (p = strstr(p, "call ")) != NULL; p += 5) {
+    if (strncmp(p, "call void %run", 14) == 0) continue;
     const char *at = strchr(p, '@');
-    ck_assert_msg(at && strncmp(at, "@llvm.", 6) == 0, "a call is left: %.60s", p);
+    ck_assert_msg(at && (strncmp(at, "@llvm.", 6) == 0 || strncmp(at, "@kiln_step_", 11) == 0),
+                  "a call is left: %.60s", p);
   }
   free(text);
   kiln_ctx_free(ctx);

@@ -717,51 +717,58 @@ END_TEST
 /* The documented order of a float sum down to one value (kiln.h, eval.c's
 ** blocked_sum), written here again from the words: along the last axis,
 ** element k below cut = n - n % 16 goes to lane k % 16, the rest to a tail;
-** rows in C order; lanes start at +0.0 and add in order; then lane j +=
-** lane j + w for w = 8, 4, 2, 1, and the result is lane 0 + tail. */
-static double order_f64(const double *v, int64_t rows, int64_t n) {
-  double lane[16] = {0}, tail = 0;
-  int64_t cut = n - n % 16;
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t k = 0; k < n; k++) {
-      if (k < cut)
-        lane[k % 16] += v[r * n + k];
-      else
-        tail += v[r * n + k];
-    }
-  for (int w = 8; w >= 1; w /= 2)
-    for (int j = 0; j < w; j++)
-      lane[j] += lane[j + w];
-  return lane[0] + tail;
-}
+** rows in C order; lanes start at +0.0 and add in order; but when a row's
+** blocked part is longer than 2^14 elements, each run of 2^14 of them (the
+** last one shorter) is first added into 16 partial lanes that start at
+** +0.0, and at the end of the run the partials are added lane by lane into
+** the lanes; then lane j += lane j + w for w = 8, 4, 2, 1, and the result
+** is lane 0 + tail. chunk is 2^14, or INT64_MAX for the order before
+** chunks existed (to show the test can tell them apart). */
+#define ORDER_CHUNK 16384
+#define ORDER_FN(T, NAME)                                                                          \
+  static T NAME(const T *v, int64_t rows, int64_t n, int64_t chunk) {                              \
+    T lane[16] = {0}, part[16] = {0}, tail = 0;                                                    \
+    int64_t cut = n - n % 16;                                                                      \
+    for (int64_t r = 0; r < rows; r++)                                                             \
+      for (int64_t k = 0; k < n; k++) {                                                            \
+        T x = v[r * n + k];                                                                        \
+        if (k >= cut) {                                                                            \
+          tail += x;                                                                               \
+        } else if (cut <= chunk) {                                                                 \
+          lane[k % 16] += x;                                                                       \
+        } else {                                                                                   \
+          part[k % 16] += x;                                                                       \
+          if (k % chunk == chunk - 1 || k == cut - 1)                                              \
+            for (int j = 0; j < 16; j++) {                                                         \
+              lane[j] += part[j];                                                                  \
+              part[j] = 0;                                                                         \
+            }                                                                                      \
+        }                                                                                          \
+      }                                                                                            \
+    for (int w = 8; w >= 1; w /= 2)                                                                \
+      for (int j = 0; j < w; j++)                                                                  \
+        lane[j] += lane[j + w];                                                                    \
+    return lane[0] + tail;                                                                         \
+  }
+ORDER_FN(double, order_f64)
+ORDER_FN(float, order_f32)
 
-static float order_f32(const float *v, int64_t rows, int64_t n) {
-  float lane[16] = {0}, tail = 0;
-  int64_t cut = n - n % 16;
-  for (int64_t r = 0; r < rows; r++)
-    for (int64_t k = 0; k < n; k++) {
-      if (k < cut)
-        lane[k % 16] += v[r * n + k];
-      else
-        tail += v[r * n + k];
-    }
-  for (int w = 8; w >= 1; w /= 2)
-    for (int j = 0; j < w; j++)
-      lane[j] += lane[j + w];
-  return lane[0] + tail;
-}
-
-/* sum(x * y) and sum(x) over every axis, for lengths around the lane width
-** and the JIT's chunk of 256 (the fused product is computed a chunk at a
-** time into a buffer, then added to the lanes), static and dynamic shapes,
-** with and without optimization: bit for bit the documented order. Values
-** of mixed sign and magnitude, so another order gives other bits (checked:
-** the plain left-to-right sum differs for most of these cases). */
+/* sum(x * y) and sum(x) over every axis, for lengths around the lane width,
+** the JIT's chunk of 256 (the fused product is computed a chunk at a time
+** into a buffer, then added to the lanes) and the order's chunk of 2^14
+** (C - 1, C, C + 1, 3C + 17, several rows of more than C), static and
+** dynamic shapes, with and without optimization: bit for bit the
+** documented order. Values of mixed sign and magnitude, so another order
+** gives other bits (checked: the plain left-to-right sum differs for most
+** of these cases, and for the long rows the order without chunks too). */
 START_TEST(blocked_order) {
-  static const int64_t shapes[][2] = {{1, 15},  {1, 16},  {1, 17},  {1, 255}, {1, 256},
-                                      {1, 257}, {1, 271}, {1, 512}, {1, 529}, {1, 4099},
-                                      {3, 257}, {5, 300}, {2, 16},  {4, 1000}};
-  int n_shapes = (int)(sizeof shapes / sizeof shapes[0]), differs = 0;
+  enum { C = ORDER_CHUNK };
+  static const int64_t shapes[][2] = {
+      {1, 15},         {1, 16},    {1, 17},     {1, 255},       {1, 256},   {1, 257},
+      {1, 271},        {1, 512},   {1, 529},    {1, 4099},      {3, 257},   {5, 300},
+      {2, 16},         {4, 1000},  {1, C - 1},  {1, C},         {1, C + 1}, {1, C + 16},
+      {1, 3 * C + 17}, {3, C + 1}, {3, C + 33}, {2, 2 * C + 40}};
+  int n_shapes = (int)(sizeof shapes / sizeof shapes[0]), differs = 0, unchunked_differs = 0;
   for (int dt = KILN_FLOAT32; dt <= KILN_FLOAT64; dt++)
     for (int s = 0; s < n_shapes; s++)
       for (int mode = 0; mode < 3; mode++) { /* static, dynamic, dynamic no_optimize */
@@ -799,14 +806,16 @@ START_TEST(blocked_order) {
           const kiln_tensor *src = k == 0 ? prod : in[0];
           double want, naive = 0, have;
           if (dt == KILN_FLOAT32) {
-            want = order_f32(src->data, rows, n);
+            want = order_f32(src->data, rows, n, ORDER_CHUNK);
+            unchunked_differs += want != order_f32(src->data, rows, n, INT64_MAX);
             float nf = 0;
             for (int64_t i = 0; i < size; i++)
               nf += ((const float *)src->data)[i];
             naive = nf;
             have = *(const float *)got[k]->data;
           } else {
-            want = order_f64(src->data, rows, n);
+            want = order_f64(src->data, rows, n, ORDER_CHUNK);
+            unchunked_differs += want != order_f64(src->data, rows, n, INT64_MAX);
             for (int64_t i = 0; i < size; i++)
               naive += ((const double *)src->data)[i];
             have = *(const double *)got[k]->data;
@@ -823,6 +832,12 @@ START_TEST(blocked_order) {
       }
   /* the values are such that the order matters */
   ck_assert_int_ge(differs, 2 * 3 * n_shapes);
+  /* and chunks matter: for 3 shapes of the list (3C + 17, (3, C + 33),
+  ** (2, 2C + 40)) the order without chunks gives other bits, in most of
+  ** their 2 dtypes x 3 modes x 2 sums (a single row of C + 16 cannot
+  ** differ: its first partial starts where the lanes are, +0.0, and its
+  ** last has one element per lane) */
+  ck_assert_int_ge(unchunked_differs, 18);
 }
 END_TEST
 

@@ -2,7 +2,7 @@
 ** backend.c -- lowers a function graph to one LLVM module with one exported
 ** step function, then hands it to the JIT (jit.c).
 **
-**   i64 kiln_step_N(ptr %bufs, ptr %dims, ptr %err)   (0, or 1: see emit_index)
+**   i64 kiln_step_N(ptr %bufs, ptr %dims, ptr %err, ptr %pool)   (0, or 1: see emit_index)
 **
 ** %bufs[b] is buffer b of the plan, %dims the dimensions the runtime computed
 ** for every node. Static dimensions are emitted as constants, dynamic ones
@@ -13,7 +13,9 @@
 ** broadcast strides (0 where an operand's size is 1); reductions add every
 ** source element into the output in increasing index order (a rank-0 sum
 ** in a register); dot runs a register-blocked kernel vectorized across
-** output columns (see "dot" below), in the reference's summation order. Loop
+** output columns (see "dot" below), in the reference's summation order.
+** Large elementwise kernels and blocked sums run in fixed chunks on the
+** thread pool %pool (see "chunks" below). Loop
 ** counters and accumulators are allocas in the entry block; LLVM's mem2reg
 ** turns them into SSA values. Arithmetic carries no fast-math flags, so LLVM
 ** neither reassociates nor contracts into fma.
@@ -21,6 +23,7 @@
 #include "compiler/function.h"
 #include "compiler/llvm/jit.h"
 #include "compiler/llvm/kmath_ir.h"
+#include "runtime/pool.h"
 
 #include <llvm-c/DebugInfo.h>
 
@@ -60,6 +63,17 @@ typedef struct em {
   LLVMValueRef ix_out;    /* indexing: where a rank-0 result is built */
   LLVMValueRef dot_panel; /* the packed-B buffer of the dot kernels (one per function) */
   LLVMValueRef dot_fn[4]; /* the blocked dot functions: [float64][packed], made on first use */
+  /* threads (see "chunks" below) */
+  const char *symbol;      /* the step's name; chunk functions are <symbol>_k<n> */
+  int n_outlined;          /* chunk functions made so far */
+  LLVMValueRef bufs, pool; /* the step's first and fourth arguments */
+  LLVMValueRef cap;        /* in a chunk function: its cap argument, else NULL */
+  LLVMValueRef *outer_reg; /* in a chunk function: the step's registers */
+  int n_cap, *cap_nodes;   /* the step's registers the chunk function reads */
+  LLVMValueRef *alt_reg;   /* spare per-node arrays for a chunk function */
+  LLVMValueRef (*alt_st)[KILN_MAX_RANK], (*alt_st_fast)[KILN_MAX_RANK];
+  bool *alt_has_st;
+  LLVMValueRef *alt_base;
 } em;
 
 /* ----------------------------------------------------------------- types */
@@ -130,6 +144,20 @@ static LLVMValueRef load_node(em *e, int i, LLVMValueRef off) {
   int h = e->g->home[i];
   if (h < 0) return const_of(e, v);
   return LLVMBuildLoad2(e->b, lty(e, v->type.dtype), elem_ptr(e, h, v->type.dtype, off), "");
+}
+
+/* Node j's value in a register, or NULL. In a chunk function a register of
+** the step is captured: the step stores it into slot CAP_REGS + c of the
+** cap block it passes, and the chunk function loads it once, on entry. */
+#define CAP_REGS 2 /* slots 0 and 1 of cap: a sum's partials and its first chunk */
+static LLVMValueRef reg_of(em *e, int j) {
+  if (e->reg[j] || !e->cap || !e->outer_reg[j]) return e->reg[j];
+  int c = e->n_cap++;
+  e->cap_nodes[c] = j;
+  LLVMTypeRef t = LLVMTypeOf(e->outer_reg[j]);
+  LLVMValueRef slot =
+      LLVMBuildGEP2(e->ab, e->i64, e->cap, (LLVMValueRef[]){ci64(e, CAP_REGS + c)}, 1, "");
+  return e->reg[j] = LLVMBuildLoad2(e->ab, t, slot, "cap");
 }
 
 /* ---------------------------------------------------------------- loops */
@@ -595,7 +623,7 @@ static LLVMValueRef view_load(em *e, int j, const int *m) {
   const kiln_node *v = node(e, j);
   int x = (int)v->in[0]->id;
   const kiln_node *xv = node(e, x);
-  if (e->reg[x]) return e->reg[x];
+  if (reg_of(e, x)) return e->reg[x];
   if (e->g->home[x] < 0) return const_of(e, xv); /* an inlined rank-0 constant */
   LLVMValueRef off = ci64(e, 0);
   for (int a = 0; a < v->type.rank; a++)
@@ -622,7 +650,7 @@ static LLVMValueRef compute(em *e, int j, const int *m) {
 
 static LLVMValueRef eval(em *e, int j, const int *m) {
   const kiln_node *v = node(e, j);
-  if (e->reg[j]) return e->reg[j];
+  if (reg_of(e, j)) return e->reg[j];
   if (v->op == KL_OP_CONST && v->type.rank == 0) return const_of(e, v);
   if (e->g->sched[j] == KL_S_FUSED) {
     int r = v->type.rank;
@@ -669,6 +697,201 @@ static void store_home(em *e, int i, LLVMValueRef val, LLVMValueRef off) {
   LLVMBuildStore(e->b, val, elem_ptr(e, e->g->home[i], v->type.dtype, off));
 }
 
+/* ----------------------------------------------------------------- chunks */
+/*
+** Large kernels run on the context's thread pool (runtime/pool.h). The
+** kernel's body is outlined into an internal function of the module,
+**
+**   void <symbol>_k<n>(ptr bufs, ptr dims, ptr cap, i64 lo, i64 hi)
+**
+** which computes the kernel's chunks lo..hi-1, and the step calls the
+** pool's run function (the first field of the step's pool argument) with
+** it; with one thread that is one direct call for all the chunks. Chunk
+** boundaries depend only on the shapes (runtime/pool.h: KL_ELEM_CHUNK,
+** KL_SUM_CHUNK), so the thread count never changes a result. Registers of
+** the step that the body reads (scalars computed earlier, such as the
+** seed's y) are handed over in the cap block (reg_of). Only the fast
+** (vectorized) version of a kernel is outlined; small kernels stay inline.
+*/
+typedef struct outl {
+  LLVMValueRef fn, dims, *base, *reg, (*st)[KILN_MAX_RANK], (*st_fast)[KILN_MAX_RANK];
+  bool *has_st;
+  LLVMBuilderRef b, ab;
+  LLVMBasicBlockRef start;
+  LLVMValueRef made;
+} outl;
+
+static void add_attr(em *e, LLVMValueRef f, unsigned at, const char *name) {
+  LLVMAddAttributeAtIndex(
+      f, at, LLVMCreateEnumAttribute(e->c, LLVMGetEnumAttributeKindForName(name, strlen(name)), 0));
+}
+
+/* Starts a chunk function; until outline_end, e emits into it. */
+static void outline_begin(em *e, outl *o, LLVMValueRef *lo, LLVMValueRef *hi) {
+  *o = (outl){.fn = e->fn,
+              .dims = e->dims,
+              .base = e->base,
+              .reg = e->reg,
+              .st = e->st,
+              .st_fast = e->st_fast,
+              .has_st = e->has_st,
+              .b = e->b,
+              .ab = e->ab};
+  char nm[200];
+  snprintf(nm, sizeof nm, "%s_k%d", e->symbol, e->n_outlined++);
+  LLVMTypeRef ft =
+      LLVMFunctionType(e->vd, (LLVMTypeRef[]){e->ptr, e->ptr, e->ptr, e->i64, e->i64}, 5, 0);
+  LLVMValueRef f = LLVMAddFunction(e->m, nm, ft);
+  LLVMSetLinkage(f, LLVMInternalLinkage);
+  add_attr(e, f, LLVMAttributeFunctionIndex, "nounwind");
+  for (unsigned a = 1; a <= 3; a++) {
+    add_attr(e, f, a, "noalias");
+    add_attr(e, f, a, "nocapture");
+    add_attr(e, f, a, "readonly");
+  }
+  o->made = e->fn = f;
+  e->dims = LLVMGetParam(f, 1);
+  e->cap = LLVMGetParam(f, 2);
+  *lo = LLVMGetParam(f, 3);
+  *hi = LLVMGetParam(f, 4);
+  size_t n = (size_t)(e->g->n ? e->g->n : 1);
+  memset(e->alt_reg, 0, n * sizeof *e->alt_reg);
+  memset(e->alt_has_st, 0, n * sizeof *e->alt_has_st);
+  memset(e->memo, 0, n * sizeof *e->memo);
+  e->outer_reg = e->reg;
+  e->reg = e->alt_reg;
+  e->st = e->alt_st;
+  e->st_fast = e->alt_st_fast;
+  e->has_st = e->alt_has_st;
+  e->base = e->alt_base;
+  e->n_cap = 0;
+  e->b = LLVMCreateBuilderInContext(e->c);
+  e->ab = LLVMCreateBuilderInContext(e->c);
+  LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->c, f, "entry");
+  o->start = LLVMAppendBasicBlockInContext(e->c, f, "start");
+  LLVMPositionBuilderAtEnd(e->ab, entry);
+  LLVMValueRef bufs = LLVMGetParam(f, 0);
+  for (int b = 0; b < e->g->plan->n_bufs; b++)
+    e->base[b] = LLVMBuildLoad2(
+        e->ab, e->ptr, LLVMBuildGEP2(e->ab, e->ptr, bufs, (LLVMValueRef[]){ci64(e, b)}, 1, ""), "");
+  LLVMPositionBuilderAtEnd(e->b, o->start);
+}
+
+/* Ends the chunk function and returns it; back in the step, *cap is a new
+** cap block holding the registers the function reads. */
+static LLVMValueRef outline_end(em *e, outl *o, LLVMValueRef *cap) {
+  LLVMBuildRetVoid(e->b);
+  LLVMBuildBr(e->ab, o->start);
+  LLVMDisposeBuilder(e->b);
+  LLVMDisposeBuilder(e->ab);
+  e->fn = o->fn;
+  e->dims = o->dims;
+  e->base = o->base;
+  e->reg = o->reg;
+  e->st = o->st;
+  e->st_fast = o->st_fast;
+  e->has_st = o->has_st;
+  e->b = o->b;
+  e->ab = o->ab;
+  e->cap = NULL;
+  e->outer_reg = NULL;
+  memset(e->memo, 0, (size_t)(e->g->n ? e->g->n : 1) * sizeof *e->memo);
+  *cap = LLVMBuildAlloca(e->ab, LLVMArrayType2(e->i64, (uint64_t)(CAP_REGS + e->n_cap)), "cap");
+  for (int c = 0; c < e->n_cap; c++)
+    LLVMBuildStore(
+        e->b, e->reg[e->cap_nodes[c]],
+        LLVMBuildGEP2(e->b, e->i64, *cap, (LLVMValueRef[]){ci64(e, CAP_REGS + c)}, 1, ""));
+  return o->made;
+}
+
+/* The pool runs chunks lo..hi-1 of fn. */
+static void pool_call(em *e, LLVMValueRef fn, LLVMValueRef cap, LLVMValueRef lo, LLVMValueRef hi) {
+  LLVMTypeRef ft = LLVMFunctionType(
+      e->vd, (LLVMTypeRef[]){e->ptr, e->ptr, e->ptr, e->ptr, e->ptr, e->i64, e->i64}, 7, 0);
+  LLVMValueRef run = LLVMBuildLoad2(e->b, e->ptr, e->pool, "run");
+  LLVMBuildCall2(e->b, ft, run, (LLVMValueRef[]){e->pool, fn, e->bufs, e->dims, cap, lo, hi}, 7,
+                 "");
+}
+
+/* Chunks lo..hi-1 of fn, here. */
+static void direct_call(em *e, LLVMValueRef fn, LLVMValueRef cap, LLVMValueRef lo,
+                        LLVMValueRef hi) {
+  LLVMTypeRef ft =
+      LLVMFunctionType(e->vd, (LLVMTypeRef[]){e->ptr, e->ptr, e->ptr, e->i64, e->i64}, 5, 0);
+  LLVMBuildCall2(e->b, ft, fn, (LLVMValueRef[]){e->bufs, e->dims, cap, lo, hi}, 5, "");
+}
+
+static LLVMValueRef min64(em *e, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, a, b, ""), a, b, "");
+}
+
+/* Rows of axis 0 per chunk of an elementwise kernel of dims D: about
+** KL_ELEM_CHUNK elements, at least one row. */
+static LLVMValueRef rows_per_chunk(em *e, int R, const LLVMValueRef *D) {
+  LLVMValueRef inner = ci64(e, 1);
+  for (int d = 1; d < R; d++)
+    inner = LLVMBuildMul(e->b, inner, D[d], "");
+  LLVMValueRef one = ci64(e, 1);
+  inner = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, inner, one, ""), one, inner, "");
+  LLVMValueRef rpc = LLVMBuildSDiv(e->b, ci64(e, KL_ELEM_CHUNK), inner, "");
+  return LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, rpc, one, ""), one, rpc, "");
+}
+
+/* Is elementwise kernel i (fast version) worth the pool? Static sizes
+** decide now; dynamic ones at run time (emit_par_elem). */
+static bool par_elem_ok(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  if (v->type.rank == 0) return false;
+  int64_t n = kl_type_static_size(&v->type);
+  return n < 0 || n >= KL_PAR_MIN;
+}
+
+/* An elementwise kernel in chunks of whole rows of axis 0. */
+static void emit_par_elem(em *e, int i) {
+  const kiln_node *v = node(e, i);
+  int R = v->type.rank;
+  LLVMValueRef D[KILN_MAX_RANK], ost[KILN_MAX_RANK], lo, hi, cap;
+  loop l[KILN_MAX_RANK];
+  outl o;
+  outline_begin(e, &o, &lo, &hi);
+  prepare_operands(e, i);
+  for (int d = 0; d < R; d++)
+    D[d] = dim(e, i, d);
+  LLVMValueRef rpc = rows_per_chunk(e, R, D);
+  LLVMValueRef r0 = LLVMBuildMul(e->b, lo, rpc, "");
+  LLVMValueRef r1 = min64(e, LLVMBuildMul(e->b, hi, rpc, ""), D[0]);
+  strides(e, i, false, ost);
+  LLVMValueRef it = loop_begin(e, &l[0], LLVMBuildSub(e->b, r1, r0, ""));
+  e->idx[0] = LLVMBuildAdd(e->b, r0, it, "");
+  for (int d = 1; d < R; d++)
+    e->idx[d] = loop_begin(e, &l[d], D[d]);
+  memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+  store_home(e, i, compute(e, i, identity), flat_offset(e, R, ost));
+  close_loops(e, l, R);
+  LLVMValueRef fn = outline_end(e, &o, &cap);
+  /* the step: as many chunks as rows of rpc fit in axis 0 */
+  LLVMValueRef total = ci64(e, 1);
+  for (int d = 0; d < R; d++)
+    total = LLVMBuildMul(e->b, total, D[d] = dim(e, i, d), "");
+  rpc = rows_per_chunk(e, R, D);
+  LLVMValueRef nch = LLVMBuildSDiv(
+      e->b, LLVMBuildSub(e->b, LLVMBuildAdd(e->b, D[0], rpc, ""), ci64(e, 1), ""), rpc, "");
+  if (kl_type_static_size(&v->type) >= 0) {
+    pool_call(e, fn, cap, ci64(e, 0), nch);
+    return;
+  }
+  LLVMBasicBlockRef par = new_block(e, "par"), seq = new_block(e, "seq"),
+                    done = new_block(e, "par.done");
+  LLVMBuildCondBr(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, total, ci64(e, KL_PAR_MIN), ""), par, seq);
+  LLVMPositionBuilderAtEnd(e->b, par);
+  pool_call(e, fn, cap, ci64(e, 0), nch);
+  LLVMBuildBr(e->b, done);
+  LLVMPositionBuilderAtEnd(e->b, seq);
+  direct_call(e, fn, cap, ci64(e, 0), nch);
+  LLVMBuildBr(e->b, done);
+  LLVMPositionBuilderAtEnd(e->b, done);
+}
+
 /* An elementwise kernel (or a materialized broadcast): out[i] = root(i). */
 static void emit_elem_kernel(em *e, int i) {
   const kiln_node *v = node(e, i);
@@ -691,62 +914,203 @@ static LLVMValueRef add_of(em *e, int dt, LLVMValueRef a, LLVMValueRef b) {
 
 /* A float sum down to one value, in the blocked order of compiler/ops/eval.c
 ** (blocked_sum): outer axes in C order; along the last axis element k below
-** cut = n - n % LANES goes to lane k % LANES, the rest to a tail sum; then a
-** fixed tree and lanes[0] + tail. The lanes are one <LANES x t> vector
-** register: each row's blocked part is computed CHUNK elements at a time
+** cut = n - n % LANES goes to lane k % LANES, the rest to a tail sum; a
+** row's blocked part longer than KL_SUM_CHUNK is added in chunks whose
+** partial lanes start at +0.0 and are added to the running lanes in chunk
+** order; then a fixed tree and lanes[0] + tail. The lanes are one
+** <LANES x t> vector register: the elements are computed CHUNK at a time
 ** into a stack buffer (a plain loop LLVM vectorizes like any elementwise
 ** kernel) and added to the lanes one whole vector at a time. Lane j still
 ** adds its elements in increasing k, so the result is the reference's bit
-** for bit; left to scalar lanes, LLVM's SLP vectorizer made 2-wide adds. */
-#define LANES 16
+** for bit; left to scalar lanes, LLVM's SLP vectorizer made 2-wide adds.
+** The chunks of KL_SUM_CHUNK are what the thread pool shares out: in the
+** fast version, when rows are that long, a chunk function computes each
+** chunk's partial lanes into a slot of a stack array (SUM_GROUP chunks at
+** a time) and the step adds them to the lanes in chunk order. */
+#define LANES KL_SUM_LANES
 #define CHUNK (LANES * 16)
+#define SUM_GROUP 64 /* partials per pool job: 64 * 16 * 8 bytes of stack */
+
+/* Adds elements k0..k0+kn-1 (kn a multiple of LANES) of the current row of
+** src (its last axis; the outer indices are set) into the vector at acc,
+** CHUNK at a time through buf. (Interleaving several chunks' add chains
+** bought nothing: a row this long streams from L3 at the core's bandwidth,
+** and streams 2^14 elements apart made 4K-aliasing stalls.) */
+static void sum_range(em *e, int src, int R, int dt, LLVMValueRef buf, LLVMValueRef acc,
+                      LLVMValueRef k0, LLVMValueRef kn) {
+  LLVMTypeRef t = lty(e, dt), vt = LLVMVectorType(t, LANES);
+  loop lc, lf, la;
+  LLVMValueRef nc =
+      LLVMBuildSDiv(e->b, LLVMBuildAdd(e->b, kn, ci64(e, CHUNK - 1), ""), ci64(e, CHUNK), "");
+  LLVMValueRef c0 =
+      LLVMBuildAdd(e->b, k0, LLVMBuildMul(e->b, loop_begin(e, &lc, nc), ci64(e, CHUNK), ""), "");
+  LLVMValueRef cn =
+      min64(e, LLVMBuildSub(e->b, LLVMBuildAdd(e->b, k0, kn, ""), c0, ""), ci64(e, CHUNK));
+  LLVMValueRef k = loop_begin(e, &lf, cn);
+  e->idx[R - 1] = LLVMBuildAdd(e->b, c0, k, "");
+  memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+  LLVMValueRef x = eval(e, src, identity);
+  LLVMBuildStore(e->b, x, LLVMBuildGEP2(e->b, t, buf, &k, 1, ""));
+  loop_end(e, &lf);
+  LLVMValueRef q = loop_begin(e, &la, LLVMBuildSDiv(e->b, cn, ci64(e, LANES), ""));
+  LLVMValueRef at = LLVMBuildMul(e->b, q, ci64(e, LANES), "");
+  LLVMValueRef xv = LLVMBuildLoad2(e->b, vt, LLVMBuildGEP2(e->b, t, buf, &at, 1, ""), "");
+  LLVMSetAlignment(xv, 64);
+  LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, vt, acc, ""), xv, ""), acc);
+  loop_end(e, &la);
+  loop_end(e, &lc);
+}
+
+static LLVMValueRef sum_buf(em *e, LLVMTypeRef t) {
+  LLVMValueRef buf = alloca_of(e, LLVMArrayType2(t, CHUNK));
+  LLVMSetAlignment(buf, 64);
+  return buf;
+}
+
+static LLVMValueRef n_sum_chunks(em *e, LLVMValueRef cut) {
+  return LLVMBuildSDiv(e->b, LLVMBuildAdd(e->b, cut, ci64(e, KL_SUM_CHUNK - 1), ""),
+                       ci64(e, KL_SUM_CHUNK), "");
+}
+
+/* The chunked part of a blocked sum (every row's cut > KL_SUM_CHUNK) on
+** the pool: chunk g is chunk g % nch of row g / nch; its partial lanes go
+** to slot g - first of the partials array the cap block points to. */
+static void emit_sum_par(em *e, int src, int R, const LLVMValueRef *D, LLVMValueRef cut,
+                         LLVMValueRef lanes) {
+  int dt = node(e, src)->type.dtype;
+  LLVMTypeRef t = lty(e, dt), vt = LLVMVectorType(t, LANES);
+  LLVMValueRef lo, hi, cap, Dk[KILN_MAX_RANK];
+  outl o;
+  loop lg, lq, lb;
+  outline_begin(e, &o, &lo, &hi);
+  prepare(e, src);
+  for (int d = 0; d < R; d++)
+    Dk[d] = dim(e, src, d);
+  LLVMValueRef cutk =
+      LLVMBuildMul(e->b, LLVMBuildSDiv(e->b, Dk[R - 1], ci64(e, LANES), ""), ci64(e, LANES), "");
+  LLVMValueRef nchk = n_sum_chunks(e, cutk), bufk = sum_buf(e, t), part = alloca_of(e, vt);
+  LLVMValueRef parts = LLVMBuildLoad2(e->b, e->ptr, e->cap, "partials");
+  LLVMValueRef first = LLVMBuildLoad2(
+      e->b, e->i64, LLVMBuildGEP2(e->b, e->i64, e->cap, (LLVMValueRef[]){ci64(e, 1)}, 1, ""),
+      "first");
+  LLVMValueRef gg = LLVMBuildAdd(e->b, lo, loop_begin(e, &lg, LLVMBuildSub(e->b, hi, lo, "")), "");
+  LLVMValueRef row = LLVMBuildUDiv(e->b, gg, nchk, "");
+  LLVMValueRef k0 =
+      LLVMBuildMul(e->b, LLVMBuildURem(e->b, gg, nchk, ""), ci64(e, KL_SUM_CHUNK), "");
+  for (int d = R - 2; d >= 0; d--) {
+    e->idx[d] = LLVMBuildURem(e->b, row, Dk[d], "");
+    row = LLVMBuildUDiv(e->b, row, Dk[d], "");
+  }
+  LLVMBuildStore(e->b, LLVMConstNull(vt), part);
+  sum_range(e, src, R, dt, bufk, part, k0,
+            min64(e, LLVMBuildSub(e->b, cutk, k0, ""), ci64(e, KL_SUM_CHUNK)));
+  LLVMValueRef at = LLVMBuildMul(e->b, LLVMBuildSub(e->b, gg, first, ""), ci64(e, LANES), "");
+  LLVMSetAlignment(LLVMBuildStore(e->b, LLVMBuildLoad2(e->b, vt, part, ""),
+                                  LLVMBuildGEP2(e->b, t, parts, &at, 1, "")),
+                   64);
+  loop_end(e, &lg);
+  LLVMValueRef fn = outline_end(e, &o, &cap);
+  /* the step: SUM_GROUP chunks per pool job, then their partials in order */
+  LLVMValueRef partials = alloca_of(e, LLVMArrayType2(t, (uint64_t)SUM_GROUP * LANES));
+  LLVMSetAlignment(partials, 64);
+  LLVMBuildStore(e->b, partials, cap);
+  LLVMValueRef rows = ci64(e, 1);
+  for (int d = 0; d < R - 1; d++)
+    rows = LLVMBuildMul(e->b, rows, D[d], "");
+  LLVMValueRef total = LLVMBuildMul(e->b, rows, n_sum_chunks(e, cut), "");
+  LLVMValueRef ng = LLVMBuildSDiv(e->b, LLVMBuildAdd(e->b, total, ci64(e, SUM_GROUP - 1), ""),
+                                  ci64(e, SUM_GROUP), "");
+  LLVMValueRef g0 = LLVMBuildMul(e->b, loop_begin(e, &lb, ng), ci64(e, SUM_GROUP), "");
+  LLVMValueRef g1 = min64(e, LLVMBuildAdd(e->b, g0, ci64(e, SUM_GROUP), ""), total);
+  LLVMBuildStore(e->b, g0, LLVMBuildGEP2(e->b, e->i64, cap, (LLVMValueRef[]){ci64(e, 1)}, 1, ""));
+  pool_call(e, fn, cap, g0, g1);
+  LLVMValueRef q =
+      LLVMBuildMul(e->b, loop_begin(e, &lq, LLVMBuildSub(e->b, g1, g0, "")), ci64(e, LANES), "");
+  LLVMValueRef pv = LLVMBuildLoad2(e->b, vt, LLVMBuildGEP2(e->b, t, partials, &q, 1, ""), "");
+  LLVMSetAlignment(pv, 64);
+  LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, vt, lanes, ""), pv, ""), lanes);
+  loop_end(e, &lq);
+  loop_end(e, &lb);
+}
+
 static void emit_blocked_sum(em *e, int i, int src, int R, const LLVMValueRef *D) {
   int dt = node(e, i)->type.dtype;
   LLVMTypeRef t = lty(e, dt), vt = LLVMVectorType(t, LANES);
   LLVMValueRef lanes = alloca_of(e, vt), tail = alloca_of(e, t);
-  LLVMValueRef buf = alloca_of(e, LLVMArrayType2(t, CHUNK));
-  LLVMSetAlignment(buf, 64);
   LLVMBuildStore(e->b, LLVMConstNull(vt), lanes);
   LLVMBuildStore(e->b, zero_of(e, dt), tail);
   int outer = R > 0 ? R - 1 : 0;
   LLVMValueRef nl = R > 0 ? D[R - 1] : ci64(e, 1);
   LLVMValueRef cut =
       LLVMBuildMul(e->b, LLVMBuildSDiv(e->b, nl, ci64(e, LANES), ""), ci64(e, LANES), "");
-  loop l[KILN_MAX_RANK], lc, lf, la, lt;
+  loop l[KILN_MAX_RANK], lk, lt;
   /* a static last axis shorter than LANES has only a tail */
   bool blocks = R > 0 && !(LLVMIsAConstantInt(nl) && LLVMConstIntGetSExtValue(nl) < LANES);
-  open_loops(e, l, outer, D);
-  if (blocks) {
-    /* chunks c0 = c * CHUNK below cut, each of cn = min(CHUNK, cut - c0) */
-    LLVMValueRef nc =
-        LLVMBuildSDiv(e->b, LLVMBuildAdd(e->b, cut, ci64(e, CHUNK - 1), ""), ci64(e, CHUNK), "");
-    LLVMValueRef c0 = LLVMBuildMul(e->b, loop_begin(e, &lc, nc), ci64(e, CHUNK), "");
-    LLVMValueRef left = LLVMBuildSub(e->b, cut, c0, "");
-    LLVMValueRef cn = LLVMBuildSelect(
-        e->b, LLVMBuildICmp(e->b, LLVMIntSLT, left, ci64(e, CHUNK), ""), left, ci64(e, CHUNK), "");
-    LLVMValueRef k = loop_begin(e, &lf, cn);
-    e->idx[R - 1] = LLVMBuildAdd(e->b, c0, k, "");
-    memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
-    LLVMValueRef x = eval(e, src, identity);
-    LLVMBuildStore(e->b, x, LLVMBuildGEP2(e->b, t, buf, &k, 1, ""));
-    loop_end(e, &lf);
-    LLVMValueRef q = loop_begin(e, &la, LLVMBuildSDiv(e->b, cn, ci64(e, LANES), ""));
-    LLVMValueRef at = LLVMBuildMul(e->b, q, ci64(e, LANES), "");
-    LLVMValueRef xv = LLVMBuildLoad2(e->b, vt, LLVMBuildGEP2(e->b, t, buf, &at, 1, ""), "");
-    LLVMSetAlignment(xv, 64);
-    LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, vt, lanes, ""), xv, ""), lanes);
-    loop_end(e, &la);
-    loop_end(e, &lc);
-  }
-  if (R > 0) { /* the tail: k from cut to nl */
+  /* chunked: rows whose blocked part is longer than KL_SUM_CHUNK */
+  LLVMValueRef big = LLVMBuildICmp(e->b, LLVMIntSGT, cut, ci64(e, KL_SUM_CHUNK), "");
+  bool is_const = LLVMIsAConstantInt(big) != NULL;
+  bool never = !blocks || (is_const && LLVMConstIntGetZExtValue(big) == 0);
+  bool always = blocks && is_const && LLVMConstIntGetZExtValue(big) == 1;
+  LLVMBasicBlockRef seq = NULL, done = NULL;
+  if (e->fast && !never) {
+    LLVMBasicBlockRef par = NULL;
+    if (!always) {
+      par = new_block(e, "par");
+      seq = new_block(e, "seq");
+      done = new_block(e, "par.done");
+      LLVMBuildCondBr(e->b, big, par, seq);
+      LLVMPositionBuilderAtEnd(e->b, par);
+    }
+    emit_sum_par(e, src, R, D, cut, lanes);
+    /* the tails of the rows, in C order */
+    open_loops(e, l, outer, D);
     LLVMValueRef k = loop_begin(e, &lt, LLVMBuildSub(e->b, nl, cut, ""));
     e->idx[R - 1] = LLVMBuildAdd(e->b, cut, k, "");
     memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+    LLVMValueRef x = eval(e, src, identity);
+    LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, t, tail, ""), x), tail);
+    loop_end(e, &lt);
+    close_loops(e, l, outer);
+    if (!always) {
+      LLVMBuildBr(e->b, done);
+      LLVMPositionBuilderAtEnd(e->b, seq);
+    }
   }
-  LLVMValueRef x = eval(e, src, identity);
-  LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, t, tail, ""), x), tail);
-  if (R > 0) loop_end(e, &lt);
-  close_loops(e, l, outer);
+  if (!(e->fast && always)) {
+    LLVMValueRef buf = blocks ? sum_buf(e, t) : NULL, part = blocks ? alloca_of(e, vt) : NULL;
+    open_loops(e, l, outer, D);
+    if (blocks) {
+      /* chunk c of the row: from lanes when unchunked, else from +0.0 */
+      LLVMValueRef k0 =
+          LLVMBuildMul(e->b, loop_begin(e, &lk, n_sum_chunks(e, cut)), ci64(e, KL_SUM_CHUNK), "");
+      LLVMValueRef kn = min64(e, LLVMBuildSub(e->b, cut, k0, ""), ci64(e, KL_SUM_CHUNK));
+      LLVMBuildStore(
+          e->b,
+          LLVMBuildSelect(e->b, big, LLVMConstNull(vt), LLVMBuildLoad2(e->b, vt, lanes, ""), ""),
+          part);
+      sum_range(e, src, R, dt, buf, part, k0, kn);
+      LLVMValueRef pv = LLVMBuildLoad2(e->b, vt, part, "");
+      LLVMBuildStore(
+          e->b,
+          LLVMBuildSelect(e->b, big,
+                          LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, vt, lanes, ""), pv, ""), pv, ""),
+          lanes);
+      loop_end(e, &lk);
+    }
+    if (R > 0) { /* the tail: k from cut to nl */
+      LLVMValueRef k = loop_begin(e, &lt, LLVMBuildSub(e->b, nl, cut, ""));
+      e->idx[R - 1] = LLVMBuildAdd(e->b, cut, k, "");
+      memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
+    }
+    LLVMValueRef x = eval(e, src, identity);
+    LLVMBuildStore(e->b, add_of(e, dt, LLVMBuildLoad2(e->b, t, tail, ""), x), tail);
+    if (R > 0) loop_end(e, &lt);
+    close_loops(e, l, outer);
+  }
+  if (done) {
+    LLVMBuildBr(e->b, done);
+    LLVMPositionBuilderAtEnd(e->b, done);
+  }
   LLVMValueRef all = LLVMBuildLoad2(e->b, vt, lanes, ""), v[LANES];
   for (int j = 0; j < LANES; j++)
     v[j] = LLVMBuildExtractElement(e->b, all, ci64(e, j), "");
@@ -1427,7 +1791,9 @@ static void emit_kernel(em *e, kkind kind, int i, int dst) {
       e->join = join;
       e->other = other;
     }
-    if (kind == K_ELEM)
+    if (kind == K_ELEM && e->fast && par_elem_ok(e, i))
+      emit_par_elem(e, i);
+    else if (kind == K_ELEM)
       emit_elem_kernel(e, i);
     else if (kind == K_REDUCE)
       emit_reduce_kernel(e, i);
@@ -1693,16 +2059,28 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   e.st_fast = kl_calloc(n, sizeof *e.st_fast);
   e.memo = kl_calloc(n, sizeof *e.memo);
   e.memo_map = kl_calloc(n, sizeof *e.memo_map);
-  if (!e.base || !e.reg || !e.st || !e.has_st || !e.memo || !e.memo_map || !e.st_fast) {
+  e.alt_base = kl_calloc(p->n_bufs ? p->n_bufs : 1, sizeof *e.alt_base);
+  e.alt_reg = kl_calloc(n, sizeof *e.alt_reg);
+  e.alt_st = kl_calloc(n, sizeof *e.alt_st);
+  e.alt_st_fast = kl_calloc(n, sizeof *e.alt_st_fast);
+  e.alt_has_st = kl_calloc(n, sizeof *e.alt_has_st);
+  e.cap_nodes = kl_calloc(n, sizeof *e.cap_nodes);
+  e.symbol = symbol;
+  if (!e.base || !e.reg || !e.st || !e.has_st || !e.memo || !e.memo_map || !e.st_fast ||
+      !e.alt_base || !e.alt_reg || !e.alt_st || !e.alt_st_fast || !e.alt_has_st || !e.cap_nodes) {
+    kl_free(e.alt_base), kl_free(e.alt_reg), kl_free(e.alt_st), kl_free(e.alt_st_fast),
+        kl_free(e.alt_has_st), kl_free(e.cap_nodes);
     kl_free(e.st_fast);
     kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo),
         kl_free(e.memo_map);
     snprintf(err, errn, "out of memory lowering");
     return KILN_NOMEM;
   }
-  LLVMTypeRef ft = LLVMFunctionType(e.i64, (LLVMTypeRef[]){e.ptr, e.ptr, e.ptr}, 3, 0);
+  LLVMTypeRef ft = LLVMFunctionType(e.i64, (LLVMTypeRef[]){e.ptr, e.ptr, e.ptr, e.ptr}, 4, 0);
   e.fn = LLVMAddFunction(e.m, symbol, ft);
-  LLVMValueRef bufs = LLVMGetParam(e.fn, 0);
+  LLVMValueRef bufs = e.bufs = LLVMGetParam(e.fn, 0);
+  e.pool = LLVMGetParam(e.fn, 3);
+  LLVMSetValueName2(e.pool, "pool", 4);
   e.dims = LLVMGetParam(e.fn, 1);
   e.errp = LLVMGetParam(e.fn, 2);
   LLVMSetValueName2(e.errp, "err", 3);
@@ -1788,6 +2166,8 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   kl_free(e.base), kl_free(e.reg), kl_free(e.st), kl_free(e.has_st), kl_free(e.memo),
       kl_free(e.memo_map);
   kl_free(e.st_fast);
+  kl_free(e.alt_base), kl_free(e.alt_reg), kl_free(e.alt_st), kl_free(e.alt_st_fast),
+      kl_free(e.alt_has_st), kl_free(e.cap_nodes);
   return KILN_OK;
 }
 

@@ -9,6 +9,7 @@
 */
 #include "compiler/graph.h"
 #include "compiler/ops/kmath.h"
+#include "runtime/pool.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -267,48 +268,60 @@ static void acc_into(kiln_dtype dt, void *dst, int64_t j, const void *src, int64
   }
 }
 
+/* The order of a float sum down to one value (KL_SUM_LANES = 16 lanes,
+** KL_SUM_CHUNK = 2^14, runtime/pool.h): along the last axis, of length n,
+** element k with k < cut = n - n % 16 goes to lane k % 16, the others to a
+** tail sum; rows are visited in C order, each lane and the tail adding in
+** that order from +0.0. When a row's blocked part is longer than the chunk
+** (cut > 2^14), it is cut into chunks of 2^14 elements (the last one
+** shorter): each chunk adds its elements into 16 partial lanes that start
+** at +0.0, and the partials are then added lane by lane to the running
+** lanes, in chunk order. (A chunk is what one thread computes; rows of at
+** most 2^14 blocked elements add straight into the running lanes.) Then the
+** lanes combine as a tree (lane j += lane j + w for w = 8, 4, 2, 1) and the
+** result is lanes[0] + tail. The order depends on the shape only, never on
+** vector width or threads; a last axis shorter than 16 is summed in plain
+** index order. */
+#define KL_LANES KL_SUM_LANES
+#define BLOCKED_SUM(T, NAME)                                                                       \
+  static T NAME(const T *x, int64_t rows, int64_t nl) {                                            \
+    int64_t cut = nl - nl % KL_LANES;                                                              \
+    bool chunked = cut > KL_SUM_CHUNK;                                                             \
+    T lane[KL_LANES] = {0}, part[KL_LANES], tail = 0;                                              \
+    for (int64_t r = 0; r < rows; r++, x += nl) {                                                  \
+      for (int64_t c0 = 0; c0 < cut; c0 += KL_SUM_CHUNK) {                                         \
+        int64_t c1 = cut - c0 < KL_SUM_CHUNK ? cut : c0 + KL_SUM_CHUNK;                            \
+        T *acc = chunked ? part : lane;                                                            \
+        if (chunked) memset(part, 0, sizeof part);                                                 \
+        for (int64_t k = c0; k < c1; k++)                                                          \
+          acc[k % KL_LANES] = acc[k % KL_LANES] + x[k];                                            \
+        if (chunked)                                                                               \
+          for (int j = 0; j < KL_LANES; j++)                                                       \
+            lane[j] = lane[j] + part[j];                                                           \
+      }                                                                                            \
+      for (int64_t k = cut; k < nl; k++)                                                           \
+        tail = tail + x[k];                                                                        \
+    }                                                                                              \
+    for (int w = KL_LANES / 2; w >= 1; w /= 2)                                                     \
+      for (int j = 0; j < w; j++)                                                                  \
+        lane[j] = lane[j] + lane[j + w];                                                           \
+    return lane[0] + tail;                                                                         \
+  }
+BLOCKED_SUM(double, blocked_sum_f64)
+BLOCKED_SUM(float, blocked_sum_f32)
+
+/* src->size > 0 */
+static void blocked_sum(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src) {
+  int64_t nl = src->rank ? src->shape[src->rank - 1] : 1, rows = src->size / nl;
+  if (dt == KILN_FLOAT64)
+    ((double *)dst->data)[0] = blocked_sum_f64(src->data, rows, nl);
+  else
+    ((float *)dst->data)[0] = blocked_sum_f32(src->data, rows, nl);
+}
+
 /* Iterates over src's shape, adding each element into dst at the offset
 ** given by per-axis dst strides (0 on summed axes): the fixed order of every
 ** sum in Kiln, increasing index order per output element. */
-/* The order of a float sum down to one value (KL_LANES lanes): along the
-** last axis, element k with k < n - n % KL_LANES goes to lane k % KL_LANES,
-** the others to a tail sum; rows are visited in C order, each lane and the
-** tail adding in that order from +0.0. Then lanes combine as a tree (lane j
-** += lane j + w for w = 8, 4, 2, 1) and the result is lanes[0] + tail. The
-** order depends on the shape only, never on vector width or threads; a
-** last axis shorter than KL_LANES is summed in plain index order. */
-#define KL_LANES 16
-static void blocked_sum(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src) {
-  int64_t nl = src->rank ? src->shape[src->rank - 1] : 1, cut = nl - nl % KL_LANES;
-  double l64[KL_LANES] = {0}, t64 = 0;
-  float l32[KL_LANES] = {0}, t32 = 0;
-  for (int64_t i = 0; i < src->size; i++) {
-    int64_t k = i % nl;
-    if (dt == KILN_FLOAT64) {
-      double x = ((const double *)src->data)[i];
-      if (k < cut)
-        l64[k % KL_LANES] = l64[k % KL_LANES] + x;
-      else
-        t64 = t64 + x;
-    } else {
-      float x = ((const float *)src->data)[i];
-      if (k < cut)
-        l32[k % KL_LANES] = l32[k % KL_LANES] + x;
-      else
-        t32 = t32 + x;
-    }
-  }
-  for (int w = KL_LANES / 2; w >= 1; w /= 2)
-    for (int j = 0; j < w; j++) {
-      l64[j] = l64[j] + l64[j + w];
-      l32[j] = l32[j] + l32[j + w];
-    }
-  if (dt == KILN_FLOAT64)
-    ((double *)dst->data)[0] = l64[0] + t64;
-  else
-    ((float *)dst->data)[0] = l32[0] + t32;
-}
-
 static void accumulate(kiln_dtype dt, kiln_tensor *dst, const kiln_tensor *src,
                        const int64_t *dst_st, bool all_axes) {
   memset(dst->data, 0, kl_tensor_nbytes(dst));
