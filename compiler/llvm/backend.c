@@ -744,6 +744,9 @@ static void outline_begin(em *e, outl *o, LLVMValueRef *lo, LLVMValueRef *hi) {
   LLVMValueRef f = LLVMAddFunction(e->m, nm, ft);
   LLVMSetLinkage(f, LLVMInternalLinkage);
   add_attr(e, f, LLVMAttributeFunctionIndex, "nounwind");
+  /* the step also calls it directly (one thread, or a size below the
+  ** threshold): inlined there, the kernel's code would be compiled twice */
+  add_attr(e, f, LLVMAttributeFunctionIndex, "noinline");
   for (unsigned a = 1; a <= 3; a++) {
     add_attr(e, f, a, "noalias");
     add_attr(e, f, a, "nocapture");
@@ -865,6 +868,8 @@ static void emit_par_elem(em *e, int i) {
   e->idx[0] = LLVMBuildAdd(e->b, r0, it, "");
   for (int d = 1; d < R; d++)
     e->idx[d] = loop_begin(e, &l[d], D[d]);
+  for (int d = 0; d < R - 1; d++) /* as open_loops: a short last axis keeps the others scalar */
+    l[d].plain = e->narrow;
   memset(e->memo, 0, (size_t)e->g->n * sizeof *e->memo);
   store_home(e, i, compute(e, i, identity), flat_offset(e, R, ost));
   close_loops(e, l, R);
@@ -2192,10 +2197,8 @@ kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *sy
     return kl_error(ctx, st, "function: %s", err);
   }
   double t2 = kl_jit_now(), secs[3] = {0, 0, 0};
-  kl_jit_opts opts = {.opt_level = g->llvm_opt_level,
-                      .object = object,
-                      .object_len = object_len,
-                      .secs = secs};
+  kl_jit_opts opts = {
+      .opt_level = g->llvm_opt_level, .object = object, .object_len = object_len, .secs = secs};
   st = kl_jit_add(ctx->jit, &m, symbol, &opts, out_code, out_fn, err, sizeof err); /* takes m */
   if (st != KILN_OK) return kl_error(ctx, st, "function: %s", err);
   if (t) {
