@@ -8,6 +8,16 @@
 #include "runtime/rt.h"
 #include "tests/testutil.h"
 
+/* After a first call, `calls` more calls with the same inputs allocate nothing. */
+static void calls_allocate_nothing(kiln_function *f, kiln_tensor *const *in, int calls) {
+  const kiln_tensor *out;
+  ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, &out), KILN_OK);
+  long before = kl_mem_count();
+  for (int i = 0; i < calls; i++)
+    ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, &out), KILN_OK);
+  ck_assert_int_eq(kl_mem_count() - before, 0);
+}
+
 START_TEST(seed_calls_allocate_nothing) {
   kiln_ctx *ctx = kiln_ctx_new();
   kiln_node *x = kiln_fvector(ctx, "x"), *t = kiln_fscalar(ctx, "t");
@@ -21,12 +31,7 @@ START_TEST(seed_calls_allocate_nothing) {
   float xv[4] = {1, 1, 1, 1}, tv = 100;
   kiln_tensor *in[2] = {kiln_tensor_new(KILN_FLOAT32, 1, (int64_t[]){4}, xv),
                         kiln_tensor_new(KILN_FLOAT32, 0, NULL, &tv)};
-  const kiln_tensor *out;
-  ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, &out), KILN_OK);
-  long before = kl_mem_count();
-  for (int i = 0; i < 1000; i++)
-    ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, &out), KILN_OK);
-  ck_assert_int_eq(kl_mem_count() - before, 0);
+  calls_allocate_nothing(f, in, 1000);
   kiln_tensor_free(in[0]);
   kiln_tensor_free(in[1]);
   kiln_ctx_free(ctx);
@@ -82,12 +87,7 @@ START_TEST(threaded_calls_allocate_nothing) {
     float *xv = kiln_tensor_data(in[0]);
     for (int64_t i = 0; i < n; i++)
       xv[i] = 1.0f / (float)(1 + i % 7);
-    const kiln_tensor *out;
-    ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, &out), KILN_OK);
-    long before = kl_mem_count();
-    for (int i = 0; i < 300; i++)
-      ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, &out), KILN_OK);
-    ck_assert_int_eq(kl_mem_count() - before, 0);
+    calls_allocate_nothing(f, in, 300);
     kiln_tensor_free(in[0]);
     kiln_tensor_free(in[1]);
     kiln_ctx_free(ctx);
