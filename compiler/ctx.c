@@ -164,8 +164,7 @@ kiln_status kiln_errcode(const kiln_ctx *ctx) {
 
 void kiln_clear_error(kiln_ctx *ctx) {
   if (!kl_ctx_ok(ctx)) return;
-  ctx->status = KILN_OK;
-  ctx->msg[0] = 0;
+  kl_ctx_clear(ctx);
 }
 
 /* ------------------------------------------------------------------ text */

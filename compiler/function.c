@@ -457,8 +457,8 @@ static void print_timing(const kiln_function *f, double graph_s, double plan_s, 
           : hit == 2 ? " (linked from KILN_CACHE_DIR)"
                      : "");
   if (hit == 0) {
-    static const char *const what[] = {"JIT creation", "build IR", "verify + text",
-                                       "LLVM passes", "codegen + link"};
+    static const char *const what[] = {"JIT creation", "build IR", "verify + text", "LLVM passes",
+                                       "codegen + link"};
     double v[] = {t->jit_new, t->lower, t->text, t->passes, t->codegen};
     for (int i = 0; i < 5; i++)
       fprintf(stderr, "kiln:     %-14s %9.3f ms\n", what[i], v[i] * 1e3);
@@ -616,8 +616,7 @@ kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
   char err[1024];
   kiln_status st = kl_plan_run(f->plan, inputs, err, sizeof err);
   if (st != KILN_OK) return kl_error(f->ctx, st, "%s", err);
-  f->ctx->status = KILN_OK; /* kiln_clear_error, the context known valid */
-  f->ctx->msg[0] = 0;
+  kl_ctx_clear(f->ctx);
   if (outputs)
     for (int k = 0; k < f->plan->n_outputs; k++)
       outputs[k] = &f->plan->outputs[k];

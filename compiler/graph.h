@@ -125,6 +125,11 @@ struct kiln_ctx {
 kiln_status kl_error(kiln_ctx *ctx, kiln_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static inline bool kl_ctx_ok(const kiln_ctx *ctx) { return ctx && ctx->magic == KL_MAGIC_CTX; }
+/* kiln_clear_error's work on a context known valid (inline: kiln_call's hot path). */
+static inline void kl_ctx_clear(kiln_ctx *ctx) {
+  ctx->status = KILN_OK;
+  ctx->msg[0] = 0;
+}
 bool kl_node_ok(const kiln_node *v);
 const char *kl_basename(const char *file); /* "dir/seed.c" -> "seed.c" */
 /* "'x' (input built at seed.c:10)" or "mul #12 (built at seed.c:15)". */

@@ -170,6 +170,13 @@ typedef struct loop {
 
 static LLVMValueRef alloca_of(em *e, LLVMTypeRef t) { return LLVMBuildAlloca(e->ab, t, ""); }
 
+/* An enum attribute of f, at an index (LLVMAttributeFunctionIndex, or a
+** parameter from 1). */
+static void add_attr(em *e, LLVMValueRef f, unsigned at, const char *name) {
+  LLVMAddAttributeAtIndex(
+      f, at, LLVMCreateEnumAttribute(e->c, LLVMGetEnumAttributeKindForName(name, strlen(name)), 0));
+}
+
 /* Blocks are named after the node whose kernel they belong to (%12.loop),
 ** so the IR dumps can be read against the plan. */
 static LLVMBasicBlockRef new_block(em *e, const char *what) {
@@ -720,11 +727,6 @@ typedef struct outl {
   LLVMBasicBlockRef start;
   LLVMValueRef made;
 } outl;
-
-static void add_attr(em *e, LLVMValueRef f, unsigned at, const char *name) {
-  LLVMAddAttributeAtIndex(
-      f, at, LLVMCreateEnumAttribute(e->c, LLVMGetEnumAttributeKindForName(name, strlen(name)), 0));
-}
 
 /* Starts a chunk function; until outline_end, e emits into it. */
 static void outline_begin(em *e, outl *o, LLVMValueRef *lo, LLVMValueRef *hi) {
@@ -1575,14 +1577,10 @@ static LLVMValueRef dot_function(em *e, int dt, bool packed) {
            packed ? ".packed" : "");
   LLVMValueRef f = LLVMAddFunction(e->m, nm, LLVMFunctionType(e->vd, ps, 10, 0));
   LLVMSetLinkage(f, LLVMInternalLinkage);
-  static const char *const fa[] = {"nounwind", "noinline"};
-  for (size_t a = 0; a < 2; a++)
-    LLVMAddAttributeAtIndex(
-        f, LLVMAttributeFunctionIndex,
-        LLVMCreateEnumAttribute(e->c, LLVMGetEnumAttributeKindForName(fa[a], strlen(fa[a])), 0));
-  unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+  add_attr(e, f, LLVMAttributeFunctionIndex, "nounwind");
+  add_attr(e, f, LLVMAttributeFunctionIndex, "noinline");
   for (unsigned i = 1; i <= 3; i++)
-    LLVMAddAttributeAtIndex(f, i, LLVMCreateEnumAttribute(e->c, noalias, 0));
+    add_attr(e, f, i, "noalias");
   /* emit its body with the emitter pointed at it, then come back */
   LLVMValueRef fn0 = e->fn, panel0 = e->dot_panel;
   LLVMBasicBlockRef at0 = LLVMGetInsertBlock(e->b), aat0 = LLVMGetInsertBlock(e->ab);
@@ -2091,27 +2089,16 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
   LLVMSetValueName2(e.errp, "err", 3);
   LLVMSetValueName2(bufs, "bufs", 4);
   LLVMSetValueName2(e.dims, "dims", 4);
-  static const char *const fn_attrs[] = {"nounwind"};
   static const char *const param_attrs[] = {"noalias", "nocapture", "readonly"};
-  for (size_t a = 0; a < sizeof fn_attrs / sizeof *fn_attrs; a++)
-    LLVMAddAttributeAtIndex(
-        e.fn, LLVMAttributeFunctionIndex,
-        LLVMCreateEnumAttribute(
-            e.c, LLVMGetEnumAttributeKindForName(fn_attrs[a], strlen(fn_attrs[a])), 0));
+  add_attr(&e, e.fn, LLVMAttributeFunctionIndex, "nounwind");
   /* the step reads pointers and sizes through its two arguments and never
   ** writes them, so stores to buffers cannot change a size: loads of dims
   ** hoist out of loops */
   for (unsigned i = 1; i <= 2; i++)
-    for (size_t a = 0; a < sizeof param_attrs / sizeof *param_attrs; a++)
-      LLVMAddAttributeAtIndex(
-          e.fn, i,
-          LLVMCreateEnumAttribute(
-              e.c, LLVMGetEnumAttributeKindForName(param_attrs[a], strlen(param_attrs[a])), 0));
+    for (size_t a = 0; a < 3; a++)
+      add_attr(&e, e.fn, i, param_attrs[a]);
   for (size_t a = 0; a < 2; a++) /* the error record: written only on failure */
-    LLVMAddAttributeAtIndex(
-        e.fn, 3,
-        LLVMCreateEnumAttribute(
-            e.c, LLVMGetEnumAttributeKindForName(param_attrs[a], strlen(param_attrs[a])), 0));
+    add_attr(&e, e.fn, 3, param_attrs[a]);
   e.b = LLVMCreateBuilderInContext(e.c);
   e.ab = LLVMCreateBuilderInContext(e.c);
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e.c, e.fn, "entry");
