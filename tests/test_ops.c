@@ -47,25 +47,8 @@ static uint64_t rand_u64(uint64_t *s) {
   return hi << 32 | lo;
 }
 
-static const int64_t LIM_LO[] = {0, INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN, 0};
-static const int64_t LIM_HI[] = {1, INT8_MAX, INT16_MAX, INT32_MAX, INT64_MAX, UINT8_MAX};
-
-/* Stores v into element i of an integer array of dtype dt, wrapping. */
-static void put_int(kiln_dtype dt, void *p, int64_t i, int64_t v) {
-  uint64_t u = (uint64_t)v;
-  switch (dt) {
-  case KILN_BOOL: ((uint8_t *)p)[i] = v != 0; break;
-  case KILN_INT8: ((int8_t *)p)[i] = (int8_t)(uint8_t)u; break;
-  case KILN_INT16: ((int16_t *)p)[i] = (int16_t)(uint16_t)u; break;
-  case KILN_INT32: ((int32_t *)p)[i] = (int32_t)(uint32_t)u; break;
-  case KILN_INT64: ((int64_t *)p)[i] = v; break;
-  case KILN_UINT8: ((uint8_t *)p)[i] = (uint8_t)u; break;
-  default: break;
-  }
-}
-
 static int64_t int_special(kiln_dtype dt, gen_kind k, int j, int *n) {
-  int64_t lo = LIM_LO[dt], hi = LIM_HI[dt];
+  int64_t lo = kt_int_lo[dt], hi = kt_int_hi[dt];
   const int64_t any[] = {lo, lo + 1, hi, hi - 1, 0, 1, -1, 2, hi / 2 + 1, lo / 2, 100, -100};
   const int64_t ex[] = {0, 1, 2, -1, -2, 3, 7, 8, 15, 16, 31, 32, 63, 64, lo, hi};
   const int64_t *l = k == GEN_EXPONENT ? ex : any;
@@ -134,7 +117,7 @@ static kiln_tensor *gen(kiln_dtype dt, int rank, const int64_t *shape, uint64_t 
       ((float *)p)[i] = (float)(special ? float_special(dt, k, j, &n) : rand_float(dt, k, &s));
     } else {
       int64_t v = special && dt != KILN_BOOL ? int_special(dt, k, j, &n) : rand_int(dt, k, &s);
-      put_int(dt, p, i, v);
+      kt_put_int(dt, p, i, v);
     }
   }
   return t;
@@ -152,7 +135,7 @@ static kiln_tensor *gen_specials(kiln_dtype dt, int rank, const int64_t *shape, 
     else if (dt == KILN_FLOAT32)
       ((float *)t->data)[i] = (float)float_special(dt, k, (int)i, &n);
     else
-      put_int(dt, t->data, i, dt == KILN_BOOL ? i % 2 : int_special(dt, k, (int)i, &n));
+      kt_put_int(dt, t->data, i, dt == KILN_BOOL ? i % 2 : int_special(dt, k, (int)i, &n));
   }
   return t;
 }
@@ -238,7 +221,7 @@ static bool int_wraps(int op, kiln_dtype dt, int64_t a, int64_t b) {
   bool ovf = op == OP_ADD   ? __builtin_add_overflow(a, b, &r)
              : op == OP_SUB ? __builtin_sub_overflow(a, b, &r)
                             : __builtin_mul_overflow(a, b, &r);
-  return ovf || r < LIM_LO[dt] || r > LIM_HI[dt];
+  return ovf || r < kt_int_lo[dt] || r > kt_int_hi[dt];
 }
 
 static void check_binary(int op, kiln_dtype dt) {
@@ -286,7 +269,7 @@ static void check_binary(int op, kiln_dtype dt) {
                          : op == OP_SUB ? (uint64_t)x - (uint64_t)z
                                         : (uint64_t)x * (uint64_t)z;
             int64_t buf[1];
-            put_int(dt, buf, 0, (int64_t)e);
+            kt_put_int(dt, buf, 0, (int64_t)e);
             int64_t want = kl_load_i64(dt, buf, 0);
             ck_assert_msg(kl_load_i64(dt, got->data, i) == want, "%s: element %lld", what,
                           (long long)i);
@@ -364,7 +347,7 @@ START_TEST(bin_literals) {
   outs[n++] = kiln_mul(kiln_scalar(ctx, dt, 5), x);
   uint8_t cdata[3 * 8];
   for (int i = 0; i < 3; i++)
-    put_int(KILN_INT64, cdata, i, (int64_t)(i * 7 - 5));
+    kt_put_int(KILN_INT64, cdata, i, (int64_t)(i * 7 - 5));
   kiln_node *c = kiln_const(ctx, KILN_INT64, 1, (int64_t[]){3}, cdata);
   outs[n++] = kiln_add(x, c);
   outs[n++] = kiln_add(kiln_lit(ctx, 0.25), kiln_lit(ctx, 0.5)); /* literals only */
@@ -428,9 +411,9 @@ static void check_unary(int op, kiln_dtype dt) {
       /* the minimum is among the inputs and stays itself: -(-128) wraps */
       bool seen = false;
       for (int64_t i = 0; i < v->size; i++)
-        if (kl_load_i64(dt, v->data, i) == LIM_LO[dt]) {
+        if (kl_load_i64(dt, v->data, i) == kt_int_lo[dt]) {
           seen = true;
-          ck_assert_int_eq(kl_load_i64(dt, got->data, i), LIM_LO[dt]);
+          ck_assert_int_eq(kl_load_i64(dt, got->data, i), kt_int_lo[dt]);
         }
       ck_assert_msg(seen, "%s: the minimum is not among the inputs", what);
     }

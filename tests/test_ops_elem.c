@@ -40,9 +40,6 @@ static kiln_ctx *new_ctx(void) {
 
 /* ------------------------------------------------------------- values */
 
-static const int64_t LIM_LO[] = {0, INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN, 0};
-static const int64_t LIM_HI[] = {1, INT8_MAX, INT16_MAX, INT32_MAX, INT64_MAX, UINT8_MAX};
-
 /* Special float64 values: the usual suspects, then where tanh (19, 20),
 ** sigmoid and softplus (37, 40, 709..800) saturate or under/overflow, then
 ** values casts care about (truncation, saturation at each integer dtype). */
@@ -62,7 +59,7 @@ static const double F32S[] = {
 #define N_FS ((int)(sizeof F64S / sizeof *F64S))
 
 static int64_t int_special(kiln_dtype dt, int j, int *n) {
-  int64_t lo = LIM_LO[dt], hi = LIM_HI[dt];
+  int64_t lo = kt_int_lo[dt], hi = kt_int_hi[dt];
   const int64_t l[] = {lo,  lo + 1, hi,  hi - 1, 0,   1,   -1,  2,   -2,
                        100, -100,   127, 128,    255, 256, 300, -129};
   *n = (int)(sizeof l / sizeof *l);
@@ -74,11 +71,6 @@ static int n_specials(kiln_dtype dt) {
   if (!is_float(dt)) int_special(dt, 0, &n);
   if (dt == KILN_BOOL) n = 2;
   return n;
-}
-
-/* Stores v into element i of an integer array of dtype dt, wrapping. */
-static void put_int(kiln_dtype dt, void *p, int64_t i, int64_t v) {
-  kl_convert(dt, p, i, KILN_INT64, &v, 0);
 }
 
 /* Special value j of dtype dt into element i of t. */
@@ -93,7 +85,7 @@ static void put_special(kiln_tensor *t, int64_t i, int j) {
   else if (dt == KILN_BOOL)
     ((uint8_t *)t->data)[i] = (uint8_t)j;
   else
-    put_int(dt, t->data, i, int_special(dt, j, &n));
+    kt_put_int(dt, t->data, i, int_special(dt, j, &n));
 }
 
 static uint64_t rand_u64(uint64_t *s) {
@@ -126,7 +118,7 @@ static void put_random(kiln_tensor *t, int64_t i, uint64_t *s) {
     ((uint8_t *)t->data)[i] = kt_rand(s) < 0.5;
   } else {
     int64_t v = kt_rand(s) < 0.5 ? (int64_t)(kt_rand(s) * 41) - 20 : (int64_t)rand_u64(s);
-    put_int(dt, t->data, i, v);
+    kt_put_int(dt, t->data, i, v);
   }
 }
 
@@ -1050,7 +1042,7 @@ START_TEST(hand_cast) {
     else if (c->from == KILN_FLOAT32)
       ((float *)v->data)[0] = (float)c->f;
     else
-      put_int(c->from, v->data, 0, c->i);
+      kt_put_int(c->from, v->data, 0, c->i);
     char what[96];
     snprintf(what, sizeof what, "cast %s -> %s, case %zu", dn(c->from), dn(c->to), k);
     kiln_tensor *got = NULL;

@@ -44,22 +44,6 @@ static const char *const OPNAME[KILN_N_REDUCE_OPS] = {"sum",  "mean",   "max",  
 
 /* ------------------------------------------------------------- values */
 
-static const int64_t LIM_LO[] = {0, INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN, 0};
-static const int64_t LIM_HI[] = {1, INT8_MAX, INT16_MAX, INT32_MAX, INT64_MAX, UINT8_MAX};
-
-static void put_int(kiln_dtype dt, void *p, int64_t i, int64_t v) {
-  uint64_t u = (uint64_t)v;
-  switch (dt) {
-  case KILN_BOOL: ((uint8_t *)p)[i] = v != 0; break;
-  case KILN_INT8: ((int8_t *)p)[i] = (int8_t)(uint8_t)u; break;
-  case KILN_INT16: ((int16_t *)p)[i] = (int16_t)(uint16_t)u; break;
-  case KILN_INT32: ((int32_t *)p)[i] = (int32_t)(uint32_t)u; break;
-  case KILN_INT64: ((int64_t *)p)[i] = v; break;
-  case KILN_UINT8: ((uint8_t *)p)[i] = (uint8_t)u; break;
-  default: break;
-  }
-}
-
 typedef enum gen_kind {
   GEN_ANY,    /* specials (NaN, inf, -0.0, limits) mixed with wide random values */
   GEN_FINITE, /* finite floats of wide magnitude, random integers */
@@ -96,14 +80,14 @@ static kiln_tensor *gen(kiln_dtype dt, int rank, const int64_t *shape, uint64_t 
         v = (kt_rand(&s) < 0.5 ? -1 : 1) * ldexp(0.5 + kt_rand(&s), (int)(kt_rand(&s) * 40) - 10);
       put_val(dt, p, i, v);
     } else if (dt == KILN_BOOL) {
-      put_int(dt, p, i, k == GEN_TIES ? u < 0.8 : u < 0.5);
+      kt_put_int(dt, p, i, k == GEN_TIES ? u < 0.8 : u < 0.5);
     } else {
       int64_t v;
       if (k == GEN_TIES) {
-        const int64_t c[] = {LIM_LO[dt], LIM_HI[dt], 0, 1, 1};
+        const int64_t c[] = {kt_int_lo[dt], kt_int_hi[dt], 0, 1, 1};
         v = c[(int)(kt_rand(&s) * 5)];
       } else if (k == GEN_ANY && u < 0.3) {
-        const int64_t c[] = {LIM_LO[dt], LIM_HI[dt], 0, -1, 1, LIM_LO[dt] + 1};
+        const int64_t c[] = {kt_int_lo[dt], kt_int_hi[dt], 0, -1, 1, kt_int_lo[dt] + 1};
         v = c[(int)(kt_rand(&s) * 6)];
       } else if (k == GEN_SMALL || kt_rand(&s) < 0.5) {
         v = (int64_t)(kt_rand(&s) * 9) - 4;
@@ -111,7 +95,7 @@ static kiln_tensor *gen(kiln_dtype dt, int rank, const int64_t *shape, uint64_t 
         v = (int64_t)((uint64_t)(kt_rand(&s) * 4294967296.0) << 32 ^
                       (uint64_t)(kt_rand(&s) * 4294967296.0));
       }
-      put_int(dt, p, i, v);
+      kt_put_int(dt, p, i, v);
     }
   }
   return t;

@@ -155,3 +155,10 @@ void kt_check_calls(kiln_ctx *ctx, kiln_function *f, const char *what, int n_in,
   for (int k = 0; k < n_out; k++)
     kiln_tensor_free(ref[k]);
 }
+
+const int64_t kt_int_lo[] = {0, INT8_MIN, INT16_MIN, INT32_MIN, INT64_MIN, 0};
+const int64_t kt_int_hi[] = {1, INT8_MAX, INT16_MAX, INT32_MAX, INT64_MAX, UINT8_MAX};
+
+void kt_put_int(kiln_dtype dt, void *p, int64_t i, int64_t v) {
+  kl_convert(dt, p, i, KILN_INT64, &v, 0);
+}

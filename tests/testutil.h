@@ -22,6 +22,11 @@ char *kt_read_file(const char *path);
 /* How a (JIT) and b (reference) differ: dtype or shape, else the first
 ** differing element with its bits; "no difference" when none. */
 void kt_describe_diff(const kiln_tensor *a, const kiln_tensor *b, char *buf, size_t n);
+/* The lowest and highest value of each integer dtype (and bool), by dtype. */
+extern const int64_t kt_int_lo[], kt_int_hi[];
+/* Stores v into element i of an array of dtype dt, converted as kl_convert
+** does (integers wrap, bool is v != 0). */
+void kt_put_int(kiln_dtype dt, void *p, int64_t i, int64_t v);
 /* A copy of t (asserts on allocation failure). */
 kiln_tensor *kt_clone(const kiln_tensor *t);
 
