@@ -33,6 +33,11 @@
 **    or belong to another context give KILN_MISUSE.
 **  - Thread safety: a context and everything it owns must be used by one
 **    thread at a time. Different contexts are independent.
+**  - LLVM in the same process: Kiln links LLVM (libLLVM) and, once per
+**    process, switches off one LLVM code generation option, loop strength
+**    reduction (-disable-lsr, through LLVMParseCommandLineOptions), which
+**    made a fifth of Kiln's compile time and nothing faster. A program that
+**    uses LLVM itself sees that option too.
 **
 ** Semantics (numpy and Theano):
 **  - dtypes: bool, int8, int16, int32, int64, uint8, float32, float64.
