@@ -42,6 +42,8 @@
 #include "runtime/rt.h"
 
 #include <llvm-c/Analysis.h>
+#include <llvm-c/BitReader.h>
+#include <llvm-c/BitWriter.h>
 #include <llvm-c/Error.h>
 #include <llvm-c/IRReader.h>
 #include <llvm-c/LLJIT.h>
@@ -50,12 +52,14 @@
 #include <llvm-c/Transforms/PassBuilder.h>
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Error-severity diagnostics of one LLVM context, kept for the message. */
 typedef struct diag_log {
@@ -66,6 +70,9 @@ typedef struct diag_log {
 struct kl_jit {
   LLVMOrcLLJITRef lljit;
   LLVMTargetMachineRef tm; /* ours: passes and the assembly stage */
+  /* One more per extra thread of a split compile (a TargetMachine is used
+  ** by one thread at a time), made on first need. */
+  LLVMTargetMachineRef aux_tm[KL_JIT_MAX_PARTS - 1];
   char *triple;
   char *layout;
   kl_jit_code *codes;    /* live codes, so kl_jit_free can free what is left */
@@ -80,6 +87,10 @@ struct kl_jit_code {
   ** inside the JIT (until compiled or removed), so the log lives with the code. */
   diag_log diag;
   char *text[KILN_N_STAGES];
+  /* A split compile's optimized text is its parts' texts one after the
+  ** other; part k is text[KILN_STAGE_LLVM_OPT][part_end[k-1] .. part_end[k]). */
+  int n_parts;
+  size_t part_end[KL_JIT_MAX_PARTS];
   bool from_object; /* linked from the on-disk cache: no stage texts */
 };
 
@@ -173,9 +184,10 @@ static void init_targets(void) {
 
 /* ---------------------------------------------------------------- the JIT */
 
-/* Our own TargetMachine for the host, as LLJIT's JITTargetMachineBuilder
+/* A TargetMachine for the host, as LLJIT's JITTargetMachineBuilder
 ** describes it (CPU name and features of the host). */
-static kiln_status make_host_tm(kl_jit *jit, char *err, size_t errn) {
+static kiln_status new_host_tm(LLVMTargetMachineRef *out, char *err, size_t errn) {
+  *out = NULL;
   char *triple = LLVMGetDefaultTargetTriple();
   char *norm = LLVMNormalizeTargetTriple(triple);
   LLVMDisposeMessage(triple);
@@ -190,16 +202,22 @@ static kiln_status make_host_tm(kl_jit *jit, char *err, size_t errn) {
   char *cpu = LLVMGetHostCPUName();
   char *features = LLVMGetHostCPUFeatures();
   /* Default TargetOptions: FPOpFusion::Standard, no unsafe FP math (see top). */
-  jit->tm = LLVMCreateTargetMachine(target, norm, cpu, features, LLVMCodeGenLevelDefault,
-                                    LLVMRelocDefault, LLVMCodeModelJITDefault);
+  *out = LLVMCreateTargetMachine(target, norm, cpu, features, LLVMCodeGenLevelDefault,
+                                 LLVMRelocDefault, LLVMCodeModelJITDefault);
   kiln_status st = KILN_OK;
-  if (!jit->tm) {
+  if (!*out) {
     set_err(err, errn, "cannot create a target machine for %s (cpu %s)", norm, cpu);
     st = KILN_LLVM;
   }
   LLVMDisposeMessage(features);
   LLVMDisposeMessage(cpu);
   LLVMDisposeMessage(norm);
+  return st;
+}
+
+/* Our own TargetMachine, checked against the JIT's data layout. */
+static kiln_status make_host_tm(kl_jit *jit, char *err, size_t errn) {
+  kiln_status st = new_host_tm(&jit->tm, err, errn);
   if (st != KILN_OK) return st;
 
   /* Passes given a TargetMachine that disagrees with the module's layout
@@ -281,6 +299,8 @@ void kl_jit_free(kl_jit *jit) {
   while (jit->codes)
     kl_jit_code_free(jit->codes);
   if (jit->tm) LLVMDisposeTargetMachine(jit->tm);
+  for (int i = 0; i < KL_JIT_MAX_PARTS - 1; i++)
+    if (jit->aux_tm[i]) LLVMDisposeTargetMachine(jit->aux_tm[i]);
   if (jit->lljit) take_error(LLVMOrcDisposeLLJIT(jit->lljit), "disposing the LLJIT", NULL, 0);
   kl_free(jit->triple);
   kl_free(jit->layout);
@@ -331,34 +351,38 @@ static bool verify(LLVMModuleRef mod, const char *when, char *err, size_t errn) 
   return !broken;
 }
 
-static kiln_status run_passes(kl_jit *jit, LLVMModuleRef mod, int level, char *err, size_t errn) {
+static kiln_status run_passes(LLVMTargetMachineRef tm, LLVMModuleRef mod, int level, char *err,
+                              size_t errn) {
   char pipeline[32];
   snprintf(pipeline, sizeof pipeline, "default<O%d>", level);
   LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
   LLVMPassBuilderOptionsSetLoopVectorization(po, level >= 2);
   LLVMPassBuilderOptionsSetSLPVectorization(po, level >= 2);
   kiln_status st =
-      take_error(LLVMRunPasses(mod, pipeline, jit->tm, po), "running LLVM's passes", err, errn);
+      take_error(LLVMRunPasses(mod, pipeline, tm, po), "running LLVM's passes", err, errn);
   LLVMDisposePassBuilderOptions(po);
   return st;
 }
 
-/* Everything done to the module while it is still ours: verify, keep the
-** text, optimize, verify again, keep the optimized text. */
 double kl_jit_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* Everything done to the module while it is still ours: verify and keep the
+** text (unless done already), optimize, verify again, keep the optimized
+** text. */
 static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, int level,
                            double *secs, char *err, size_t errn) {
   double t0 = kl_jit_now();
-  if (!verify(mod, "", err, errn)) return KILN_INTERNAL;
-  code->text[KILN_STAGE_LLVM_IR] = take_message(LLVMPrintModuleToString(mod));
-  if (!code->text[KILN_STAGE_LLVM_IR]) goto nomem;
+  if (!code->text[KILN_STAGE_LLVM_IR]) {
+    if (!verify(mod, "", err, errn)) return KILN_INTERNAL;
+    code->text[KILN_STAGE_LLVM_IR] = take_message(LLVMPrintModuleToString(mod));
+    if (!code->text[KILN_STAGE_LLVM_IR]) goto nomem;
+  }
   double t1 = kl_jit_now();
-  kiln_status st = run_passes(jit, mod, level, err, errn);
+  kiln_status st = run_passes(jit->tm, mod, level, err, errn);
   double t2 = kl_jit_now();
   secs[1] = t2 - t1;
   if (st != KILN_OK) return st;
@@ -369,7 +393,7 @@ static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, in
   if (!verify(mod, "after LLVM's passes: ", err, errn)) return KILN_INTERNAL;
   code->text[KILN_STAGE_LLVM_OPT] = take_message(LLVMPrintModuleToString(mod));
   if (!code->text[KILN_STAGE_LLVM_OPT]) goto nomem;
-  secs[0] = (t1 - t0) + (kl_jit_now() - t2);
+  secs[0] += (t1 - t0) + (kl_jit_now() - t2);
   return KILN_OK;
 nomem:
   set_err(err, errn, "out of memory keeping the text of an LLVM module");
@@ -391,6 +415,355 @@ static void destroy_code(kl_jit_code *code) {
 
 static kiln_status look_up(kl_jit *jit, kl_jit_code *code, const char *symbol,
                            kl_jit_code **out_code, void **out_fn, char *err, size_t errn);
+
+/* ---------------------------------------------------------- split compile */
+
+/* LLVM compiles one module on one thread. A large module (the W3 MLP's step
+** with its chunk and dot functions) is cut into parts along its functions
+** and each part is optimized and compiled on a thread of its own, in an
+** LLVMContext of its own, to an object file; the JIT links the objects
+** together under the code's one resource tracker.
+**
+** The functions cut along are the roots: the step and every noinline
+** function (chunk functions, dot kernels). Helper functions (kmath, pow)
+** go, as copies, with every part that calls them. Roots are dealt largest
+** first (by instruction count) to the part with the fewest instructions;
+** the step is in part 0, the caller's module. A root called from another
+** part gets external linkage and a name that starts with the step's symbol
+** (so it is unique in the JIT); one called only from its own part stays
+** internal, so IPSCCP can still specialize it for constant sizes. Each part
+** is made from the whole module written to bitcode and read back into a new
+** context; the other parts' roots are then declarations (or gone). */
+
+/* Modules with fewer instructions than this compile in one piece: a part
+** costs a context, a thread and LLVM's fixed cost per module (the seed's
+** step, about 400 instructions, takes 9 ms of which little is its size). */
+#define KL_SPLIT_MIN 3000
+
+/* How many parts at most: KILN_COMPILE_THREADS if it is 1..KL_JIT_MAX_PARTS,
+** else the online CPUs (at most KL_JIT_MAX_PARTS). */
+static int compile_threads(void) {
+  const char *env = getenv("KILN_COMPILE_THREADS");
+  if (env && *env) {
+    char *end = NULL;
+    long v = strtol(env, &end, 10);
+    if (*end == '\0' && v >= 1 && v <= KL_JIT_MAX_PARTS) return (int)v;
+  }
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  if (cpus < 1) return 1;
+  return cpus < KL_JIT_MAX_PARTS ? (int)cpus : KL_JIT_MAX_PARTS;
+}
+
+typedef struct split_root {
+  LLVMValueRef fn; /* in the caller's module */
+  char *name;      /* kl_malloc'd, the final name */
+  long weight;     /* instructions */
+  int part;
+} split_root;
+
+typedef struct split_part {
+  LLVMTargetMachineRef tm; /* borrowed */
+  LLVMContextRef ctx;      /* owned, except part 0's */
+  LLVMModuleRef mod;       /* owned, except part 0's */
+  int level;
+  diag_log own_diag;
+  diag_log *diag; /* &own_diag, or the code's for part 0 */
+  /* Results, made on the part's thread with LLVM's allocator only (so the
+  ** allocation countdown of the tests stays on the calling thread). */
+  char *text; /* LLVMDisposeMessage */
+  LLVMMemoryBufferRef obj;
+  kiln_status st;
+  char err[256];
+  double passes; /* seconds */
+} split_part;
+
+static long count_instructions(LLVMValueRef f) {
+  long n = 0;
+  for (LLVMBasicBlockRef b = LLVMGetFirstBasicBlock(f); b; b = LLVMGetNextBasicBlock(b))
+    for (LLVMValueRef i = LLVMGetFirstInstruction(b); i; i = LLVMGetNextInstruction(i))
+      n++;
+  return n;
+}
+
+static bool is_root(LLVMValueRef f, const char *symbol, unsigned noinline) {
+  if (LLVMIsDeclaration(f)) return false;
+  size_t len = 0;
+  const char *name = LLVMGetValueName2(f, &len);
+  if (strcmp(name, symbol) == 0) return true;
+  return LLVMGetEnumAttributeAtIndex(f, LLVMAttributeFunctionIndex, noinline) != NULL;
+}
+
+/* The part of the root that is (or contains) v's function; -1 if v is not
+** an instruction of a root (a helper's call, a constant expression). */
+static int part_of_user(LLVMValueRef user, const split_root *roots, int n) {
+  if (!LLVMIsAInstruction(user)) return -1;
+  LLVMValueRef f = LLVMGetBasicBlockParent(LLVMGetInstructionParent(user));
+  for (int r = 0; r < n; r++)
+    if (roots[r].fn == f) return roots[r].part;
+  return -1;
+}
+
+/* Decides the parts: returns how many (1: compile in one piece) and fills
+** *out_roots (kl_malloc'd, *out_n of them) with each root's part and final
+** name; roots called across parts are made external here, in mod. */
+static int plan_split(LLVMModuleRef mod, const char *symbol, int max_parts,
+                      split_root **out_roots, int *out_n) {
+  *out_roots = NULL;
+  *out_n = 0;
+  if (max_parts < 2) return 1;
+  unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+  int n = 0, cap = 0;
+  long total = 0;
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
+    if (!LLVMIsDeclaration(f)) total += count_instructions(f);
+    if (is_root(f, symbol, noinline)) cap++;
+  }
+  if (cap < 2 || total < KL_SPLIT_MIN) return 1;
+  split_root *roots = kl_calloc((size_t)cap, sizeof *roots);
+  if (!roots) return 1; /* one piece needs no memory of ours */
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
+    if (!is_root(f, symbol, noinline)) continue;
+    size_t len = 0;
+    bool step = strcmp(LLVMGetValueName2(f, &len), symbol) == 0;
+    roots[n] = (split_root){.fn = f, .weight = count_instructions(f), .part = step ? 0 : -1};
+    n++;
+  }
+  int parts = max_parts < n ? max_parts : n;
+  long load[KL_JIT_MAX_PARTS] = {0};
+  for (int r = 0; r < n; r++)
+    if (roots[r].part == 0) load[0] += roots[r].weight;
+  for (;;) { /* the heaviest unplaced root to the lightest part */
+    int best = -1;
+    for (int r = 0; r < n; r++)
+      if (roots[r].part < 0 && (best < 0 || roots[r].weight > roots[best].weight)) best = r;
+    if (best < 0) break;
+    int light = 0;
+    for (int p = 1; p < parts; p++)
+      if (load[p] < load[light]) light = p;
+    roots[best].part = light;
+    load[light] += roots[best].weight;
+  }
+  int used = 0;
+  for (int p = 0; p < parts; p++)
+    used += load[p] > 0;
+  if (used < 2) {
+    kl_free(roots);
+    return 1;
+  }
+  /* Renumber so that the parts in use are 0..used-1 (part 0 stays 0). */
+  int map[KL_JIT_MAX_PARTS], next = 0;
+  for (int p = 0; p < parts; p++)
+    map[p] = load[p] > 0 ? next++ : -1;
+  for (int r = 0; r < n; r++)
+    roots[r].part = map[roots[r].part];
+
+  bool ok = true;
+  for (int r = 0; r < n && ok; r++) {
+    LLVMValueRef f = roots[r].fn;
+    size_t len = 0;
+    const char *name = LLVMGetValueName2(f, &len);
+    bool cross = false;
+    for (LLVMUseRef u = LLVMGetFirstUse(f); u && !cross; u = LLVMGetNextUse(u))
+      cross = part_of_user(LLVMGetUser(u), roots, n) != roots[r].part;
+    LLVMLinkage lk = LLVMGetLinkage(f);
+    if (cross && (lk == LLVMInternalLinkage || lk == LLVMPrivateLinkage)) {
+      size_t sl = strlen(symbol);
+      if (strncmp(name, symbol, sl) != 0) {
+        char *nm = kl_malloc(sl + 1 + len + 1);
+        if (!nm) {
+          ok = false;
+          break;
+        }
+        snprintf(nm, sl + 1 + len + 1, "%s.%s", symbol, name);
+        LLVMSetValueName2(f, nm, strlen(nm));
+        kl_free(nm);
+      }
+      LLVMSetLinkage(f, LLVMExternalLinkage);
+      LLVMSetVisibility(f, LLVMDefaultVisibility);
+      name = LLVMGetValueName2(f, &len);
+    }
+    roots[r].name = kl_strdup(name);
+    ok = roots[r].name != NULL;
+  }
+  if (!ok) {
+    /* Out of memory midway: some roots may be external already, which is
+    ** still a correct module; compile it in one piece. */
+    for (int r = 0; r < n; r++)
+      kl_free(roots[r].name);
+    kl_free(roots);
+    return 1;
+  }
+  *out_roots = roots;
+  *out_n = n;
+  return used;
+}
+
+static void free_roots(split_root *roots, int n) {
+  for (int r = 0; r < n; r++)
+    kl_free(roots[r].name);
+  kl_free(roots);
+}
+
+/* Keeps only part k's roots defined in mod: the others become declarations
+** (their callers in part k call them in another part's object) or, when
+** nothing calls them, go. */
+static void keep_part(LLVMModuleRef mod, const split_root *roots, int n, int k) {
+  for (int r = 0; r < n; r++) {
+    if (roots[r].part == k) continue;
+    LLVMValueRef f = LLVMGetNamedFunction(mod, roots[r].name);
+    if (!f) continue;
+    LLVMValueRef d = LLVMAddFunction(mod, "", LLVMGlobalGetValueType(f));
+    LLVMSetFunctionCallConv(d, LLVMGetFunctionCallConv(f));
+    LLVMReplaceAllUsesWith(f, d);
+    LLVMDeleteFunction(f);
+    LLVMSetValueName2(d, roots[r].name, strlen(roots[r].name));
+  }
+}
+
+/* On its own thread: optimize, verify, print, compile to an object. */
+static void *compile_part(void *arg) {
+  split_part *p = arg;
+  double t0 = kl_jit_now();
+  p->st = run_passes(p->tm, p->mod, p->level, p->err, sizeof p->err);
+  p->passes = kl_jit_now() - t0;
+  if (p->st != KILN_OK) return NULL;
+  if (p->diag->n_errors) {
+    set_err(p->err, sizeof p->err, "LLVM error while optimizing: %s", p->diag->first);
+    p->st = KILN_LLVM;
+    return NULL;
+  }
+  if (!verify(p->mod, "after LLVM's passes: ", p->err, sizeof p->err)) {
+    p->st = KILN_INTERNAL;
+    return NULL;
+  }
+  p->text = LLVMPrintModuleToString(p->mod);
+  char *msg = NULL;
+  if (LLVMTargetMachineEmitToMemoryBuffer(p->tm, p->mod, LLVMObjectFile, &msg, &p->obj) ||
+      p->diag->n_errors) {
+    set_err(p->err, sizeof p->err, "cannot emit an object file: %s",
+            msg ? msg : p->diag->first);
+    p->st = KILN_LLVM;
+  }
+  if (msg) LLVMDisposeMessage(msg);
+  return NULL;
+}
+
+static void dispose_part(split_part *p, bool own) {
+  if (p->text) LLVMDisposeMessage(p->text);
+  if (p->obj) LLVMDisposeMemoryBuffer(p->obj);
+  if (own) {
+    if (p->mod) LLVMDisposeModule(p->mod);
+    if (p->ctx) LLVMContextDispose(p->ctx);
+  }
+}
+
+/* Compiles mod (verified, its IR text kept) in n parts as plan_split
+** decided, links the objects and looks symbol up. Takes mod and tsc. */
+static kiln_status add_split(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod,
+                             LLVMOrcThreadSafeContextRef tsc, split_root *roots, int n_roots,
+                             int n, int level, const char *symbol, double *secs,
+                             kl_jit_code **out_code, void **out_fn, char *err, size_t errn) {
+  split_part parts[KL_JIT_MAX_PARTS];
+  memset(parts, 0, sizeof parts);
+  kiln_status st = KILN_OK;
+  double t0 = kl_jit_now(), prep = 0;
+  for (int k = 1; k < n && st == KILN_OK; k++)
+    if (!jit->aux_tm[k - 1]) st = new_host_tm(&jit->aux_tm[k - 1], err, errn);
+  LLVMMemoryBufferRef bc = st == KILN_OK ? LLVMWriteBitcodeToMemoryBuffer(mod) : NULL;
+  if (st == KILN_OK && !bc) {
+    set_err(err, errn, "cannot write the module as bitcode to split it");
+    st = KILN_LLVM;
+  }
+  for (int k = 0; k < n && st == KILN_OK; k++) {
+    split_part *p = &parts[k];
+    p->level = level;
+    if (k == 0) {
+      p->tm = jit->tm;
+      p->mod = mod;
+      p->diag = &code->diag;
+    } else {
+      p->tm = jit->aux_tm[k - 1];
+      p->diag = &p->own_diag;
+      p->ctx = LLVMContextCreate();
+      LLVMContextSetDiagnosticHandler(p->ctx, on_diagnostic, p->diag);
+      if (LLVMParseBitcodeInContext2(p->ctx, bc, &p->mod)) {
+        set_err(err, errn, "cannot read the module's bitcode back: %s",
+                p->diag->n_errors ? p->diag->first : "?");
+        p->mod = NULL;
+        st = KILN_LLVM;
+      }
+    }
+  }
+  if (bc) LLVMDisposeMemoryBuffer(bc);
+  if (st == KILN_OK) {
+    for (int k = 0; k < n; k++)
+      keep_part(parts[k].mod, roots, n_roots, k);
+    prep = kl_jit_now() - t0;
+    secs[0] += prep;
+    pthread_t th[KL_JIT_MAX_PARTS];
+    bool started[KL_JIT_MAX_PARTS] = {false};
+    for (int k = 1; k < n; k++)
+      started[k] = pthread_create(&th[k], NULL, compile_part, &parts[k]) == 0;
+    compile_part(&parts[0]);
+    for (int k = 1; k < n; k++) {
+      if (started[k])
+        pthread_join(th[k], NULL);
+      else
+        compile_part(&parts[k]); /* no thread to be had: here, after part 0 */
+    }
+    secs[1] = 0;
+    for (int k = 0; k < n; k++) {
+      if (parts[k].passes > secs[1]) secs[1] = parts[k].passes;
+      if (parts[k].st != KILN_OK && st == KILN_OK) {
+        st = parts[k].st;
+        set_err(err, errn, "%s (part %d of %d of '%s')", parts[k].err, k + 1, n, symbol);
+      }
+    }
+  }
+  free_roots(roots, n_roots);
+
+  /* The optimized text: the parts one after the other. */
+  if (st == KILN_OK) {
+    size_t total = 1;
+    for (int k = 0; k < n; k++)
+      total += strlen(parts[k].text) + 64;
+    char *t = kl_malloc(total);
+    if (!t) {
+      set_err(err, errn, "out of memory keeping the text of an LLVM module");
+      st = KILN_NOMEM;
+    } else {
+      size_t len = 0;
+      for (int k = 0; k < n; k++) {
+        len += (size_t)snprintf(t + len, total - len, "; ---- kiln: part %d of %d ----\n%s",
+                                k + 1, n, parts[k].text);
+        code->part_end[k] = len;
+      }
+      code->n_parts = n;
+      code->text[KILN_STAGE_LLVM_OPT] = t;
+    }
+  }
+  if (st == KILN_OK) {
+    code->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(jit->lljit));
+    jit->session_err[0] = '\0';
+    for (int k = 0; k < n && st == KILN_OK; k++) {
+      LLVMMemoryBufferRef obj = parts[k].obj;
+      parts[k].obj = NULL; /* the JIT owns it from this call on */
+      st = take_error(LLVMOrcLLJITAddObjectFileWithRT(jit->lljit, code->rt, obj),
+                      "adding an object file to the JIT", err, errn);
+    }
+  }
+  for (int k = 0; k < n; k++)
+    dispose_part(&parts[k], k > 0);
+  dispose_parts(mod, tsc);
+  if (st != KILN_OK) {
+    destroy_code(code);
+    return st;
+  }
+  st = look_up(jit, code, symbol, out_code, out_fn, err, errn);
+  secs[2] = kl_jit_now() - t0 - prep - secs[1];
+  if (secs[2] < 0) secs[2] = 0;
+  return st;
+}
 
 kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_jit_opts *opts,
                        kl_jit_code **out_code, void **out_fn, char *err, size_t errn) {
@@ -426,6 +799,31 @@ kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_ji
   LLVMContextSetDiagnosticHandler(LLVMGetModuleContext(mod), on_diagnostic, &code->diag);
 
   double secs_local[3], *secs = opts && opts->secs ? opts->secs : secs_local;
+  secs[0] = secs[1] = secs[2] = 0;
+  if (!(opts && opts->object)) {
+    /* A large module compiles in parts on several threads (the on-disk
+    ** cache stores one object, so a step bound for it stays in one piece). */
+    double t0 = kl_jit_now();
+    if (!verify(mod, "", err, errn)) {
+      dispose_parts(mod, tsc);
+      destroy_code(code);
+      return KILN_INTERNAL;
+    }
+    split_root *roots = NULL;
+    int n_roots = 0, n = plan_split(mod, symbol, compile_threads(), &roots, &n_roots);
+    code->text[KILN_STAGE_LLVM_IR] = take_message(LLVMPrintModuleToString(mod));
+    secs[0] = kl_jit_now() - t0;
+    if (!code->text[KILN_STAGE_LLVM_IR]) {
+      free_roots(roots, n_roots);
+      dispose_parts(mod, tsc);
+      destroy_code(code);
+      set_err(err, errn, "out of memory keeping the text of an LLVM module");
+      return KILN_NOMEM;
+    }
+    if (n > 1)
+      return add_split(jit, code, mod, tsc, roots, n_roots, n, level, symbol, secs, out_code,
+                       out_fn, err, errn);
+  }
   kiln_status st = prepare(jit, code, mod, level, secs, err, errn);
   double t_gen = kl_jit_now();
   if (st != KILN_OK) {

@@ -19,6 +19,10 @@
 
 #include <stddef.h>
 
+/* A large module is compiled in up to this many parts on as many threads
+** (see kl_jit_add). */
+#define KL_JIT_MAX_PARTS 4
+
 /* One JIT per Kiln context. */
 typedef struct kl_jit kl_jit;
 
