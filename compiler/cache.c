@@ -42,8 +42,10 @@ typedef struct kl_cache_entry {
   uint64_t hash;
   unsigned char *key;
   size_t key_len;
-  struct kl_jit_code *code;
+  struct kl_jit_code *code; /* the fast step */
   void *fn;
+  struct kl_jit_code *code_general; /* the general step, once a call needed it */
+  void *fn_general;
   int refs;
 } kl_cache_entry;
 
@@ -126,7 +128,7 @@ static const char disk_magic[8] = {'K', 'I', 'L', 'N', 'O', 'B', 'J', '1'};
 
 /* The on-disk key: what the machine code depends on beyond the graph. NULL
 ** (no disk cache) when the library's own file cannot be identified. */
-static bool disk_key(const kbuf *key, kbuf *dk) {
+static bool disk_key(const kbuf *key, bool general, kbuf *dk) {
   Dl_info info;
   struct stat stt;
   if (!dladdr((void *)(uintptr_t)&kl_cache_compile, &info) || !info.dli_fname ||
@@ -142,6 +144,7 @@ static bool disk_key(const kbuf *key, kbuf *dk) {
   put(dk, host, strlen(host) + 1);
   kl_free(host);
   put(dk, key->p, key->len);
+  put(dk, general ? "G" : "F", 1); /* the general or the fast step */
   return !dk->oom;
 }
 
@@ -204,12 +207,13 @@ static double seconds(void) {
 /* The disk layer around kl_backend_compile: a hit links the stored object;
 ** a miss compiles to an object and stores it. Returns false when the disk
 ** cache is not in use (the caller compiles as usual). */
-static bool disk_compile(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, kl_cache_entry *e,
-                         kl_times *t, int *out_hit, kiln_status *st) {
+static bool disk_compile(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, bool general,
+                         struct kl_jit_code **code, void **fn, kl_times *t, int *out_hit,
+                         kiln_status *st) {
   const char *dir = getenv("KILN_CACHE_DIR"), *dump = getenv("KILN_DUMP_DIR");
   if (!dir || !*dir) return false;
   kbuf dk = {0};
-  if (!disk_key(key, &dk)) {
+  if (!disk_key(key, general, &dk)) {
     kl_free(dk.p);
     return false;
   }
@@ -222,7 +226,7 @@ static bool disk_compile(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, kl_
   unsigned char *obj = dump && *dump ? NULL : disk_read(path, &dk, &n);
   if (obj) {
     char err[512];
-    kiln_status s = kl_backend_load(ctx, obj, n, sym, &e->code, &e->fn, err, sizeof err);
+    kiln_status s = kl_backend_load(ctx, obj, n, sym, code, fn, err, sizeof err);
     kl_free(obj);
     if (s == KILN_OK) {
       t->total = seconds() - t0;
@@ -232,7 +236,7 @@ static bool disk_compile(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, kl_
       return true;
     }
   }
-  *st = kl_backend_compile(ctx, g, sym, &e->code, &e->fn, t, &obj, &n);
+  *st = kl_backend_compile(ctx, g, sym, general, code, fn, t, &obj, &n);
   if (*st == KILN_OK) disk_write(dir, path, &dk, obj, n);
   kl_free(obj);
   kl_free(dk.p);
@@ -277,10 +281,10 @@ kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_co
     return kl_error(ctx, KILN_NOMEM, "function: out of memory");
   }
   kiln_status st;
-  if (!disk_compile(ctx, g, &key, e, t, out_hit, &st)) {
+  if (!disk_compile(ctx, g, &key, false, &e->code, &e->fn, t, out_hit, &st)) {
     char sym[64];
     snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
-    st = kl_backend_compile(ctx, g, sym, &e->code, &e->fn, t, NULL, NULL);
+    st = kl_backend_compile(ctx, g, sym, false, &e->code, &e->fn, t, NULL, NULL);
   }
   if (st != KILN_OK) {
     kl_free(e);
@@ -297,11 +301,45 @@ kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_co
   return KILN_OK;
 }
 
+kiln_status kl_cache_compile_general(kiln_ctx *ctx, const kl_fgraph *g,
+                                     struct kl_jit_code *code, struct kl_jit_code **out_code,
+                                     void **out_fn, kl_times *t, int *out_hit) {
+  *out_hit = 0;
+  kl_cache_entry *e = NULL;
+  for (int i = 0; i < ctx->n_cache && !e; i++)
+    if (ctx->cache[i]->code == code) e = ctx->cache[i];
+  if (!e) return kl_error(ctx, KILN_INTERNAL, "call: the function's step is not in the cache");
+  if (e->fn_general) {
+    *out_code = e->code_general;
+    *out_fn = e->fn_general;
+    t->total = 0;
+    *out_hit = 1;
+    return KILN_OK;
+  }
+  kbuf key = {0};
+  if (!make_key(g, &key)) {
+    kl_free(key.p);
+    return kl_error(ctx, KILN_NOMEM, "call: out of memory");
+  }
+  kiln_status st;
+  if (!disk_compile(ctx, g, &key, true, &e->code_general, &e->fn_general, t, out_hit, &st)) {
+    char sym[64];
+    snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
+    st = kl_backend_compile(ctx, g, sym, true, &e->code_general, &e->fn_general, t, NULL, NULL);
+  }
+  kl_free(key.p);
+  if (st != KILN_OK) return st;
+  *out_code = e->code_general;
+  *out_fn = e->fn_general;
+  return KILN_OK;
+}
+
 void kl_cache_release(kiln_ctx *ctx, struct kl_jit_code *code) {
   for (int i = 0; i < ctx->n_cache; i++) {
     kl_cache_entry *e = ctx->cache[i];
     if (e->code != code) continue;
     if (--e->refs > 0) return;
+    if (e->code_general) kl_backend_code_free(e->code_general);
     kl_backend_code_free(e->code);
     kl_free(e->key);
     kl_free(e);
@@ -312,6 +350,7 @@ void kl_cache_release(kiln_ctx *ctx, struct kl_jit_code *code) {
 
 void kl_cache_free(kiln_ctx *ctx) {
   for (int i = 0; i < ctx->n_cache; i++) {
+    if (ctx->cache[i]->code_general) kl_backend_code_free(ctx->cache[i]->code_general);
     kl_backend_code_free(ctx->cache[i]->code);
     kl_free(ctx->cache[i]->key);
     kl_free(ctx->cache[i]);

@@ -443,6 +443,8 @@ static double now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static void print_llvm_timing(const kl_times *t, int hit, double total_s);
+
 static void print_timing(const kiln_function *f, double graph_s, double plan_s, const kl_times *t,
                          int hit, double total_s) {
   fprintf(stderr, "kiln: timing of function '%s'\n", f->name);
@@ -452,6 +454,10 @@ static void print_timing(const kiln_function *f, double graph_s, double plan_s, 
       fprintf(stderr, "kiln:   pass %-11s %9.3f ms\n", f->log.pass_names[p],
               f->log.seconds[p] * 1e3);
   fprintf(stderr, "kiln:   %-16s %9.3f ms\n", "plan", plan_s * 1e3);
+  print_llvm_timing(t, hit, total_s);
+}
+
+static void print_llvm_timing(const kl_times *t, int hit, double total_s) {
   fprintf(stderr, "kiln:   %-16s %9.3f ms%s\n", "LLVM + JIT", t->total * 1e3,
           hit == 1   ? " (in-memory cache hit)"
           : hit == 2 ? " (linked from KILN_CACHE_DIR)"
@@ -548,6 +554,8 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
               kl_log_add(&f->log, "plan", plan_text(&g)) != KILN_OK ||
               kl_log_add(&f->log, "dot", kl_fg_dot(&g, f->name)) != KILN_OK))
     st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
+  if (!st && !(f->graph = kl_malloc(sizeof *f->graph)))
+    st = fg_error(ctx, KILN_NOMEM, "function: out of memory");
   if (!st && ctx->n_fns == ctx->cap_fns) {
     int cap = ctx->cap_fns ? ctx->cap_fns * 2 : 8;
     kiln_function **nf = kl_realloc(ctx->fns, (size_t)cap * sizeof *nf);
@@ -569,6 +577,7 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
   }
   if (st) {
     if (f) {
+      kl_free(f->graph);
       kl_free(f->name);
       kl_log_free(&f->log);
       kl_free(f);
@@ -579,7 +588,7 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
   }
   f->plan = g.plan;
   f->magic = KL_MAGIC_FN;
-  kl_fg_free(&g);
+  *f->graph = g; /* kept for the general step (moved: nothing points at g itself) */
   ctx->fns[ctx->n_fns++] = f;
   const char *dir = getenv("KILN_DUMP_DIR");
   if (dir && *dir) dump_to_dir(f, dir);
@@ -604,10 +613,32 @@ void kiln_function_free(kiln_function *f) {
     }
   kl_cache_release(ctx, f->code);
   kl_plan_free(f->plan);
+  kl_fg_free(f->graph);
+  kl_free(f->graph);
   kl_free(f->name);
   kl_log_free(&f->log);
   f->magic = 0;
   kl_free(f);
+}
+
+/* The first call with a dynamic size of 1 compiles the general step (or
+** finds it in the cache); nothing has run yet, so a failure commits nothing. */
+static kiln_status compile_general(kiln_function *f) {
+  kl_times times = {0};
+  int hit = 0;
+  void *fn = NULL;
+  double t0 = now();
+  kiln_status st =
+      kl_cache_compile_general(f->ctx, f->graph, f->code, &f->code_general, &fn, &times, &hit);
+  if (st != KILN_OK) return st;
+  f->plan->step_general = (kl_step_fn)fn;
+  const char *timing = getenv("KILN_TIMING");
+  if (timing && *timing && strcmp(timing, "0") != 0) {
+    fprintf(stderr, "kiln: the general step of '%s', for its first call with a dynamic size of 1\n",
+            f->name);
+    print_llvm_timing(&times, hit, now() - t0);
+  }
+  return KILN_OK;
 }
 
 kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
@@ -615,6 +646,10 @@ kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
   if (!fn_ok(f)) return KILN_MISUSE;
   char err[1024];
   kiln_status st = kl_plan_run(f->plan, inputs, err, sizeof err);
+  if (st == KL_NEED_GENERAL) {
+    if ((st = compile_general(f)) != KILN_OK) return st;
+    st = kl_plan_run(f->plan, inputs, err, sizeof err);
+  }
   if (st != KILN_OK) return kl_error(f->ctx, st, "%s", err);
   kl_ctx_clear(f->ctx);
   if (outputs)
@@ -638,10 +673,15 @@ const char *kiln_function_dump_name(const kiln_function *f, int i) {
   return i < 3 ? stage_names[KILN_STAGE_LLVM_IR + i] : NULL;
 }
 
+/* Between the fast step's LLVM text and the general step's, once compiled. */
+static const char general_banner[] =
+    "\n; ---- kiln: the general step (kernels with their broadcasting versions), compiled for "
+    "the first call with a dynamic size of 1 ----\n";
+
 kiln_status kiln_function_dump_named(const kiln_function *f, const char *stage, FILE *out) {
   if (!fn_ok(f)) return KILN_MISUSE;
   if (!stage || !out) return kl_error(f->ctx, KILN_MISUSE, "function_dump: NULL stage or stream");
-  const char *text = NULL;
+  const char *text = NULL, *general = NULL;
   for (int i = 0; i < f->log.n && !text; i++)
     if (strcmp(f->log.stages[i].name, stage) == 0) text = f->log.stages[i].text;
   for (int s = KILN_STAGE_LLVM_IR; s <= KILN_STAGE_ASM && !text; s++)
@@ -650,10 +690,16 @@ kiln_status kiln_function_dump_named(const kiln_function *f, const char *stage, 
       char err[512] = "";
       text = kl_backend_text(f->code, (kiln_stage)s, &st, err, sizeof err);
       if (!text) return kl_error(f->ctx, st ? st : KILN_LLVM, "function_dump: %s", err);
+      if (f->code_general) {
+        general = kl_backend_text(f->code_general, (kiln_stage)s, &st, err, sizeof err);
+        if (!general) return kl_error(f->ctx, st ? st : KILN_LLVM, "function_dump: %s", err);
+      }
     }
   if (!text)
     return kl_error(f->ctx, KILN_MISUSE, "function_dump: no stage '%s' in '%s'", stage, f->name);
-  if (fputs(text, out) < 0) return kl_error(f->ctx, KILN_ERROR, "function_dump: write failed");
+  if (fputs(text, out) < 0 ||
+      (general && (fputs(general_banner, out) < 0 || fputs(general, out) < 0)))
+    return kl_error(f->ctx, KILN_ERROR, "function_dump: write failed");
   return KILN_OK;
 }
 

@@ -119,8 +119,10 @@ struct kiln_function {
   kiln_ctx *ctx;
   char *name;
   kl_plan *plan;
-  struct kl_jit_code *code;
-  kl_pipeline_log log; /* the text of every stage but LLVM's */
+  struct kl_jit_code *code;         /* the fast step's (a reference in the cache) */
+  struct kl_jit_code *code_general; /* the general step's once compiled (the cache's) */
+  kl_fgraph *graph;                 /* kept for the general step */
+  kl_pipeline_log log;              /* the text of every stage but LLVM's */
 };
 
 /* Where the time of a compile went, in seconds (shown by KILN_TIMING). */
@@ -134,10 +136,12 @@ typedef struct kl_times {
 } kl_times;
 
 /* The LLVM side (compiler/llvm/backend.c); no LLVM types cross this line. */
-/* Compiles g's step as symbol. With object non-NULL the step is compiled to
-** an object file whose bytes are returned too (kl_malloc'd), for the
-** on-disk cache. */
-kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol,
+/* Compiles g's step as symbol: the fast step (kernels assume no dynamic
+** size is 1), or with general the general step (each kernel that reads a
+** dynamic size also has its broadcasting version, chosen at run time). With
+** object non-NULL the step is compiled to an object file whose bytes are
+** returned too (kl_malloc'd), for the on-disk cache. */
+kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol, bool general,
                                struct kl_jit_code **out_code, void **out_fn, kl_times *t,
                                unsigned char **object, size_t *object_len);
 /* Links an object file from the on-disk cache; on failure only a status and
@@ -157,6 +161,12 @@ void kl_ctx_jit_free(kiln_ctx *ctx);
 kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_code **out_code,
                              void **out_fn, kl_times *t, int *out_hit);
 /* out_hit: 0 compiled, 1 found in memory, 2 linked from the on-disk cache */
+/* The general step of the function whose fast step is code (compiled on the
+** first call that needs it, then kept beside the fast step and shared the
+** same way; same out_hit). */
+kiln_status kl_cache_compile_general(kiln_ctx *ctx, const kl_fgraph *g,
+                                     struct kl_jit_code *code, struct kl_jit_code **out_code,
+                                     void **out_fn, kl_times *t, int *out_hit);
 void kl_cache_release(kiln_ctx *ctx, struct kl_jit_code *code);
 void kl_cache_free(kiln_ctx *ctx);
 

@@ -350,6 +350,17 @@ static void remember(kl_plan *p, const kiln_tensor *const *in) {
   p->warm = true;
 }
 
+/* Is some dynamic dimension of this call 1? Then a dynamic dimension may
+** broadcast, which only the general step's kernels do. */
+static bool needs_general(const kl_plan *p) {
+  for (int i = 0; i < p->n_nodes; i++) {
+    const kl_shape_op *op = &p->shape[i];
+    for (int d = 0; d < op->rank; d++)
+      if (op->fixed[d] == KILN_DYN && p->dims[op->dims_base + d] == 1) return true;
+  }
+  return false;
+}
+
 kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, size_t errn) {
   if (!rerun(p, in)) {
     p->warm = false;
@@ -357,10 +368,13 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
     if (st == KILN_OK) st = infer_shapes(p, in, err, errn);
     if (st == KILN_OK) st = place_buffers(p, in, err, errn);
     if (st != KILN_OK) return st;
+    p->use_general = needs_general(p);
     remember(p, in);
   }
+  kl_step_fn step = p->step;
+  if (p->use_general && !(step = p->step_general)) return KL_NEED_GENERAL;
   p->step_err[0] = -1;
-  if (p->step(p->ptrs, p->dims, p->step_err, p->pool) != 0)
+  if (step(p->ptrs, p->dims, p->step_err, p->pool) != 0)
     return kl_index_step_error(p, err, errn);
   for (int u = 0; u < p->n_updates; u++) {
     kiln_tensor *t = p->updates[u].target;

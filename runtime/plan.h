@@ -105,8 +105,17 @@ typedef struct kl_update_spec {
   char *label;         /* the shared variable, for messages */
 } kl_update_spec;
 
+/* kl_plan_run's answer when the call needs the general step and it is not
+** compiled yet (kiln_call compiles it and runs the call again). */
+#define KL_NEED_GENERAL ((kiln_status)1000)
+
 typedef struct kl_plan {
+  /* The fast step assumes no dynamic size is 1 (no dynamic dimension
+  ** broadcasts); a call where one is runs the general step, compiled on the
+  ** first such call (NULL until then). */
   kl_step_fn step;
+  kl_step_fn step_general;
+  bool use_general; /* this call's shapes (valid with warm) need step_general */
   kl_pool *pool; /* the context's pool (kl_pool_serial for one thread), never NULL */
   int n_nodes;
   kl_shape_op *shape;
@@ -139,7 +148,8 @@ typedef struct kl_plan {
 
 /* Runs one call: checks inputs, computes shapes, sizes the workspace,
 ** runs the step, commits updates. On error writes a message into err and
-** leaves every shared variable untouched. */
+** leaves every shared variable untouched. KL_NEED_GENERAL (no message) when
+** the shapes need the general step and step_general is NULL: nothing ran. */
 kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *inputs, char *err, size_t errn);
 void kl_plan_free(kl_plan *p); /* frees everything the plan owns, and p */
 

@@ -780,10 +780,12 @@ END_TEST
 
 /* ---------------------------------------------- allocation failure loop */
 
-/* Builds, compiles and calls the seed once, as examples/seed.c does. Every
-** failure must be clean: KILN_NOMEM (or NULL with KILN_NOMEM in the
-** context), W untouched by a failed call. Returns the run's status. */
-static kiln_status seed_once(void) {
+/* Builds, compiles and calls the seed once, as examples/seed.c does, with
+** x of xn ones: 4, or 1, which broadcasts against W (the same values) and
+** makes the call compile the general step. Every failure must be clean:
+** KILN_NOMEM (or NULL with KILN_NOMEM in the context), W untouched by a
+** failed call. Returns the run's status. */
+static kiln_status seed_once(int64_t xn) {
   kiln_ctx *ctx = kiln_ctx_new();
   if (!ctx) return KILN_NOMEM;
   kiln_status st = KILN_OK;
@@ -815,7 +817,7 @@ static kiln_status seed_once(void) {
     goto done;
   }
   float xv[] = {1, 1, 1, 1}, tv = 100;
-  xt = kiln_tensor_new(KILN_FLOAT32, 1, (int64_t[]){4}, xv);
+  xt = kiln_tensor_new(KILN_FLOAT32, 1, (int64_t[]){xn}, xv);
   tt = kiln_tensor_new(KILN_FLOAT32, 0, NULL, &tv);
   if (!xt || !tt) {
     st = KILN_NOMEM;
@@ -842,10 +844,11 @@ done:
 
 START_TEST(allocation_failure_loop) {
   long k, failed_runs = 0, tolerated = 0;
+  int64_t xn = _i == 0 ? 4 : 1;
   for (k = 1; k < 100000; k++) {
     long n0 = kl_mem_count();
     kl_mem_fail_at(k);
-    kiln_status st = seed_once();
+    kiln_status st = seed_once(xn);
     long used = kl_mem_count() - n0;
     kl_mem_fail_at(0);
     bool hit = used >= k;
@@ -861,8 +864,10 @@ START_TEST(allocation_failure_loop) {
   }
   ck_assert_msg(k < 100000, "the loop did not end");
   ck_assert_int_gt(failed_runs, 10);
-  fprintf(stderr, "allocation_failure_loop: %ld allocations, %ld failed cleanly, %ld tolerated\n",
-          k - 1, failed_runs, tolerated);
+  fprintf(stderr,
+          "allocation_failure_loop (x of size %lld): %ld allocations, %ld failed cleanly, %ld "
+          "tolerated\n",
+          (long long)xn, k - 1, failed_runs, tolerated);
 }
 END_TEST
 
@@ -898,7 +903,7 @@ static Suite *errors_suite(void) {
   TCase *tm = tcase_create("nomem");
   tcase_set_timeout(tm, 600);
   tcase_add_checked_fixture(tm, NULL, teardown);
-  tcase_add_test(tm, allocation_failure_loop);
+  tcase_add_loop_test(tm, allocation_failure_loop, 0, 2);
   suite_add_tcase(s, tm);
   return s;
 }

@@ -549,6 +549,77 @@ static void pattern(kiln_dtype dt, unsigned char *p, size_t n, unsigned salt) {
                            : (unsigned char)(i * 37 + 11 + salt * 101);
 }
 
+/* The fast step assumes no dynamic size is 1; the first call where one is
+** (x of size 1 broadcasts against b) compiles the general step, and a failure
+** there, as anywhere in a call, leaves b bit-identical. Values by hand. */
+START_TEST(general_step_on_first_broadcast) {
+  kiln_ctx *ctx = kiln_ctx_new();
+  kiln_node *x = kiln_dvector(ctx, "x");
+  kiln_node *b = kiln_shared(ctx, "b", KILN_FLOAT64, 1, (int64_t[]){3}, (double[]){1, 2, 3});
+  kiln_node *y = kiln_mul(x, b);
+  kiln_update u = {b, kiln_add(b, kiln_mul(kiln_lit(ctx, 0.5), x))};
+  kiln_function *f = must_fn(ctx, kiln_function_new(ctx, "f", 1, &x, 1, &y, 1, &u));
+  const char *banner = "; ---- kiln: the general step";
+  kiln_tensor *x3 = dvec(3, (double[]){1, 2, 3}), *x1 = dvec(1, (double[]){2});
+  const kiln_tensor *out = NULL;
+  OK(ctx, kiln_call(f, IN_ARGS(x3), &out));
+  check_f64(out, 3, (double[]){1, 4, 9}, "y, x of size 3");
+  check_shared(b, 3, (double[]){1.5, 3, 4.5}, "b after the first call");
+  char *ll = kt_dump(f, "ll");
+  ck_assert_msg(!strstr(ll, banner), "a general step before any call needed it");
+  free(ll);
+
+  /* x of size 1: every allocation of the call (shapes, then the compile of
+  ** the general step) fails once in turn, each cleanly */
+  long k, failed = 0, compiling = 0;
+  kiln_status st = KILN_NOMEM;
+  for (k = 1; k < 100000 && st != KILN_OK; k++) {
+    long n0 = kl_mem_count();
+    kl_mem_fail_at(k);
+    st = kiln_call(f, IN_ARGS(x1), &out);
+    kl_mem_fail_at(0);
+    compiling = kl_mem_count() - n0; /* the successful call's, which compiled */
+    if (st == KILN_OK) break;
+    ck_assert_msg(st == KILN_NOMEM, "call %ld: %s: %s", k, kiln_status_str(st), kiln_errmsg(ctx));
+    check_shared(b, 3, (double[]){1.5, 3, 4.5}, "b after a failed call");
+    failed++;
+  }
+  ck_assert_int_eq(st, KILN_OK);
+  ck_assert_int_gt(failed, 5);
+  check_f64(out, 3, (double[]){3, 6, 9}, "y, x of size 1");
+  check_shared(b, 3, (double[]){2.5, 4, 5.5}, "b after x of size 1");
+  ll = kt_dump(f, "ll");
+  ck_assert_msg(strstr(ll, banner), "no general step after x of size 1:\n%s", ll);
+  free(ll);
+
+  /* size 3 again: the fast step; size 1 again: the general step, compiled once */
+  OK(ctx, kiln_call(f, IN_ARGS(x3), &out));
+  check_f64(out, 3, (double[]){2.5, 8, 16.5}, "y, x of size 3 again");
+  check_shared(b, 3, (double[]){3, 5, 7}, "b");
+  long n0 = kl_mem_count();
+  OK(ctx, kiln_call(f, IN_ARGS(x1), &out));
+  ck_assert_msg(kl_mem_count() - n0 < compiling / 2, "a second compile? %ld allocations, %ld",
+                kl_mem_count() - n0, compiling);
+  check_f64(out, 3, (double[]){6, 10, 14}, "y, x of size 1 again");
+  check_shared(b, 3, (double[]){4, 6, 8}, "b");
+
+  /* an equal function shares both steps: its first size-1 call compiles nothing */
+  kiln_function *g = must_fn(ctx, kiln_function_new(ctx, "g", 1, &x, 1, &y, 1, &u));
+  n0 = kl_mem_count();
+  OK(ctx, kiln_call(g, IN_ARGS(x1), &out));
+  ck_assert_msg(kl_mem_count() - n0 < compiling / 2, "g compiled again? %ld allocations, %ld",
+                kl_mem_count() - n0, compiling);
+  check_f64(out, 3, (double[]){8, 12, 16}, "g's y, x of size 1");
+  check_shared(b, 3, (double[]){5, 7, 9}, "b after g");
+  ll = kt_dump(g, "ll");
+  ck_assert_msg(strstr(ll, banner), "g's dump lacks the general step");
+  free(ll);
+  kiln_tensor_free(x3);
+  kiln_tensor_free(x1);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(shared_every_dtype) {
   for (int di = 0; di < KILN_N_DTYPES; di++) {
     kiln_dtype dt = (kiln_dtype)di;
@@ -802,6 +873,7 @@ static Suite *function_suite(void) {
   tcase_add_checked_fixture(td, NULL, teardown);
   tcase_add_test(td, dynamic_shapes_regrow);
   tcase_add_test(td, dynamic_matrix_shapes);
+  tcase_add_test(td, general_step_on_first_broadcast);
   tcase_add_test(td, shared_every_dtype);
   tcase_add_test(td, shared_zero_init_and_set_self);
   tcase_add_test(td, two_functions_share_a_variable);

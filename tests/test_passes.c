@@ -1032,13 +1032,12 @@ START_TEST(seed_llvm_ir) {
   seed_graph s;
   kiln_function *f = compile_seed(ctx, &s, "f", &OPT);
   char *ll = kt_dump(f, "ll"), *opt = kt_dump(f, "opt.ll");
-  /* Kiln emits each of the two kernels' loop nests twice (a contiguous
-  ** version for when x's size is not 1, and a broadcasting one) and the
-  ** sum, along a static axis shorter than its 16 lanes, as a tail loop
-  ** alone: 4 loop headers before LLVM, all from two kernels. W has a static
-  ** size of 4, so LLVM unrolls them all: no loop is left after LLVM's
-  ** passes (at most two may be). */
-  ck_assert_msg(loop_headers(ll) == 4, "pre-LLVM IR has %d loop headers:\n%s", loop_headers(ll),
+  /* The fast step has each of the two kernels' loop nests once (contiguous:
+  ** it runs only while x's size is not 1), the sum, along a static axis
+  ** shorter than its 16 lanes, as a tail loop alone: 2 loop headers before
+  ** LLVM. W has a static size of 4, so LLVM unrolls them all: no loop is
+  ** left after LLVM's passes (at most two may be). */
+  ck_assert_msg(loop_headers(ll) == 2, "pre-LLVM IR has %d loop headers:\n%s", loop_headers(ll),
                 ll);
   ck_assert_msg(count_substr(opt, "!llvm.loop") <= 2, "more than two loops after LLVM:\n%s", opt);
   ck_assert_int_eq(count_lines(opt, "define ", 1), 1);
@@ -1048,13 +1047,35 @@ START_TEST(seed_llvm_ir) {
   ck_assert_msg(count_substr(opt, "malloc") == 0, "malloc in the optimized IR:\n%s", opt);
   ck_assert_int_eq(count_lines(opt, "declare ", 1), 0);
   FREE(ll, opt);
+  /* A call with x of size 1 (it broadcasts against W) needs the general
+  ** step, compiled then: its text follows the fast step's, with each kernel
+  ** twice (the broadcasting version besides): 4 loop headers. By hand:
+  ** y = 2 * (0.1 + 0.25 + 0.15 + 0.3) = 1.6, the gradient of (1 - y)^2 is
+  ** -2 * (1 - 1.6) * 2 = 2.4 for every W[i], so W loses 0.24. */
+  kiln_tensor *in[2] = {kiln_tensor_new(KILN_FLOAT32, 1, (int64_t[]){1}, (float[]){2}),
+                        kiln_tensor_new(KILN_FLOAT32, 0, NULL, (float[]){1})};
+  const kiln_tensor *out[1];
+  ck_assert_int_eq(kiln_call(f, (const kiln_tensor *const *)in, out), KILN_OK);
+  ck_assert_double_eq_tol(((const double *)kiln_tensor_data(out[0]))[0], 1.6, 1e-12);
+  const double *w = kiln_tensor_data(kiln_shared_value(s.W));
+  const double w0[4] = {0.1, 0.25, 0.15, 0.3};
+  for (int i = 0; i < 4; i++)
+    ck_assert_double_eq_tol(w[i], w0[i] - 0.24, 1e-12);
+  ll = kt_dump(f, "ll");
+  const char *general = strstr(ll, "; ---- kiln: the general step");
+  ck_assert_msg(general != NULL, "no general step after a call with x of size 1:\n%s", ll);
+  ck_assert_int_eq(loop_headers(general), 4);
+  ck_assert_int_eq(loop_headers(ll), 6);
+  kiln_tensor_free(in[0]);
+  kiln_tensor_free(in[1]);
+  free(ll);
   /* unoptimized: one loop nest per rank>0 kernel: cast, mul, sum, broadcast, mul, cast, mul, sub */
   kiln_function *fn = compile_seed(ctx, &s, "n", &NOOPT);
   char *plan = kt_dump(fn, "plan");
   ll = kt_dump(fn, "ll");
   int k = count_lines(plan, "kernel ", 1);
   ck_assert_int_gt(k, 2);
-  /* every kernel is a rank-1 loop nest, some emitted in two versions */
+  /* every kernel is a rank-1 loop nest (the fast step has one version of each) */
   ck_assert_int_ge(loop_headers(ll), k);
   FREE(plan, ll);
   kiln_ctx_free(ctx);

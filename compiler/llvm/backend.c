@@ -55,6 +55,7 @@ typedef struct em {
   LLVMBasicBlockRef join, other, fast_end; /* emit_kernel's versions */
   LLVMValueRef fast_reg;
   bool cold;              /* emitting a general version: its loops stay scalar */
+  bool general;           /* the general step: general versions beside the fast ones */
   bool narrow;            /* the kernel's last axis is short and static: outer loops stay scalar */
   int cur;                /* the node whose kernel is being emitted (block names) */
   LLVMMetadataRef no_vec; /* loop metadata saying so, made on first use */
@@ -1755,10 +1756,12 @@ static void emit_copy(em *e, int j, int dst) {
   close_loops(e, l, R);
 }
 
-/* Emits kernel i twice when it reads dynamic dimensions: a version with
-** plain contiguous strides, taken when no dynamic size it reads is 1 (the
-** common case, which LLVM vectorizes), and the general version with
-** broadcast strides chosen at run time. Both compute the same values. */
+/* Emits kernel i, in the general step, twice when it reads dynamic
+** dimensions: a version with plain contiguous strides, taken when no dynamic
+** size it reads is 1 (the common case, which LLVM vectorizes), and the
+** general version with broadcast strides chosen at run time. Both compute
+** the same values. The fast step has the first version only: it runs only
+** when no dynamic size of the call is 1 (runtime/call.c). */
 typedef enum kkind { K_ELEM, K_REDUCE, K_COPY } kkind;
 
 static void emit_kernel(em *e, kkind kind, int i, int dst) {
@@ -1771,7 +1774,7 @@ static void emit_kernel(em *e, kkind kind, int i, int dst) {
   else
     prepare(e, i);
   e->collect = false;
-  LLVMValueRef cond = e->kcond;
+  LLVMValueRef cond = e->general ? e->kcond : NULL; /* (unused conditions are dead code) */
   /* A short static last axis (fewer than 16 elements, as a softmax over 10
   ** classes): LLVM unrolls that loop fully (and the SLP vectorizer may pack
   ** it), but vectorizing the outer loops across rows made interleaved
@@ -2041,9 +2044,9 @@ static void emit_index(em *e, int i) {
 
 /* ---------------------------------------------------------------- module */
 
-static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, char *err,
-                         size_t errn) {
-  em e = {.c = mod->ctx, .m = mod->mod, .g = g};
+static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, bool general,
+                         char *err, size_t errn) {
+  em e = {.c = mod->ctx, .m = mod->mod, .g = g, .general = general};
   e.i1 = LLVMInt1TypeInContext(e.c);
   e.i8 = LLVMInt8TypeInContext(e.c);
   e.i16 = LLVMInt16TypeInContext(e.c);
@@ -2165,7 +2168,7 @@ static kiln_status lower(const kl_fgraph *g, kl_llmod *mod, const char *symbol, 
 
 /* --------------------------------------------------------------- backend */
 
-kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol,
+kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *symbol, bool general,
                                struct kl_jit_code **out_code, void **out_fn, kl_times *t,
                                unsigned char **object, size_t *object_len) {
   char err[1024] = "";
@@ -2179,7 +2182,7 @@ kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *sy
   kl_llmod m;
   if ((st = kl_llmod_new(ctx->jit, &m, symbol, err, sizeof err)) != KILN_OK)
     return kl_error(ctx, st, "function: %s", err);
-  if ((st = lower(g, &m, symbol, err, sizeof err)) != KILN_OK) {
+  if ((st = lower(g, &m, symbol, general, err, sizeof err)) != KILN_OK) {
     kl_llmod_dispose(&m);
     return kl_error(ctx, st, "function: %s", err);
   }
