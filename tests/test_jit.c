@@ -6,6 +6,7 @@
 ** assemble), resource trackers (many codes, redefinition after free), two
 ** JITs at once, threads, and every out-of-memory path of jit.c.
 */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "compiler/llvm/jit.h"
 #include "runtime/rt.h"
 
@@ -582,6 +583,175 @@ START_TEST(test_out_of_memory) {
 }
 END_TEST
 
+/* ------------------------------------------------------------ split compile */
+
+enum { SPLIT_ROOTS = 6, SPLIT_CHAIN = 180 };
+
+/* The helper every root calls (not noinline: each part gets a copy). */
+static uint64_t split_h(uint64_t x) { return x ^ (x >> 7); }
+
+/* Root k: SPLIT_CHAIN rounds of x = (x * 3 + k + i) ^ (x >> 3), wrapping. */
+static uint64_t split_root(uint64_t x, int k) {
+  x = split_h(x);
+  for (int i = 0; i < SPLIT_CHAIN; i++)
+    x = (x * 3 + (uint64_t)(k + i)) ^ (x >> 3);
+  return x;
+}
+
+/* int64_t name(int64_t x): the sum of SPLIT_ROOTS internal noinline roots
+** of 3 * SPLIT_CHAIN instructions each -- over KL_SPLIT_MIN, so with two
+** compile threads the module is compiled in two parts. */
+static kl_llmod build_split(kl_jit *jit, const char *name) {
+  kl_llmod m = new_mod(jit, "split");
+  LLVMTypeRef i64 = LLVMInt64TypeInContext(m.ctx);
+  LLVMTypeRef fty = LLVMFunctionType(i64, &i64, 1, 0);
+  unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+  LLVMBuilderRef b;
+  LLVMValueRef h = add_fn(&m, "h", i64, &i64, 1, &b);
+  LLVMSetLinkage(h, LLVMInternalLinkage);
+  LLVMValueRef hx = LLVMGetParam(h, 0);
+  LLVMBuildRet(b, LLVMBuildXor(b, hx, LLVMBuildLShr(b, hx, LLVMConstInt(i64, 7, 0), ""), ""));
+  LLVMDisposeBuilder(b);
+  LLVMValueRef roots[SPLIT_ROOTS];
+  for (int k = 0; k < SPLIT_ROOTS; k++) {
+    char nm[16];
+    snprintf(nm, sizeof nm, "r%d", k);
+    LLVMValueRef f = roots[k] = add_fn(&m, nm, i64, &i64, 1, &b);
+    LLVMSetLinkage(f, LLVMInternalLinkage);
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(m.ctx, noinline, 0));
+    LLVMValueRef x = LLVMBuildCall2(b, fty, h, (LLVMValueRef[]){LLVMGetParam(f, 0)}, 1, "");
+    for (int i = 0; i < SPLIT_CHAIN; i++) {
+      LLVMValueRef t = LLVMBuildAdd(b, LLVMBuildMul(b, x, LLVMConstInt(i64, 3, 0), ""),
+                                    LLVMConstInt(i64, (unsigned long long)(k + i), 0), "");
+      x = LLVMBuildXor(b, t, LLVMBuildLShr(b, x, LLVMConstInt(i64, 3, 0), ""), "");
+    }
+    LLVMBuildRet(b, x);
+    LLVMDisposeBuilder(b);
+  }
+  LLVMValueRef f = add_fn(&m, name, i64, &i64, 1, &b);
+  LLVMValueRef acc = LLVMConstInt(i64, 0, 0);
+  for (int k = 0; k < SPLIT_ROOTS; k++)
+    acc = LLVMBuildAdd(
+        b, acc, LLVMBuildCall2(b, fty, roots[k], (LLVMValueRef[]){LLVMGetParam(f, 0)}, 1, ""), "");
+  LLVMBuildRet(b, acc);
+  LLVMDisposeBuilder(b);
+  return m;
+}
+
+static uint64_t split_expected(uint64_t x) {
+  uint64_t acc = 0;
+  for (int k = 0; k < SPLIT_ROOTS; k++)
+    acc += split_root(x, k);
+  return acc;
+}
+
+static int count_str(const char *text, const char *sub) {
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, sub)) != NULL; p += strlen(sub))
+    n++;
+  return n;
+}
+
+/* Lines that start with start and contain sub. */
+static int count_lines_with(const char *text, const char *start, const char *sub) {
+  int n = 0;
+  size_t ls = strlen(start), lsub = strlen(sub);
+  for (const char *p = text; *p;) {
+    const char *end = strchr(p, '\n');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len >= ls && strncmp(p, start, ls) == 0)
+      for (size_t i = 0; i + lsub <= len; i++)
+        if (strncmp(p + i, sub, lsub) == 0) {
+          n++;
+          break;
+        }
+    p += len + (end != NULL);
+  }
+  return n;
+}
+
+typedef int64_t (*fn_i_i)(int64_t);
+DEFINE_AS_FN(fn_i_i)
+
+START_TEST(test_split_compile) {
+  kl_jit *jit = new_jit();
+  setenv("KILN_COMPILE_THREADS", "2", 1);
+  void *fn = NULL;
+  kl_llmod m = build_split(jit, "kiln_t_split");
+  kl_jit_code *code = add_ok(jit, &m, "kiln_t_split", 2, &fn);
+  for (int64_t x = -3; x < 1000; x += 97)
+    ck_assert_msg((uint64_t)AS_FN(fn_i_i, fn)(x) == split_expected((uint64_t)x), "x = %lld",
+                  (long long)x);
+  const char *ir = text_ok(code, KILN_STAGE_LLVM_IR), *opt = text_ok(code, KILN_STAGE_LLVM_OPT);
+  ck_assert_msg(strstr(opt, "; ---- kiln: part 1 of 2 ----\n") == opt, "%.200s", opt);
+  ck_assert_int_eq(count_str(opt, "; ---- kiln: part 2 of 2 ----\n"), 1);
+  /* the roots the step calls in the other part are external, under its name */
+  ck_assert_int_eq(count_lines_with(ir, "define ", "@kiln_t_split.r"), SPLIT_ROOTS / 2);
+  ck_assert_int_eq(count_str(ir, "define internal i64 @r"), SPLIT_ROOTS / 2);
+  /* each part defines its own roots and declares the others it calls */
+  const char *two = strstr(opt, "part 2 of 2");
+  ck_assert_int_eq(count_lines_with(two, "define ", "@"), SPLIT_ROOTS / 2);
+  ck_assert_int_eq(count_lines_with(opt, "define ", "@") - count_lines_with(two, "define ", "@"),
+                   1 + SPLIT_ROOTS / 2);
+  ck_assert_int_eq(count_lines_with(opt, "declare ", "@kiln_t_split.r"), SPLIT_ROOTS / 2);
+  const char *as = text_ok(code, KILN_STAGE_ASM);
+  ck_assert_msg(strstr(as, "kiln_t_split:") && strstr(as, "kiln_t_split.r"), "%s", as);
+  /* freeing gives every name back: the same module again */
+  kl_jit_code_free(code);
+  m = build_split(jit, "kiln_t_split");
+  code = add_ok(jit, &m, "kiln_t_split", 2, &fn);
+  ck_assert((uint64_t)AS_FN(fn_i_i, fn)(5) == split_expected(5));
+  kl_jit_code_free(code);
+
+  /* one thread, or a small module: one piece */
+  setenv("KILN_COMPILE_THREADS", "1", 1);
+  m = build_split(jit, "kiln_t_split");
+  code = add_ok(jit, &m, "kiln_t_split", 2, &fn);
+  ck_assert((uint64_t)AS_FN(fn_i_i, fn)(5) == split_expected(5));
+  ck_assert_ptr_null(strstr(text_ok(code, KILN_STAGE_LLVM_OPT), "; ---- kiln: part"));
+  kl_jit_code_free(code);
+  setenv("KILN_COMPILE_THREADS", "2", 1);
+  m = build_muladd1(jit, "kiln_t_small");
+  code = add_ok(jit, &m, "kiln_t_small", 2, &fn);
+  ck_assert_ptr_null(strstr(text_ok(code, KILN_STAGE_LLVM_OPT), "; ---- kiln: part"));
+  kl_jit_code_free(code);
+
+  /* every allocation of a split compile fails once, cleanly */
+  int nomem = 0, one_piece = 0;
+  long k;
+  for (k = 1; k < 1000; k++) {
+    m = build_split(jit, "kiln_t_split");
+    code = NULL;
+    fn = NULL;
+    kl_mem_fail_at(k);
+    kiln_status st = kl_jit_add(jit, &m, "kiln_t_split", NULL, &code, &fn, err, sizeof err);
+    const char *text =
+        st == KILN_OK ? kl_jit_code_text(code, KILN_STAGE_ASM, &st, err, sizeof err) : NULL;
+    kl_mem_fail_at(0);
+    ck_assert_ptr_null(m.mod);
+    if (st == KILN_NOMEM) {
+      nomem++;
+      ck_assert_ptr_null(text);
+      kl_jit_code_free(code); /* NULL, or the code whose ASM failed */
+      continue;
+    }
+    ck_assert_msg(st == KILN_OK, "%d %s", (int)st, err);
+    ck_assert((uint64_t)AS_FN(fn_i_i, fn)(7) == split_expected(7));
+    /* the split's own allocations may fail without harm: one piece then */
+    bool split = strstr(text_ok(code, KILN_STAGE_LLVM_OPT), "part 2 of 2") != NULL;
+    kl_jit_code_free(code);
+    if (split) break;
+    one_piece++;
+  }
+  ck_assert_int_lt(k, 1000);
+  ck_assert_int_ge(nomem, 4); /* code, IR text, optimized text, ASM text */
+  ck_assert_int_ge(one_piece, 1 + SPLIT_ROOTS); /* the roots' table, each root's name */
+  unsetenv("KILN_COMPILE_THREADS");
+  kl_jit_free(jit);
+}
+END_TEST
+
 /* Different JITs in different threads, first use of the targets included. */
 static void *thread_main(void *arg) {
   intptr_t id = (intptr_t)arg;
@@ -645,6 +815,7 @@ static Suite *jit_suite(void) {
   tcase_add_test(tc, test_free_null);
   tcase_add_test(tc, test_misuse);
   tcase_add_test(tc, test_out_of_memory);
+  tcase_add_test(tc, test_split_compile);
   suite_add_tcase(s, tc);
   return s;
 }

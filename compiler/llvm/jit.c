@@ -982,44 +982,72 @@ char *kl_jit_host_id(void) {
 
 /* ---------------------------------------------------------------- texts */
 
-/* Host assembly of the optimized module, in a context of its own. */
-static kiln_status make_asm(kl_jit_code *code, char *err, size_t errn) {
-  const char *ir = code->text[KILN_STAGE_LLVM_OPT];
+/* Host assembly of optimized IR text ir[0..len), parsed in a context of its
+** own; LLVM's buffer in *out. */
+static kiln_status asm_of(kl_jit_code *code, const char *ir, size_t len, LLVMMemoryBufferRef *out,
+                          char *err, size_t errn) {
   diag_log log = {0};
   LLVMContextRef ctx = LLVMContextCreate();
   LLVMContextSetDiagnosticHandler(ctx, on_diagnostic, &log);
-  LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(ir, strlen(ir), "kiln");
+  LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(ir, len, "kiln");
   LLVMModuleRef mod = NULL;
-  LLVMMemoryBufferRef out = NULL;
   char *msg = NULL;
   kiln_status st = KILN_OK;
+  *out = NULL;
   /* The parser owns buf from here on, in success and failure. */
   if (LLVMParseIRInContext(ctx, buf, &mod, &msg)) {
     set_err(err, errn, "cannot parse the optimized IR again: %s", msg ? msg : "?");
     st = KILN_LLVM;
   } else if (LLVMTargetMachineEmitToMemoryBuffer(code->jit->tm, mod, LLVMAssemblyFile, &msg,
-                                                 &out)) {
+                                                 out)) {
     set_err(err, errn, "cannot emit assembly: %s", msg ? msg : "?");
     st = KILN_LLVM;
   } else if (log.n_errors) {
     set_err(err, errn, "LLVM error while emitting assembly: %s", log.first);
     st = KILN_LLVM;
-  } else {
-    size_t n = LLVMGetBufferSize(out);
-    char *text = kl_malloc(n + 1);
-    if (text) {
-      memcpy(text, LLVMGetBufferStart(out), n);
-      text[n] = '\0';
-      code->text[KILN_STAGE_ASM] = text;
-    } else {
-      set_err(err, errn, "out of memory keeping the assembly text");
-      st = KILN_NOMEM;
-    }
+  }
+  if (st != KILN_OK && *out) {
+    LLVMDisposeMemoryBuffer(*out);
+    *out = NULL;
   }
   if (msg) LLVMDisposeMessage(msg);
-  if (out) LLVMDisposeMemoryBuffer(out);
   if (mod) LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
+  return st;
+}
+
+/* The assembly stage: of the optimized module, or of each part of a split
+** compile one after the other. */
+static kiln_status make_asm(kl_jit_code *code, char *err, size_t errn) {
+  const char *ir = code->text[KILN_STAGE_LLVM_OPT];
+  int n = code->n_parts > 1 ? code->n_parts : 1;
+  LLVMMemoryBufferRef out[KL_JIT_MAX_PARTS] = {NULL};
+  kiln_status st = KILN_OK;
+  size_t total = 1, from = 0;
+  for (int k = 0; k < n && st == KILN_OK; k++) {
+    size_t to = n > 1 ? code->part_end[k] : strlen(ir);
+    st = asm_of(code, ir + from, to - from, &out[k], err, errn);
+    if (st == KILN_OK) total += LLVMGetBufferSize(out[k]);
+    from = to;
+  }
+  char *text = st == KILN_OK ? kl_malloc(total) : NULL;
+  if (st == KILN_OK && !text) {
+    set_err(err, errn, "out of memory keeping the assembly text");
+    st = KILN_NOMEM;
+  }
+  size_t len = 0;
+  for (int k = 0; k < n; k++) {
+    if (!out[k]) continue;
+    if (text) {
+      memcpy(text + len, LLVMGetBufferStart(out[k]), LLVMGetBufferSize(out[k]));
+      len += LLVMGetBufferSize(out[k]);
+    }
+    LLVMDisposeMemoryBuffer(out[k]);
+  }
+  if (text) {
+    text[len] = '\0';
+    code->text[KILN_STAGE_ASM] = text;
+  }
   return st;
 }
 
