@@ -11,6 +11,7 @@
 ** numpy's formulas (or taken from the recorded numpy output in SEED.md), or
 ** come from the reference evaluator (kl_ref_run) -- never from the JIT.
 */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "tests/testutil.h"
 #include "compiler/refeval.h"
 #include "runtime/rt.h"
@@ -620,6 +621,78 @@ START_TEST(general_step_on_first_broadcast) {
 }
 END_TEST
 
+/* The W3 MLP (64 -> 128 tanh -> 10 softmax crossentropy, dynamic batch)
+** compiled in one piece and in two parts on two threads (separate contexts,
+** so neither is a cache hit): three training steps give the same bits. */
+typedef struct mlp {
+  kiln_ctx *ctx;
+  kiln_node *W[4];
+  kiln_function *f;
+} mlp;
+
+static mlp mlp_new(const char *threads) {
+  enum { I = 64, H = 128, O = 10 };
+  ck_assert_int_eq(setenv("KILN_COMPILE_THREADS", threads, 1), 0);
+  mlp m = {.ctx = kiln_ctx_new()};
+  kiln_ctx *ctx = m.ctx;
+  float *w1 = malloc(sizeof(float) * I * H), *w2 = malloc(sizeof(float) * H * O);
+  for (int i = 0; i < I * H; i++)
+    w1[i] = (float)((i * 37 % 101) - 50) / 400.0f;
+  for (int i = 0; i < H * O; i++)
+    w2[i] = (float)((i * 53 % 97) - 48) / 300.0f;
+  kiln_node *x = kiln_fmatrix(ctx, "x"), *y = kiln_fmatrix(ctx, "y");
+  m.W[0] = kiln_shared(ctx, "W1", KILN_FLOAT32, 2, (int64_t[]){I, H}, w1);
+  m.W[1] = kiln_shared(ctx, "b1", KILN_FLOAT32, 1, (int64_t[]){H}, NULL);
+  m.W[2] = kiln_shared(ctx, "W2", KILN_FLOAT32, 2, (int64_t[]){H, O}, w2);
+  m.W[3] = kiln_shared(ctx, "b2", KILN_FLOAT32, 1, (int64_t[]){O}, NULL);
+  free(w1);
+  free(w2);
+  kiln_node *h = kiln_tanh(kiln_add(kiln_dot(x, m.W[0]), m.W[1]));
+  kiln_node *loss = kiln_mean(kiln_crossentropy(kiln_add(kiln_dot(h, m.W[2]), m.W[3]), y));
+  kiln_node *g[4];
+  OK(ctx, kiln_grad(loss, 4, m.W, g, 0));
+  kiln_update u[4];
+  for (int k = 0; k < 4; k++)
+    u[k] = (kiln_update){m.W[k], kiln_sub(m.W[k], kiln_mul(kiln_lit(ctx, 0.05), g[k]))};
+  m.f = must_fn(ctx, kiln_function_new(ctx, "mlp", 2, (kiln_node *[]){x, y}, 1, &loss, 4, u));
+  unsetenv("KILN_COMPILE_THREADS");
+  return m;
+}
+
+START_TEST(mlp_split_compile_same_bits) {
+  enum { B = 32, I = 64, O = 10 };
+  mlp one = mlp_new("1"), two = mlp_new("2");
+  char *opt1 = kt_dump(one.f, "opt.ll"), *opt2 = kt_dump(two.f, "opt.ll");
+  ck_assert_ptr_null(strstr(opt1, "; ---- kiln: part"));
+  ck_assert_msg(strstr(opt2, "; ---- kiln: part 2 of 2"), "the MLP was not split");
+  free(opt1);
+  free(opt2);
+  kiln_tensor *x = kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){B, I}, NULL);
+  kiln_tensor *y = kiln_tensor_new(KILN_FLOAT32, 2, (int64_t[]){B, O}, NULL);
+  float *px = kiln_tensor_data(x), *py = kiln_tensor_data(y);
+  for (int i = 0; i < B * I; i++)
+    px[i] = (float)(i % 17) / 16.0f;
+  for (int r = 0; r < B; r++)
+    py[r * O + r % O] = 1.0f;
+  for (int step = 0; step < 3; step++) {
+    const kiln_tensor *l1 = NULL, *l2 = NULL;
+    OK(one.ctx, kiln_call(one.f, IN_ARGS(x, y), &l1));
+    OK(two.ctx, kiln_call(two.f, IN_ARGS(x, y), &l2));
+    ck_assert(memcmp(kiln_tensor_data(l1), kiln_tensor_data(l2), sizeof(float)) == 0);
+    ck_assert(isfinite(*(const float *)kiln_tensor_data(l1)));
+  }
+  for (int k = 0; k < 4; k++) {
+    const kiln_tensor *a = kiln_shared_value(one.W[k]), *b = kiln_shared_value(two.W[k]);
+    size_t n = (size_t)kiln_tensor_size(a) * sizeof(float);
+    ck_assert_msg(memcmp(kiln_tensor_data(a), kiln_tensor_data(b), n) == 0, "weights %d", k);
+  }
+  kiln_tensor_free(x);
+  kiln_tensor_free(y);
+  kiln_ctx_free(one.ctx);
+  kiln_ctx_free(two.ctx);
+}
+END_TEST
+
 START_TEST(shared_every_dtype) {
   for (int di = 0; di < KILN_N_DTYPES; di++) {
     kiln_dtype dt = (kiln_dtype)di;
@@ -874,6 +947,7 @@ static Suite *function_suite(void) {
   tcase_add_test(td, dynamic_shapes_regrow);
   tcase_add_test(td, dynamic_matrix_shapes);
   tcase_add_test(td, general_step_on_first_broadcast);
+  tcase_add_test(td, mlp_split_compile_same_bits);
   tcase_add_test(td, shared_every_dtype);
   tcase_add_test(td, shared_zero_init_and_set_self);
   tcase_add_test(td, two_functions_share_a_variable);
