@@ -29,6 +29,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -60,6 +61,7 @@ typedef struct em {
   int cur;                /* the node whose kernel is being emitted (block names) */
   LLVMMetadataRef no_vec; /* loop metadata saying so, made on first use */
   LLVMMetadataRef no_rt;  /* the fast loops' metadata (no runtime unrolling) */
+  LLVMMetadataRef no_un;  /* the other fast loops' (no unrolling) */
   LLVMValueRef errp;      /* the step's error record (indexing: an index out of range) */
   LLVMValueRef ix_out;    /* indexing: where a rank-0 result is built */
   LLVMValueRef dot_panel; /* the packed-B buffer of the dot kernels (one per function) */
@@ -163,8 +165,13 @@ static LLVMValueRef reg_of(em *e, int j) {
 
 /* ---------------------------------------------------------------- loops */
 
+/* Loops of at most this many iterations, known when lowering, may be
+** unrolled fully by LLVM; see no_unroll_md. */
+#define SHORT_LOOP 16
+
 typedef struct loop {
   bool plain; /* not to be vectorized nor unrolled (no_vec_md) */
+  bool short_static; /* a constant trip count LLVM may unroll fully */
   LLVMValueRef var;
   LLVMBasicBlockRef cond, body, exit;
 } loop;
@@ -188,6 +195,7 @@ static LLVMBasicBlockRef new_block(em *e, const char *what) {
 
 static LLVMValueRef loop_begin(em *e, loop *l, LLVMValueRef n) {
   l->plain = false;
+  l->short_static = LLVMIsAConstantInt(n) && LLVMConstIntGetSExtValue(n) <= SHORT_LOOP;
   l->var = alloca_of(e, e->i64);
   LLVMBuildStore(e->b, ci64(e, 0), l->var);
   l->cond = new_block(e, "loop");
@@ -224,9 +232,10 @@ static LLVMMetadataRef no_vec_md(em *e) {
   return e->no_vec = id;
 }
 
-/* Fast versions' loops: !{self, !{"llvm.loop.unroll.runtime.disable"}}.
-** The vectorizer still interleaves and static trip counts still unroll
-** fully; what goes is unrolling by a run-time count, which on this CPU's
+/* Fast versions' short static loops: !{self,
+** !{"llvm.loop.unroll.runtime.disable"}}. The vectorizer still interleaves
+** and static trip counts still unroll fully; what goes is unrolling by a
+** run-time count, which on this CPU's
 ** cost model doubled many vector loops and their remainders for no
 ** measured gain (MLP step 27.7 -> 27.4 us; its compile ~50 ms shorter). */
 static LLVMMetadataRef no_rt_md(em *e) {
@@ -239,6 +248,22 @@ static LLVMMetadataRef no_rt_md(em *e) {
   return e->no_rt = id;
 }
 
+/* The other fast loops: !{self, !{"llvm.loop.unroll.disable"}}. LLVM's
+** partial unrolling (of loops with a static trip count, and of vector
+** bodies the vectorizer already interleaved) cost the W3 MLP's compile
+** about 8 of 85 ms and bought no step time (W1, W2, W3 measured equal). The
+** vectorizer still interleaves; short static loops (the seed's 4 weights)
+** still unroll fully. */
+static LLVMMetadataRef no_unroll_md(em *e) {
+  if (e->no_un) return e->no_un;
+  LLVMMetadataRef un[1] = {LLVMMDStringInContext2(e->c, "llvm.loop.unroll.disable", 24)};
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(e->c, NULL, 0);
+  LLVMMetadataRef ops[2] = {tmp, LLVMMDNodeInContext2(e->c, un, 1)};
+  LLVMMetadataRef id = LLVMMDNodeInContext2(e->c, ops, 2);
+  LLVMMetadataReplaceAllUsesWith(tmp, id); /* the loop id refers to itself */
+  return e->no_un = id;
+}
+
 static void loop_end(em *e, loop *l) {
   LLVMValueRef i = LLVMBuildLoad2(e->b, e->i64, l->var, "");
   LLVMBuildStore(e->b, LLVMBuildNUWAdd(e->b, i, ci64(e, 1), ""), l->var);
@@ -246,6 +271,9 @@ static void loop_end(em *e, loop *l) {
   if (e->cold || l->plain)
     LLVMSetMetadata(br, LLVMGetMDKindIDInContext(e->c, "llvm.loop", 9),
                     LLVMMetadataAsValue(e->c, no_vec_md(e)));
+  else if (!l->short_static)
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(e->c, "llvm.loop", 9),
+                    LLVMMetadataAsValue(e->c, no_unroll_md(e)));
   else
     LLVMSetMetadata(br, LLVMGetMDKindIDInContext(e->c, "llvm.loop", 9),
                     LLVMMetadataAsValue(e->c, no_rt_md(e)));
