@@ -64,7 +64,6 @@ typedef struct em {
   LLVMMetadataRef no_un;  /* the other fast loops' (no unrolling) */
   LLVMValueRef errp;      /* the step's error record (indexing: an index out of range) */
   LLVMValueRef ix_out;    /* indexing: where a rank-0 result is built */
-  LLVMValueRef dot_panel; /* the packed-B buffer of the dot kernels (one per function) */
   LLVMValueRef dot_fn[4]; /* the blocked dot functions: [float64][packed], made on first use */
   /* threads (see "chunks" below) */
   const char *symbol;      /* the step's name; chunk functions are <symbol>_k<n> */
@@ -1350,12 +1349,10 @@ static void emit_reduce_kernel(em *e, int i) {
 typedef struct dotk {
   int dt, W;
   LLVMTypeRef t, vt;
-  LLVMValueRef a, b, c; /* base pointers of this batch element */
+  LLVMValueRef a, b, c; /* base pointers */
   LLVMValueRef k, n, as_i, as_p, bs_p, bs_j;
-  /* tb: B is read from a packed panel of DOT_KC rows and DOT_V * W columns;
-  ** the p loop covers rows p0..p0+kc-1 and continues from C unless first */
-  bool packed;
-  LLVMValueRef panel, p0, kc, first;
+  LLVMValueRef ldc;   /* C's row stride (n, or the whole C's n for a tb panel) */
+  LLVMValueRef accum; /* i1: continue from the sums stored in C, else start at 0 */
 } dotk;
 
 static LLVMValueRef splat(em *e, LLVMTypeRef vt, int W, LLVMValueRef x) {
@@ -1375,20 +1372,11 @@ static LLVMValueRef lane_mask(em *e, int W, LLVMValueRef rem) {
                        splat(e, LLVMVectorType(e->i64, (unsigned)W), W, rem), "");
 }
 
-/* W elements of B from row p, columns j..j+W-1 (only lanes in mask if any):
-** from the packed panel for tb, else from B itself, where they are
-** contiguous. */
-static LLVMValueRef load_bvec(em *e, const dotk *d, LLVMValueRef p, LLVMValueRef j, int v,
+/* W elements of B from row p, columns j..j+W-1 (only lanes in mask if any),
+** where they are contiguous (B itself, or a tb panel). */
+static LLVMValueRef load_bvec(em *e, const dotk *d, LLVMValueRef p, LLVMValueRef j,
                               LLVMValueRef mask) {
   unsigned al = (unsigned)kiln_dtype_size((kiln_dtype)d->dt);
-  if (d->packed) {
-    LLVMValueRef off = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, p, ci64(e, (int64_t)DOT_V * d->W), ""),
-                                    ci64(e, (int64_t)v * d->W), "");
-    LLVMValueRef x =
-        LLVMBuildLoad2(e->b, d->vt, LLVMBuildGEP2(e->b, d->t, d->panel, &off, 1, ""), "");
-    LLVMSetAlignment(x, al);
-    return x;
-  }
   LLVMValueRef off = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, p, d->bs_p, ""), j, "");
   LLVMValueRef ptr = LLVMBuildGEP2(e->b, d->t, d->b, &off, 1, "");
   if (!mask) {
@@ -1413,31 +1401,27 @@ static void dot_block(em *e, const dotk *d, int R, int V, LLVMValueRef i0, LLVMV
   for (int r = 0; r < R; r++)
     for (int v = 0; v < V; v++) {
       LLVMValueRef o =
-          LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, i0, ci64(e, r), ""), d->n, ""),
+          LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, i0, ci64(e, r), ""), d->ldc, ""),
                        LLVMBuildAdd(e->b, j0, ci64(e, (int64_t)v * d->W), ""), "");
       cptr[r][v] = LLVMBuildGEP2(e->b, d->t, d->c, &o, 1, "");
       acc[r][v] = alloca_of(e, d->vt);
-      LLVMValueRef init = LLVMConstNull(d->vt);
-      if (d->packed) { /* a later chunk of p continues from the stored sums, exactly */
-        LLVMValueRef prev;
-        if (!mask[v]) {
-          prev = LLVMBuildLoad2(e->b, d->vt, cptr[r][v], "");
-          LLVMSetAlignment(prev, al);
-        } else {
-          prev = intrinsic(e, "llvm.masked.load", tys, 2,
-                           (LLVMValueRef[]){cptr[r][v], LLVMConstInt(e->i32, al, 0), mask[v], init},
-                           4);
-        }
-        init = LLVMBuildSelect(e->b, d->first, init, prev, "");
+      /* a later chunk of p (tb) continues from the stored sums, exactly */
+      LLVMValueRef zero = LLVMConstNull(d->vt), prev;
+      if (!mask[v]) {
+        prev = LLVMBuildLoad2(e->b, d->vt, cptr[r][v], "");
+        LLVMSetAlignment(prev, al);
+      } else {
+        prev = intrinsic(e, "llvm.masked.load", tys, 2,
+                         (LLVMValueRef[]){cptr[r][v], LLVMConstInt(e->i32, al, 0), mask[v], zero},
+                         4);
       }
-      LLVMBuildStore(e->b, init, acc[r][v]);
+      LLVMBuildStore(e->b, LLVMBuildSelect(e->b, d->accum, prev, zero, ""), acc[r][v]);
     }
   loop lp;
-  LLVMValueRef p = loop_begin(e, &lp, d->packed ? d->kc : d->k);
-  LLVMValueRef pa = d->packed ? LLVMBuildAdd(e->b, p, d->p0, "") : p;
+  LLVMValueRef p = loop_begin(e, &lp, d->k), pa = p;
   LLVMValueRef bv[DOT_V];
   for (int v = 0; v < V; v++)
-    bv[v] = load_bvec(e, d, p, LLVMBuildAdd(e->b, j0, ci64(e, (int64_t)v * d->W), ""), v, mask[v]);
+    bv[v] = load_bvec(e, d, p, LLVMBuildAdd(e->b, j0, ci64(e, (int64_t)v * d->W), ""), mask[v]);
   for (int r = 0; r < R; r++) {
     LLVMValueRef oa =
         LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, i0, ci64(e, r), ""), d->as_i, ""),
@@ -1464,7 +1448,7 @@ static void dot_block(em *e, const dotk *d, int R, int V, LLVMValueRef i0, LLVMV
 
 static LLVMValueRef const NOMASK[DOT_V];
 
-/* All columns of the rows i0..i0+R-1 (B not packed). */
+/* All columns of the rows i0..i0+R-1. */
 static void dot_rows(em *e, const dotk *d, int R, LLVMValueRef i0) {
   LLVMValueRef wide = ci64(e, (int64_t)DOT_V * d->W), w = ci64(e, d->W);
   loop lj, lc;
@@ -1489,94 +1473,7 @@ static void dot_rows(em *e, const dotk *d, int R, LLVMValueRef i0) {
   LLVMPositionBuilderAtEnd(e->b, after);
 }
 
-/* Every row block for the columns j0.. of one panel (mask: its width). */
-static void dot_panel_rows(em *e, const dotk *d, LLVMValueRef m, LLVMValueRef j0,
-                           LLVMValueRef const *mask) {
-  loop li, lt;
-  LLVMValueRef nr = LLVMBuildUDiv(e->b, m, ci64(e, DOT_R), "");
-  LLVMValueRef ib = loop_begin(e, &li, nr);
-  dot_block(e, d, DOT_R, DOT_V, LLVMBuildMul(e->b, ib, ci64(e, DOT_R), ""), j0, mask);
-  loop_end(e, &li);
-  LLVMValueRef done = LLVMBuildMul(e->b, nr, ci64(e, DOT_R), "");
-  LLVMValueRef it = loop_begin(e, &lt, LLVMBuildSub(e->b, m, done, ""));
-  dot_block(e, d, 1, DOT_V, LLVMBuildAdd(e->b, done, it, ""), j0, mask);
-  loop_end(e, &lt);
-}
-
-/* tb: B[p, j] = b[j, p] has its columns strided, so panels of DOT_V * W
-** columns and up to DOT_KC rows are first copied into a stack buffer (zeros
-** past the last column) and every row block runs over the panel. A chunk
-** of p after the first continues from the sums stored in C: storing and
-** reloading is exact, so each element still adds p = 0..k-1 in order. */
-#define DOT_KC 256
-static void dot_packed(em *e, dotk *d, LLVMValueRef m) {
-  int NP = DOT_V * d->W;
-  LLVMValueRef np = ci64(e, NP), kcmax = ci64(e, DOT_KC);
-  if (!e->dot_panel) { /* 64 bytes x DOT_KC, whatever the dtype: shared by every dot */
-    e->dot_panel = LLVMBuildAlloca(e->ab, LLVMArrayType(e->i8, 64u * DOT_V * DOT_KC), "panel");
-    LLVMSetAlignment(e->dot_panel, 64);
-  }
-  d->panel = e->dot_panel;
-  loop lj, lc, lpj, lpp, lz, lzp;
-  LLVMValueRef n_panels =
-      LLVMBuildUDiv(e->b, LLVMBuildAdd(e->b, d->n, ci64(e, NP - 1), ""), np, "");
-  LLVMValueRef jb = loop_begin(e, &lj, n_panels);
-  LLVMValueRef j0 = LLVMBuildMul(e->b, jb, np, "");
-  LLVMValueRef left = LLVMBuildSub(e->b, d->n, j0, "");
-  LLVMValueRef full = LLVMBuildICmp(e->b, LLVMIntSGE, left, np, "");
-  LLVMValueRef ncols = LLVMBuildSelect(e->b, full, np, left, "");
-  /* at least one chunk, so an empty inner dimension still writes zeros */
-  LLVMValueRef n_chunks =
-      LLVMBuildUDiv(e->b, LLVMBuildAdd(e->b, d->k, ci64(e, DOT_KC - 1), ""), kcmax, "");
-  n_chunks = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, n_chunks, ci64(e, 0), ""),
-                             ci64(e, 1), n_chunks, "");
-  LLVMValueRef pc = loop_begin(e, &lc, n_chunks);
-  d->p0 = LLVMBuildMul(e->b, pc, kcmax, "");
-  LLVMValueRef krest = LLVMBuildSub(e->b, d->k, d->p0, "");
-  d->kc =
-      LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, krest, kcmax, ""), krest, kcmax, "");
-  d->first = LLVMBuildICmp(e->b, LLVMIntEQ, pc, ci64(e, 0), "");
-  /* panel[pp][jj] = B[p0 + pp, j0 + jj] = b[j0 + jj, p0 + pp] */
-  LLVMValueRef jj = loop_begin(e, &lpj, ncols);
-  LLVMValueRef pp = loop_begin(e, &lpp, d->kc);
-  LLVMValueRef src =
-      LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, j0, jj, ""), d->bs_j, ""),
-                   LLVMBuildMul(e->b, LLVMBuildAdd(e->b, d->p0, pp, ""), d->bs_p, ""), "");
-  LLVMValueRef x = LLVMBuildLoad2(e->b, d->t, LLVMBuildGEP2(e->b, d->t, d->b, &src, 1, ""), "");
-  LLVMValueRef dst = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, pp, np, ""), jj, "");
-  LLVMBuildStore(e->b, x, LLVMBuildGEP2(e->b, d->t, d->panel, &dst, 1, ""));
-  loop_end(e, &lpp);
-  loop_end(e, &lpj);
-  LLVMValueRef zc = loop_begin(e, &lz, LLVMBuildSub(e->b, np, ncols, ""));
-  LLVMValueRef zp = loop_begin(e, &lzp, d->kc);
-  LLVMValueRef zd =
-      LLVMBuildAdd(e->b, LLVMBuildMul(e->b, zp, np, ""), LLVMBuildAdd(e->b, ncols, zc, ""), "");
-  LLVMBuildStore(e->b, LLVMConstNull(d->t), LLVMBuildGEP2(e->b, d->t, d->panel, &zd, 1, ""));
-  loop_end(e, &lzp);
-  loop_end(e, &lz);
-  LLVMBasicBlockRef bf = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.panel");
-  LLVMBasicBlockRef bp = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.partial");
-  LLVMBasicBlockRef after = LLVMAppendBasicBlockInContext(e->c, e->fn, "dot.panel.done");
-  LLVMBuildCondBr(e->b, full, bf, bp);
-  LLVMPositionBuilderAtEnd(e->b, bf);
-  dot_panel_rows(e, d, m, j0, NOMASK);
-  LLVMBuildBr(e->b, after);
-  LLVMPositionBuilderAtEnd(e->b, bp);
-  LLVMValueRef mk[DOT_V];
-  for (int v = 0; v < DOT_V; v++)
-    mk[v] = lane_mask(e, d->W, LLVMBuildSub(e->b, ncols, ci64(e, (int64_t)v * d->W), ""));
-  dot_panel_rows(e, d, m, j0, mk);
-  LLVMBuildBr(e->b, after);
-  LLVMPositionBuilderAtEnd(e->b, after);
-  loop_end(e, &lc);
-  loop_end(e, &lj);
-}
-
 static void dot_blocked(em *e, dotk *d, LLVMValueRef m) {
-  if (d->packed) {
-    dot_packed(e, d, m);
-    return;
-  }
   loop li, lt;
   LLVMValueRef nr = LLVMBuildUDiv(e->b, m, ci64(e, DOT_R), "");
   LLVMValueRef ib = loop_begin(e, &li, nr);
@@ -1588,34 +1485,89 @@ static void dot_blocked(em *e, dotk *d, LLVMValueRef m) {
   loop_end(e, &lt);
 }
 
-/* The blocked kernel as an internal function of the module, one per dtype
-** and B layout (packed or not), called by every float dot of the step:
-**   void kiln.dot.<dt>[.packed](ptr a, ptr b, ptr c, i64 m, k, n, as_i, as_p, bs_p, bs_j)
-** Its sizes and strides are arguments, so a step with five dots (a dense
+/* tb: B[p, j] = b[j, p] has its columns strided, so panels of DOT_V * W
+** columns and up to DOT_KC rows are first copied into a stack buffer and
+** the kernel runs over each panel (B = the panel, C = its columns of C). A
+** chunk of p after the first continues from the sums stored in C: storing
+** and reloading is exact, so each element still adds p = 0..k-1 in order. */
+#define DOT_KC 256
+static void dot_packed(em *e, const dotk *d, LLVMValueRef m, LLVMValueRef kernel) {
+  int NP = DOT_V * d->W;
+  LLVMValueRef np = ci64(e, NP), kcmax = ci64(e, DOT_KC);
+  LLVMValueRef panel = LLVMBuildAlloca(e->ab, LLVMArrayType(e->i8, 64u * DOT_V * DOT_KC), "panel");
+  LLVMSetAlignment(panel, 64);
+  loop lj, lc, lpj, lpp;
+  LLVMValueRef n_panels =
+      LLVMBuildUDiv(e->b, LLVMBuildAdd(e->b, d->n, ci64(e, NP - 1), ""), np, "");
+  LLVMValueRef jb = loop_begin(e, &lj, n_panels);
+  LLVMValueRef j0 = LLVMBuildMul(e->b, jb, np, "");
+  LLVMValueRef left = LLVMBuildSub(e->b, d->n, j0, "");
+  LLVMValueRef ncols =
+      LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSGE, left, np, ""), np, left, "");
+  /* at least one chunk, so an empty inner dimension still writes zeros */
+  LLVMValueRef n_chunks =
+      LLVMBuildUDiv(e->b, LLVMBuildAdd(e->b, d->k, ci64(e, DOT_KC - 1), ""), kcmax, "");
+  n_chunks = LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntEQ, n_chunks, ci64(e, 0), ""),
+                             ci64(e, 1), n_chunks, "");
+  LLVMValueRef pc = loop_begin(e, &lc, n_chunks);
+  LLVMValueRef p0 = LLVMBuildMul(e->b, pc, kcmax, "");
+  LLVMValueRef krest = LLVMBuildSub(e->b, d->k, p0, "");
+  LLVMValueRef kc =
+      LLVMBuildSelect(e->b, LLVMBuildICmp(e->b, LLVMIntSLT, krest, kcmax, ""), krest, kcmax, "");
+  /* panel[pp][jj] = B[p0 + pp, j0 + jj] = b[j0 + jj, p0 + pp] */
+  LLVMValueRef jj = loop_begin(e, &lpj, ncols);
+  LLVMValueRef pp = loop_begin(e, &lpp, kc);
+  LLVMValueRef src =
+      LLVMBuildAdd(e->b, LLVMBuildMul(e->b, LLVMBuildAdd(e->b, j0, jj, ""), d->bs_j, ""),
+                   LLVMBuildMul(e->b, LLVMBuildAdd(e->b, p0, pp, ""), d->bs_p, ""), "");
+  LLVMValueRef x = LLVMBuildLoad2(e->b, d->t, LLVMBuildGEP2(e->b, d->t, d->b, &src, 1, ""), "");
+  LLVMValueRef dst = LLVMBuildAdd(e->b, LLVMBuildMul(e->b, pp, np, ""), jj, "");
+  LLVMBuildStore(e->b, x, LLVMBuildGEP2(e->b, d->t, panel, &dst, 1, ""));
+  loop_end(e, &lpp);
+  loop_end(e, &lpj);
+  LLVMValueRef a0 = LLVMBuildGEP2(e->b, d->t, d->a,
+                                  (LLVMValueRef[]){LLVMBuildMul(e->b, p0, d->as_p, "")}, 1, "");
+  LLVMValueRef c0 = LLVMBuildGEP2(e->b, d->t, d->c, &j0, 1, "");
+  LLVMValueRef args[12] = {a0, panel, c0, m, kc, ncols, d->as_i, d->as_p, np, ci64(e, 1),
+                           d->n, LLVMBuildICmp(e->b, LLVMIntNE, pc, ci64(e, 0), "")};
+  LLVMBuildCall2(e->b, LLVMGlobalGetValueType(kernel), kernel, args, 12, "");
+  loop_end(e, &lc);
+  loop_end(e, &lj);
+}
+
+/* The blocked kernel as an internal function of the module, one per dtype,
+** called by every float dot of the step:
+**   void kiln.dot.<dt>(ptr a, ptr b, ptr c, i64 m, k, n, as_i, as_p, bs_p, bs_j,
+**                      i64 ldc, i1 accum)
+** and for tb (B's columns strided) a second function that packs panels of B
+** and calls the first on each:
+**   void kiln.dot.<dt>.packed(ptr a, ptr b, ptr c, i64 m, k, n, as_i, as_p, bs_p, bs_j)
+** Sizes and strides are arguments, so a step with five dots (a dense
 ** layer's forward and backward passes) compiles the ~600 lines of IR of the
-** kernel once or twice, not five times: LLVM's time grows with the IR. The
-** pointers are noalias (c is never an operand's buffer; a and b are only
-** read), as the step's own buffers are. */
+** kernel once, not five times: LLVM's time grows with the IR (the packed
+** function had its own copy of the kernel until the MLP's compile showed it
+** as a sixth of the module). The pointers are noalias (c is never an
+** operand's buffer; a and b are only read), as the step's own buffers are. */
 static LLVMValueRef dot_function(em *e, int dt, bool packed) {
   int slot = (dt == KILN_FLOAT64) * 2 + packed;
   if (e->dot_fn[slot]) return e->dot_fn[slot];
-  LLVMTypeRef ps[10] = {e->ptr, e->ptr, e->ptr, e->i64, e->i64,
-                        e->i64, e->i64, e->i64, e->i64, e->i64};
+  LLVMValueRef kernel = packed ? dot_function(e, dt, false) : NULL;
+  LLVMTypeRef ps[12] = {e->ptr, e->ptr, e->ptr, e->i64, e->i64, e->i64,
+                        e->i64, e->i64, e->i64, e->i64, e->i64, e->i1};
   char nm[40];
   snprintf(nm, sizeof nm, "kiln.dot.%s%s", kiln_dtype_name((kiln_dtype)dt),
            packed ? ".packed" : "");
-  LLVMValueRef f = LLVMAddFunction(e->m, nm, LLVMFunctionType(e->vd, ps, 10, 0));
+  LLVMValueRef f = LLVMAddFunction(e->m, nm, LLVMFunctionType(e->vd, ps, packed ? 10 : 12, 0));
   LLVMSetLinkage(f, LLVMInternalLinkage);
   add_attr(e, f, LLVMAttributeFunctionIndex, "nounwind");
   add_attr(e, f, LLVMAttributeFunctionIndex, "noinline");
   for (unsigned i = 1; i <= 3; i++)
     add_attr(e, f, i, "noalias");
   /* emit its body with the emitter pointed at it, then come back */
-  LLVMValueRef fn0 = e->fn, panel0 = e->dot_panel;
+  LLVMValueRef fn0 = e->fn;
   LLVMBasicBlockRef at0 = LLVMGetInsertBlock(e->b), aat0 = LLVMGetInsertBlock(e->ab);
   bool cold0 = e->cold;
   e->fn = f;
-  e->dot_panel = NULL;
   e->cold = false;
   LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(e->c, f, "entry");
   LLVMBasicBlockRef start = LLVMAppendBasicBlockInContext(e->c, f, "start");
@@ -1636,13 +1588,16 @@ static LLVMValueRef dot_function(em *e, int dt, bool packed) {
             .as_p = LLVMGetParam(f, 7),
             .bs_p = LLVMGetParam(f, 8),
             .bs_j = LLVMGetParam(f, 9),
-            .packed = packed};
-  dot_blocked(e, &d, LLVMGetParam(f, 3));
+            .ldc = packed ? NULL : LLVMGetParam(f, 10),
+            .accum = packed ? NULL : LLVMGetParam(f, 11)};
+  if (packed)
+    dot_packed(e, &d, LLVMGetParam(f, 3), kernel);
+  else
+    dot_blocked(e, &d, LLVMGetParam(f, 3));
   LLVMBuildRetVoid(e->b);
   LLVMPositionBuilderAtEnd(e->ab, entry);
   LLVMBuildBr(e->ab, start);
   e->fn = fn0;
-  e->dot_panel = panel0;
   e->cold = cold0;
   LLVMPositionBuilderAtEnd(e->b, at0);
   LLVMPositionBuilderAtEnd(e->ab, aat0);
@@ -1736,8 +1691,9 @@ static void emit_dot(em *e, int i) {
   }
   if (kl_dtype_is_float((kiln_dtype)dt) && rb >= 2) {
     LLVMValueRef f = dot_function(e, dt, tb);
-    LLVMValueRef args[10] = {pa, pb, pc, m, kk, n, as_i, as_p, bs_p, bs_j};
-    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(f), f, args, 10, "");
+    LLVMValueRef args[12] = {pa,   pb,   pc,   m, kk, n, as_i,
+                             as_p, bs_p, bs_j, n, LLVMConstInt(e->i1, 0, 0)};
+    LLVMBuildCall2(e->b, LLVMGlobalGetValueType(f), f, args, tb ? 10 : 12, "");
   } else {
     LLVMValueRef r = NULL;
     dot_plain(e, dt, pa, pb, pc, m, kk, n, as_i, as_p, bs_p, bs_j, v->type.rank == 0, &r);

@@ -437,8 +437,10 @@ static kiln_status look_up(kl_jit *jit, kl_jit_code *code, const char *symbol,
 
 /* Modules with fewer instructions than this compile in one piece: a part
 ** costs a context, a thread and LLVM's fixed cost per module (the seed's
-** step, about 400 instructions, takes 9 ms of which little is its size). */
-#define KL_SPLIT_MIN 3000
+** step, about 400 instructions, takes 8 ms of which little is its size;
+** the W3 MLP's fast step, about 2,900, takes 120 ms in one piece and 74 ms
+** in two). */
+#define KL_SPLIT_MIN 1000
 
 /* How many parts at most: KILN_COMPILE_THREADS if it is 1..KL_JIT_MAX_PARTS,
 ** else the online CPUs (at most KL_JIT_MAX_PARTS). */
