@@ -86,11 +86,13 @@ struct kl_jit_code {
   /* The module's context reports here; the context may outlive kl_jit_add
   ** inside the JIT (until compiled or removed), so the log lives with the code. */
   diag_log diag;
-  char *text[KILN_N_STAGES];
-  /* A split compile's optimized text is its parts' texts one after the
-  ** other; part k is text[KILN_STAGE_LLVM_OPT][part_end[k-1] .. part_end[k]). */
+  /* The module before LLVM's passes and each part after them, as bitcode:
+  ** writing it costs a fraction of printing, and the texts are made from it
+  ** only when asked for (a split compile's parts one after the other). */
+  LLVMMemoryBufferRef bc_ir;
+  LLVMMemoryBufferRef bc_opt[KL_JIT_MAX_PARTS];
   int n_parts;
-  size_t part_end[KL_JIT_MAX_PARTS];
+  char *text[KILN_N_STAGES];
   bool from_object; /* linked from the on-disk cache: no stage texts */
 };
 
@@ -370,17 +372,18 @@ double kl_jit_now(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Everything done to the module while it is still ours: verify and keep the
-** text (unless done already), optimize, verify again, keep the optimized
-** text. */
+/* The module as bitcode, kept for its text; NULL (with a message) if LLVM
+** cannot write it. */
+static LLVMMemoryBufferRef keep_bitcode(LLVMModuleRef mod, char *err, size_t errn) {
+  LLVMMemoryBufferRef bc = LLVMWriteBitcodeToMemoryBuffer(mod);
+  if (!bc) set_err(err, errn, "cannot write an LLVM module as bitcode");
+  return bc;
+}
+
+/* A module in one piece, after verify and keep_bitcode: optimize, verify
+** again, keep the optimized bitcode. */
 static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, int level,
                            double *secs, char *err, size_t errn) {
-  double t0 = kl_jit_now();
-  if (!code->text[KILN_STAGE_LLVM_IR]) {
-    if (!verify(mod, "", err, errn)) return KILN_INTERNAL;
-    code->text[KILN_STAGE_LLVM_IR] = take_message(LLVMPrintModuleToString(mod));
-    if (!code->text[KILN_STAGE_LLVM_IR]) goto nomem;
-  }
   double t1 = kl_jit_now();
   kiln_status st = run_passes(jit->tm, mod, level, err, errn);
   double t2 = kl_jit_now();
@@ -391,13 +394,10 @@ static kiln_status prepare(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod, in
     return KILN_LLVM;
   }
   if (!verify(mod, "after LLVM's passes: ", err, errn)) return KILN_INTERNAL;
-  code->text[KILN_STAGE_LLVM_OPT] = take_message(LLVMPrintModuleToString(mod));
-  if (!code->text[KILN_STAGE_LLVM_OPT]) goto nomem;
-  secs[0] += (t1 - t0) + (kl_jit_now() - t2);
+  if (!(code->bc_opt[0] = keep_bitcode(mod, err, errn))) return KILN_LLVM;
+  code->n_parts = 1;
+  secs[0] += kl_jit_now() - t2;
   return KILN_OK;
-nomem:
-  set_err(err, errn, "out of memory keeping the text of an LLVM module");
-  return KILN_NOMEM;
 }
 
 /* Frees a code that may or may not hold a resource tracker and may or may
@@ -410,6 +410,9 @@ static void destroy_code(kl_jit_code *code) {
   }
   for (int i = 0; i < KILN_N_STAGES; i++)
     kl_free(code->text[i]);
+  if (code->bc_ir) LLVMDisposeMemoryBuffer(code->bc_ir);
+  for (int k = 0; k < KL_JIT_MAX_PARTS; k++)
+    if (code->bc_opt[k]) LLVMDisposeMemoryBuffer(code->bc_opt[k]);
   kl_free(code);
 }
 
@@ -472,7 +475,7 @@ typedef struct split_part {
   diag_log *diag; /* &own_diag, or the code's for part 0 */
   /* Results, made on the part's thread with LLVM's allocator only (so the
   ** allocation countdown of the tests stays on the calling thread). */
-  char *text; /* LLVMDisposeMessage */
+  LLVMMemoryBufferRef bc; /* the optimized part */
   LLVMMemoryBufferRef obj;
   kiln_status st;
   char err[256];
@@ -622,7 +625,7 @@ static void keep_part(LLVMModuleRef mod, const split_root *roots, int n, int k) 
   }
 }
 
-/* On its own thread: optimize, verify, print, compile to an object. */
+/* On its own thread: optimize, verify, keep, compile to an object. */
 static void *compile_part(void *arg) {
   split_part *p = arg;
   double t0 = kl_jit_now();
@@ -638,7 +641,10 @@ static void *compile_part(void *arg) {
     p->st = KILN_INTERNAL;
     return NULL;
   }
-  p->text = LLVMPrintModuleToString(p->mod);
+  if (!(p->bc = keep_bitcode(p->mod, p->err, sizeof p->err))) {
+    p->st = KILN_LLVM;
+    return NULL;
+  }
   char *msg = NULL;
   if (LLVMTargetMachineEmitToMemoryBuffer(p->tm, p->mod, LLVMObjectFile, &msg, &p->obj) ||
       p->diag->n_errors) {
@@ -651,7 +657,7 @@ static void *compile_part(void *arg) {
 }
 
 static void dispose_part(split_part *p, bool own) {
-  if (p->text) LLVMDisposeMessage(p->text);
+  if (p->bc) LLVMDisposeMemoryBuffer(p->bc);
   if (p->obj) LLVMDisposeMemoryBuffer(p->obj);
   if (own) {
     if (p->mod) LLVMDisposeModule(p->mod);
@@ -671,11 +677,7 @@ static kiln_status add_split(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod,
   double t0 = kl_jit_now(), prep = 0;
   for (int k = 1; k < n && st == KILN_OK; k++)
     if (!jit->aux_tm[k - 1]) st = new_host_tm(&jit->aux_tm[k - 1], err, errn);
-  LLVMMemoryBufferRef bc = st == KILN_OK ? LLVMWriteBitcodeToMemoryBuffer(mod) : NULL;
-  if (st == KILN_OK && !bc) {
-    set_err(err, errn, "cannot write the module as bitcode to split it");
-    st = KILN_LLVM;
-  }
+  LLVMMemoryBufferRef bc = code->bc_ir; /* the whole module, read back for each part */
   for (int k = 0; k < n && st == KILN_OK; k++) {
     split_part *p = &parts[k];
     p->level = level;
@@ -696,7 +698,6 @@ static kiln_status add_split(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod,
       }
     }
   }
-  if (bc) LLVMDisposeMemoryBuffer(bc);
   if (st == KILN_OK) {
     for (int k = 0; k < n; k++)
       keep_part(parts[k].mod, roots, n_roots, k);
@@ -724,27 +725,12 @@ static kiln_status add_split(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod,
   }
   free_roots(roots, n_roots);
 
-  /* The optimized text: the parts one after the other. */
   if (st == KILN_OK) {
-    size_t total = 1;
-    for (int k = 0; k < n; k++)
-      total += strlen(parts[k].text) + 64;
-    char *t = kl_malloc(total);
-    if (!t) {
-      set_err(err, errn, "out of memory keeping the text of an LLVM module");
-      st = KILN_NOMEM;
-    } else {
-      size_t len = 0;
-      for (int k = 0; k < n; k++) {
-        len += (size_t)snprintf(t + len, total - len, "; ---- kiln: part %d of %d ----\n%s",
-                                k + 1, n, parts[k].text);
-        code->part_end[k] = len;
-      }
-      code->n_parts = n;
-      code->text[KILN_STAGE_LLVM_OPT] = t;
+    for (int k = 0; k < n; k++) {
+      code->bc_opt[k] = parts[k].bc;
+      parts[k].bc = NULL;
     }
-  }
-  if (st == KILN_OK) {
+    code->n_parts = n;
     code->rt = LLVMOrcJITDylibCreateResourceTracker(LLVMOrcLLJITGetMainJITDylib(jit->lljit));
     jit->session_err[0] = '\0';
     for (int k = 0; k < n && st == KILN_OK; k++) {
@@ -802,30 +788,29 @@ kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_ji
 
   double secs_local[3], *secs = opts && opts->secs ? opts->secs : secs_local;
   secs[0] = secs[1] = secs[2] = 0;
-  if (!(opts && opts->object)) {
-    /* A large module compiles in parts on several threads (the on-disk
-    ** cache stores one object, so a step bound for it stays in one piece). */
-    double t0 = kl_jit_now();
-    if (!verify(mod, "", err, errn)) {
-      dispose_parts(mod, tsc);
-      destroy_code(code);
-      return KILN_INTERNAL;
-    }
-    split_root *roots = NULL;
-    int n_roots = 0, n = plan_split(mod, symbol, compile_threads(), &roots, &n_roots);
-    code->text[KILN_STAGE_LLVM_IR] = take_message(LLVMPrintModuleToString(mod));
-    secs[0] = kl_jit_now() - t0;
-    if (!code->text[KILN_STAGE_LLVM_IR]) {
-      free_roots(roots, n_roots);
-      dispose_parts(mod, tsc);
-      destroy_code(code);
-      set_err(err, errn, "out of memory keeping the text of an LLVM module");
-      return KILN_NOMEM;
-    }
-    if (n > 1)
-      return add_split(jit, code, mod, tsc, roots, n_roots, n, level, symbol, secs, out_code,
-                       out_fn, err, errn);
+  /* Verify, then (unless it is bound for the on-disk cache, which stores one
+  ** object) decide whether a large module compiles in parts on several
+  ** threads, then keep the module's bitcode for its text. */
+  double t0 = kl_jit_now();
+  if (!verify(mod, "", err, errn)) {
+    dispose_parts(mod, tsc);
+    destroy_code(code);
+    return KILN_INTERNAL;
   }
+  split_root *roots = NULL;
+  int n_roots = 0, n = 1;
+  if (!(opts && opts->object)) n = plan_split(mod, symbol, compile_threads(), &roots, &n_roots);
+  code->bc_ir = keep_bitcode(mod, err, errn);
+  secs[0] = kl_jit_now() - t0;
+  if (!code->bc_ir) {
+    free_roots(roots, n_roots);
+    dispose_parts(mod, tsc);
+    destroy_code(code);
+    return KILN_LLVM;
+  }
+  if (n > 1)
+    return add_split(jit, code, mod, tsc, roots, n_roots, n, level, symbol, secs, out_code, out_fn,
+                     err, errn);
   kiln_status st = prepare(jit, code, mod, level, secs, err, errn);
   double t_gen = kl_jit_now();
   if (st != KILN_OK) {
@@ -984,72 +969,84 @@ char *kl_jit_host_id(void) {
 
 /* ---------------------------------------------------------------- texts */
 
-/* Host assembly of optimized IR text ir[0..len), parsed in a context of its
-** own; LLVM's buffer in *out. */
-static kiln_status asm_of(kl_jit_code *code, const char *ir, size_t len, LLVMMemoryBufferRef *out,
-                          char *err, size_t errn) {
-  diag_log log = {0};
-  LLVMContextRef ctx = LLVMContextCreate();
-  LLVMContextSetDiagnosticHandler(ctx, on_diagnostic, &log);
-  LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(ir, len, "kiln");
+/* Reads kept bitcode into a throw-away context (*ctx, to dispose after the
+** module) and gives the module; NULL with a message on failure. */
+static LLVMModuleRef read_bitcode(LLVMMemoryBufferRef bc, LLVMContextRef *ctx, diag_log *log,
+                                  char *err, size_t errn) {
+  *ctx = LLVMContextCreate();
+  LLVMContextSetDiagnosticHandler(*ctx, on_diagnostic, log);
   LLVMModuleRef mod = NULL;
-  char *msg = NULL;
-  kiln_status st = KILN_OK;
+  if (LLVMParseBitcodeInContext2(*ctx, bc, &mod)) {
+    set_err(err, errn, "cannot read a kept module back: %s", log->n_errors ? log->first : "?");
+    return NULL;
+  }
+  return mod;
+}
+
+/* One piece of a stage's text (kl_malloc'd): kept bitcode printed as IR,
+** or compiled to host assembly. */
+static kiln_status text_of(kl_jit_code *code, LLVMMemoryBufferRef bc, bool assembly, char **out,
+                           char *err, size_t errn) {
+  diag_log log = {0};
+  LLVMContextRef ctx;
+  LLVMModuleRef mod = read_bitcode(bc, &ctx, &log, err, errn);
+  kiln_status st = mod ? KILN_OK : KILN_LLVM;
   *out = NULL;
-  /* The parser owns buf from here on, in success and failure. */
-  if (LLVMParseIRInContext(ctx, buf, &mod, &msg)) {
-    set_err(err, errn, "cannot parse the optimized IR again: %s", msg ? msg : "?");
-    st = KILN_LLVM;
-  } else if (LLVMTargetMachineEmitToMemoryBuffer(code->jit->tm, mod, LLVMAssemblyFile, &msg,
-                                                 out)) {
-    set_err(err, errn, "cannot emit assembly: %s", msg ? msg : "?");
-    st = KILN_LLVM;
-  } else if (log.n_errors) {
-    set_err(err, errn, "LLVM error while emitting assembly: %s", log.first);
-    st = KILN_LLVM;
+  if (mod && !assembly) {
+    *out = take_message(LLVMPrintModuleToString(mod));
+  } else if (mod) {
+    LLVMMemoryBufferRef buf = NULL;
+    char *msg = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(code->jit->tm, mod, LLVMAssemblyFile, &msg, &buf)) {
+      set_err(err, errn, "cannot emit assembly: %s", msg ? msg : "?");
+      st = KILN_LLVM;
+    } else if (log.n_errors) {
+      set_err(err, errn, "LLVM error while emitting assembly: %s", log.first);
+      st = KILN_LLVM;
+    } else if ((*out = kl_malloc(LLVMGetBufferSize(buf) + 1)) != NULL) {
+      memcpy(*out, LLVMGetBufferStart(buf), LLVMGetBufferSize(buf));
+      (*out)[LLVMGetBufferSize(buf)] = '\0';
+    }
+    if (buf) LLVMDisposeMemoryBuffer(buf);
+    if (msg) LLVMDisposeMessage(msg);
   }
-  if (st != KILN_OK && *out) {
-    LLVMDisposeMemoryBuffer(*out);
-    *out = NULL;
+  if (st == KILN_OK && !*out) {
+    set_err(err, errn, "out of memory making the text of an LLVM module");
+    st = KILN_NOMEM;
   }
-  if (msg) LLVMDisposeMessage(msg);
   if (mod) LLVMDisposeModule(mod);
   LLVMContextDispose(ctx);
   return st;
 }
 
-/* The assembly stage: of the optimized module, or of each part of a split
-** compile one after the other. */
-static kiln_status make_asm(kl_jit_code *code, char *err, size_t errn) {
-  const char *ir = code->text[KILN_STAGE_LLVM_OPT];
-  int n = code->n_parts > 1 ? code->n_parts : 1;
-  LLVMMemoryBufferRef out[KL_JIT_MAX_PARTS] = {NULL};
+/* Makes text[stage] from the kept bitcode: the module before LLVM's passes,
+** or after them (a split compile's parts one after the other), or its host
+** assembly. */
+static kiln_status make_text(kl_jit_code *code, kiln_stage stage, char *err, size_t errn) {
+  bool before = stage == KILN_STAGE_LLVM_IR;
+  int n = before ? 1 : code->n_parts;
+  char *piece[KL_JIT_MAX_PARTS] = {NULL};
   kiln_status st = KILN_OK;
-  size_t total = 1, from = 0;
+  size_t total = 1;
   for (int k = 0; k < n && st == KILN_OK; k++) {
-    size_t to = n > 1 ? code->part_end[k] : strlen(ir);
-    st = asm_of(code, ir + from, to - from, &out[k], err, errn);
-    if (st == KILN_OK) total += LLVMGetBufferSize(out[k]);
-    from = to;
+    st = text_of(code, before ? code->bc_ir : code->bc_opt[k], stage == KILN_STAGE_ASM,
+                 &piece[k], err, errn);
+    if (st == KILN_OK) total += strlen(piece[k]) + 64;
   }
   char *text = st == KILN_OK ? kl_malloc(total) : NULL;
   if (st == KILN_OK && !text) {
-    set_err(err, errn, "out of memory keeping the assembly text");
+    set_err(err, errn, "out of memory keeping the text of an LLVM module");
     st = KILN_NOMEM;
   }
   size_t len = 0;
   for (int k = 0; k < n; k++) {
-    if (!out[k]) continue;
-    if (text) {
-      memcpy(text + len, LLVMGetBufferStart(out[k]), LLVMGetBufferSize(out[k]));
-      len += LLVMGetBufferSize(out[k]);
-    }
-    LLVMDisposeMemoryBuffer(out[k]);
+    if (text && n > 1)
+      len += (size_t)snprintf(text + len, total - len, "%s ---- kiln: part %d of %d ----\n",
+                              stage == KILN_STAGE_ASM ? "#" : ";", k + 1, n);
+    if (text) len += (size_t)snprintf(text + len, total - len, "%s", piece[k]);
+    kl_free(piece[k]);
   }
-  if (text) {
-    text[len] = '\0';
-    code->text[KILN_STAGE_ASM] = text;
-  }
+  if (text) code->text[stage] = text;
   return st;
 }
 
@@ -1070,7 +1067,7 @@ const char *kl_jit_code_text(kl_jit_code *code, kiln_stage stage, kiln_status *s
             "texts; with KILN_DUMP_DIR set, or without KILN_CACHE_DIR, it is compiled afresh");
     s = KILN_MISUSE;
   } else {
-    if (stage == KILN_STAGE_ASM && !code->text[KILN_STAGE_ASM]) s = make_asm(code, err, errn);
+    if (!code->text[stage]) s = make_text(code, stage, err, errn);
     text = code->text[stage];
   }
   if (st) *st = s;
