@@ -782,7 +782,18 @@ typedef struct kiln_update {
 ** value must have exactly the shared variable's dtype (KILN_TYPE otherwise,
 ** naming both) and a shape that equals its shape. A shared variable may be
 ** updated once. name (may be NULL: "f") names the function in dumps.
-** Returns NULL on error, the message in ctx. The function is owned by ctx. */
+** Returns NULL on error, the message in ctx. The function is owned by ctx.
+**
+** Compiling: the function's step is compiled here without the kernels'
+** broadcasting versions, which a call needs only when some dynamic size is
+** 1 (a size-1 dimension that stretches at run time). The first call where
+** one is compiles the general step (about as long as this compile); its
+** failure is that call's status and commits nothing, and every later call
+** uses whichever of the two steps its shapes need. A large step is compiled
+** in parts on several threads: as many as the environment variable
+** KILN_COMPILE_THREADS says (1..4; 1 compiles on the calling thread), by
+** default the online CPUs up to 4; the threads live only during the
+** compile, and the code is the same whatever their number. */
 KILN_API kiln_function *kiln_function_new(kiln_ctx *ctx, const char *name, int n_inputs,
                                           kiln_node *const *inputs, int n_outputs,
                                           kiln_node *const *outputs, int n_updates,
@@ -858,7 +869,8 @@ KILN_API void kiln_function_free(kiln_function *f);
 ** its next call or free. On error nothing is committed: shared variables
 ** stay bit-identical. Status: KILN_OK, KILN_MISUSE, KILN_TYPE, KILN_SHAPE (shapes, and
 ** an index out of range in kiln_take or kiln_one_hot),
-** KILN_NOMEM; the message is in the function's context. */
+** KILN_NOMEM, KILN_LLVM (compiling the general step, see kiln_function_new);
+** the message is in the function's context. */
 KILN_API kiln_status kiln_call(kiln_function *f, const kiln_tensor *const *inputs,
                                const kiln_tensor **outputs);
 
@@ -869,7 +881,10 @@ KILN_API int kiln_function_n_outputs(const kiln_function *f);
 ** function compiled while the environment variable KILN_DUMP_DIR names a
 ** directory, to the file <dir>/<function name>.<stage name>; the stage
 ** names are given in brackets. KILN_TIMING=1 prints the time of every
-** compiler pass and of LLVM to stderr.
+** compiler pass and of LLVM to stderr. Once a call has compiled the general
+** step (see kiln_function_new), the ll, opt.ll and s stages show it after
+** the fast step's text, below a line starting "; ---- kiln: the general
+** step"; a step compiled in parts shows its parts one after the other.
 **
 ** On-disk compile cache: when the environment variable KILN_CACHE_DIR names
 ** an existing writable directory, each compiled step is also stored there as
