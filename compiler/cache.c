@@ -301,9 +301,9 @@ kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_co
   return KILN_OK;
 }
 
-kiln_status kl_cache_compile_general(kiln_ctx *ctx, const kl_fgraph *g,
-                                     struct kl_jit_code *code, struct kl_jit_code **out_code,
-                                     void **out_fn, kl_times *t, int *out_hit) {
+kiln_status kl_cache_compile_general(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_code *code,
+                                     struct kl_jit_code **out_code, void **out_fn, kl_times *t,
+                                     int *out_hit) {
   *out_hit = 0;
   kl_cache_entry *e = NULL;
   for (int i = 0; i < ctx->n_cache && !e; i++)

@@ -164,9 +164,9 @@ kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_co
 /* The general step of the function whose fast step is code (compiled on the
 ** first call that needs it, then kept beside the fast step and shared the
 ** same way; same out_hit). */
-kiln_status kl_cache_compile_general(kiln_ctx *ctx, const kl_fgraph *g,
-                                     struct kl_jit_code *code, struct kl_jit_code **out_code,
-                                     void **out_fn, kl_times *t, int *out_hit);
+kiln_status kl_cache_compile_general(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_code *code,
+                                     struct kl_jit_code **out_code, void **out_fn, kl_times *t,
+                                     int *out_hit);
 void kl_cache_release(kiln_ctx *ctx, struct kl_jit_code *code);
 void kl_cache_free(kiln_ctx *ctx);
 

@@ -866,7 +866,10 @@ KILN_API void kiln_function_free(kiln_function *f);
 /* Runs one step. inputs[i] is the value of input i (dtype and rank must
 ** match exactly; static dims too). outputs may be NULL; else outputs[i]
 ** receives the value of output i, borrowed from the function and valid until
-** its next call or free. On error nothing is committed: shared variables
+** its next call or free. An input may be memory the step writes -- an output
+** of the last call passed back in, or kiln_shared_value of a variable this
+** function updates -- and is then read as it was when the call began (Kiln
+** copies it first). On error nothing is committed: shared variables
 ** stay bit-identical. Status: KILN_OK, KILN_MISUSE, KILN_TYPE, KILN_SHAPE (shapes, and
 ** an index out of range in kiln_take or kiln_one_hot),
 ** KILN_NOMEM, KILN_LLVM (compiling the general step, see kiln_function_new);

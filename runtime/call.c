@@ -262,7 +262,73 @@ static size_t node_bytes(const kl_plan *p, int node, int dtype) {
   return size < 0 ? SIZE_MAX : (size_t)size * kiln_dtype_size(dtype);
 }
 
+/* Does input t share memory with what the step writes: an output of this
+** function (the caller may pass an output of the last call back in), or a
+** shared variable updated in place (its kiln_shared_value)? The step's
+** buffers are noalias, and an output written while the input is still being
+** read would give other results. */
+static bool overlaps(const void *a, size_t an, const void *b, size_t bn) {
+  const char *pa = a, *pb = b;
+  return an && bn && pa < pb + bn && pb < pa + an;
+}
+
+static bool written_by_step(const kl_plan *p, const kiln_tensor *t) {
+  size_t n = kl_tensor_nbytes(t);
+  for (int k = 0; k < p->n_outputs; k++)
+    if (t == &p->outputs[k] || overlaps(t->data, n, p->outputs[k].data, p->outputs[k].cap))
+      return true;
+  for (int u = 0; u < p->n_updates; u++) {
+    const kiln_tensor *v = p->updates[u].target;
+    if (p->updates[u].buf < 0 && (t == v || overlaps(t->data, n, v->data, v->cap))) return true;
+  }
+  return false;
+}
+
+/* Where the step reads each input: its own data, or (when the step writes
+** that memory) a copy made here, before anything is written or reshaped. */
+static kiln_status stage_inputs(kl_plan *p, const kiln_tensor *const *in, char *err, size_t n) {
+  if (!p->in_ptr && p->n_inputs > 0) {
+    p->in_ptr = kl_calloc((size_t)p->n_inputs, sizeof *p->in_ptr);
+    if (!p->in_ptr) {
+      snprintf(err, n, "call: out of memory");
+      return KILN_NOMEM;
+    }
+  }
+  for (int i = 0; i < p->n_inputs; i++) {
+    const kiln_tensor *t = in[i];
+    p->in_ptr[i] = t->data;
+    if (!written_by_step(p, t)) continue;
+    size_t bytes = kl_tensor_nbytes(t);
+    if (!p->stage) {
+      p->stage = kl_calloc((size_t)p->n_inputs, sizeof *p->stage);
+      p->stage_cap = kl_calloc((size_t)p->n_inputs, sizeof *p->stage_cap);
+      if (!p->stage || !p->stage_cap) {
+        kl_free(p->stage);
+        kl_free(p->stage_cap);
+        p->stage = NULL;
+        p->stage_cap = NULL;
+        snprintf(err, n, "call: out of memory");
+        return KILN_NOMEM;
+      }
+    }
+    if (bytes > p->stage_cap[i]) {
+      void *c = kl_aligned_alloc(bytes);
+      if (!c) {
+        snprintf(err, n, "call: out of memory copying input %d, %s", i, p->inputs[i].label);
+        return KILN_NOMEM;
+      }
+      kl_aligned_free(p->stage[i]);
+      p->stage[i] = c;
+      p->stage_cap[i] = bytes;
+    }
+    memcpy(p->stage[i], t->data, bytes);
+    p->in_ptr[i] = p->stage[i];
+  }
+  return KILN_OK;
+}
+
 static kiln_status place_buffers(kl_plan *p, const kiln_tensor *const *in, char *err, size_t n) {
+  (void)in; /* the inputs are placed through in_ptr (stage_inputs) */
   size_t total = 0;
   for (int b = 0; b < p->n_bufs; b++) {
     const kl_buf *bf = &p->bufs[b];
@@ -302,7 +368,7 @@ static kiln_status place_buffers(kl_plan *p, const kiln_tensor *const *in, char 
   for (int b = 0; b < p->n_bufs; b++) {
     const kl_buf *bf = &p->bufs[b];
     switch ((kl_buf_kind)bf->kind) {
-    case KL_BUF_INPUT: p->ptrs[b] = in[bf->src]->data; break;
+    case KL_BUF_INPUT: p->ptrs[b] = p->in_ptr[bf->src]; break;
     case KL_BUF_SHARED: p->ptrs[b] = bf->shared->data; break;
     case KL_BUF_CONST: p->ptrs[b] = bf->data; break;
     case KL_BUF_OUTPUT: p->ptrs[b] = p->outputs[bf->src].data; break;
@@ -326,7 +392,15 @@ static bool rerun(kl_plan *p, const kiln_tensor *const *in) {
       return false;
     for (int d = 0; d < t->rank; d++) /* a loop, not memcmp: ranks are small */
       if (t->shape[d] != last[d]) return false;
-    if (p->in_buf[i] >= 0) p->ptrs[p->in_buf[i]] = t->data;
+    if (p->in_buf[i] >= 0) {
+      /* a new pointer (or a staged input) is checked again: an input the step
+      ** writes takes the slow path, which copies it */
+      void **slot = &p->ptrs[p->in_buf[i]];
+      if (*slot != t->data) {
+        if (written_by_step(p, t)) return false;
+        *slot = t->data;
+      }
+    }
   }
   return true;
 }
@@ -335,6 +409,11 @@ static bool rerun(kl_plan *p, const kiln_tensor *const *in) {
 ** buffer each input is, for rerun. Without memory the next call simply
 ** takes the slow path again. */
 static void remember(kl_plan *p, const kiln_tensor *const *in) {
+  /* an output passed back in was reshaped by place_buffers: its shape now is
+  ** not the one checked, so the next call takes this path again */
+  for (int i = 0; i < p->n_inputs; i++)
+    for (int k = 0; k < p->n_outputs; k++)
+      if (in[i] == &p->outputs[k]) return;
   if (!p->last_dims) { /* one block: the shapes, then the buffer indices */
     size_t n = (size_t)(p->n_inputs ? p->n_inputs : 1);
     p->last_dims = kl_calloc(n * (KILN_MAX_RANK + 1), sizeof *p->last_dims);
@@ -366,16 +445,17 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
     p->warm = false;
     kiln_status st = check_inputs(p, in, err, errn);
     if (st == KILN_OK) st = infer_shapes(p, in, err, errn);
-    if (st == KILN_OK) st = place_buffers(p, in, err, errn);
     if (st != KILN_OK) return st;
+    /* before anything changes: an output passed back in is reshaped below */
     p->use_general = needs_general(p);
+    if (p->use_general && !p->step_general) return KL_NEED_GENERAL;
+    if ((st = stage_inputs(p, in, err, errn)) != KILN_OK) return st;
+    if ((st = place_buffers(p, in, err, errn)) != KILN_OK) return st;
     remember(p, in);
   }
-  kl_step_fn step = p->step;
-  if (p->use_general && !(step = p->step_general)) return KL_NEED_GENERAL;
+  kl_step_fn step = p->use_general ? p->step_general : p->step;
   p->step_err[0] = -1;
-  if (step(p->ptrs, p->dims, p->step_err, p->pool) != 0)
-    return kl_index_step_error(p, err, errn);
+  if (step(p->ptrs, p->dims, p->step_err, p->pool) != 0) return kl_index_step_error(p, err, errn);
   for (int u = 0; u < p->n_updates; u++) {
     kiln_tensor *t = p->updates[u].target;
     if (p->updates[u].buf >= 0) memcpy(t->data, p->ptrs[p->updates[u].buf], kl_tensor_nbytes(t));
@@ -411,5 +491,10 @@ void kl_plan_free(kl_plan *p) {
   kl_free(p->offsets);
   kl_aligned_free(p->work);
   kl_free(p->last_dims); /* in_buf lives in the same block */
+  kl_free(p->in_ptr);
+  for (int i = 0; p->stage && i < p->n_inputs; i++)
+    kl_aligned_free(p->stage[i]);
+  kl_free(p->stage);
+  kl_free(p->stage_cap);
   kl_free(p);
 }

@@ -116,7 +116,7 @@ typedef struct kl_plan {
   kl_step_fn step;
   kl_step_fn step_general;
   bool use_general; /* this call's shapes (valid with warm) need step_general */
-  kl_pool *pool; /* the context's pool (kl_pool_serial for one thread), never NULL */
+  kl_pool *pool;    /* the context's pool (kl_pool_serial for one thread), never NULL */
   int n_nodes;
   kl_shape_op *shape;
   uint8_t *shape_dtype; /* dtype of each node */
@@ -141,6 +141,11 @@ typedef struct kl_plan {
   bool warm;
   int64_t *last_dims; /* n_inputs * KILN_MAX_RANK */
   int32_t *in_buf;    /* per input: the buffer it is, or -1 (unused); in last_dims's block */
+  /* per input: where the step reads it (its data, or a copy when the step
+  ** writes that memory: an output passed back in), and the copies */
+  void **in_ptr;
+  void **stage;
+  size_t *stage_cap;
   /* what a failed step reports: node, bad index, axis size, kind (0 take,
   ** 1 one_hot); runtime/index.c turns it into the message */
   int64_t step_err[4];

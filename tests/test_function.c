@@ -693,6 +693,82 @@ START_TEST(mlp_split_compile_same_bits) {
 }
 END_TEST
 
+/* The caller passes memory the step writes as an input: an output of the
+** last call fed back (a state), or a shared variable's own storage while it
+** is updated in place. The step must read the values the call began with:
+** Kiln copies such an input first. Values by hand. */
+START_TEST(output_fed_back_as_input) {
+  kiln_ctx *ctx = kiln_ctx_new();
+  kiln_node *x = kiln_dvector(ctx, "x");
+  /* (A x)[i] = x[(i + 1) % 4]: a rotation, written by a dot while x is read */
+  double rot[16] = {0};
+  for (int i = 0; i < 4; i++)
+    rot[i * 4 + (i + 1) % 4] = 1;
+  kiln_node *A = kiln_shared(ctx, "A", KILN_FLOAT64, 2, (int64_t[]){4, 4}, rot);
+  kiln_function *f = must_fn(
+      ctx, kiln_function_new(ctx, "rotate", 1, &x, 1, (kiln_node *[]){kiln_dot(A, x)}, 0, NULL));
+  kiln_tensor *x0 = dvec(4, (double[]){1, 2, 3, 4});
+  const kiln_tensor *out = x0;
+  double want[4] = {1, 2, 3, 4};
+  for (int step = 0; step < 6; step++) {
+    OK(ctx, kiln_call(f, IN_ARGS(out), &out));
+    double first = want[0];
+    for (int i = 0; i < 3; i++)
+      want[i] = want[i + 1];
+    want[3] = first;
+    check_f64(out, 4, want, "rotated");
+  }
+
+  /* x[1:]: the output passed back in is reshaped by the call it feeds */
+  kiln_function *g = must_fn(
+      ctx,
+      kiln_function_new(ctx, "tail", 1, &x, 1,
+                        (kiln_node *[]){kiln_slice(x, 1, (kiln_slice[]){KILN_FROM(1)})}, 0, NULL));
+  OK(ctx, kiln_call(g, IN_ARGS(x0), &out));
+  check_f64(out, 3, (double[]){2, 3, 4}, "x0[1:]");
+  OK(ctx, kiln_call(g, IN_ARGS(out), &out));
+  check_f64(out, 2, (double[]){3, 4}, "x0[2:]");
+  OK(ctx, kiln_call(g, IN_ARGS(out), &out));
+  check_f64(out, 1, (double[]){4}, "x0[3:]");
+
+  /* W <- W + x with x = W's own storage, updated in place; y = sum(x) */
+  kiln_node *W = kiln_shared(ctx, "W", KILN_FLOAT64, 1, (int64_t[]){4}, (double[]){1, 2, 3, 4});
+  kiln_update u = {W, kiln_add(W, x)};
+  kiln_function *h =
+      must_fn(ctx, kiln_function_new(ctx, "double", 1, &x, 1, (kiln_node *[]){kiln_sum(x)}, 1, &u));
+  char *plan = kt_dump(h, "plan");
+  ck_assert_msg(strstr(plan, "in place into 'W'"), "W is not updated in place:\n%s", plan);
+  free(plan);
+  const kiln_tensor *wt = kiln_shared_value(W);
+  OK(ctx, kiln_call(h, IN_ARGS(wt), &out));
+  check_f64(out, -1, (double[]){10}, "sum(W)");
+  check_shared(W, 4, (double[]){2, 4, 6, 8}, "W + W");
+  /* the copy is made under allocation failures too: each fails cleanly */
+  long failed = 0;
+  kiln_status st = KILN_NOMEM;
+  for (long k = 1; k < 1000 && st != KILN_OK; k++) {
+    kiln_function *h2 = must_fn(
+        ctx, kiln_function_new(ctx, "double2", 1, &x, 1, (kiln_node *[]){kiln_sum(x)}, 1, &u));
+    kl_mem_fail_at(k);
+    st = kiln_call(h2, IN_ARGS(wt), &out);
+    kl_mem_fail_at(0);
+    if (st != KILN_OK) {
+      ck_assert_msg(st == KILN_NOMEM, "%s: %s", kiln_status_str(st), kiln_errmsg(ctx));
+      check_shared(W, 4, (double[]){2, 4, 6, 8}, "W after a failed call");
+      failed++;
+    } else {
+      check_f64(out, -1, (double[]){20}, "sum(W) again");
+      check_shared(W, 4, (double[]){4, 8, 12, 16}, "W + W again");
+    }
+    kiln_function_free(h2);
+  }
+  ck_assert_int_eq(st, KILN_OK);
+  ck_assert_int_gt(failed, 2);
+  kiln_tensor_free(x0);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
 START_TEST(shared_every_dtype) {
   for (int di = 0; di < KILN_N_DTYPES; di++) {
     kiln_dtype dt = (kiln_dtype)di;
@@ -948,6 +1024,7 @@ static Suite *function_suite(void) {
   tcase_add_test(td, dynamic_matrix_shapes);
   tcase_add_test(td, general_step_on_first_broadcast);
   tcase_add_test(td, mlp_split_compile_same_bits);
+  tcase_add_test(td, output_fed_back_as_input);
   tcase_add_test(td, shared_every_dtype);
   tcase_add_test(td, shared_zero_init_and_set_self);
   tcase_add_test(td, two_functions_share_a_variable);

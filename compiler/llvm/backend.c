@@ -169,7 +169,7 @@ static LLVMValueRef reg_of(em *e, int j) {
 #define SHORT_LOOP 16
 
 typedef struct loop {
-  bool plain; /* not to be vectorized nor unrolled (no_vec_md) */
+  bool plain;        /* not to be vectorized nor unrolled (no_vec_md) */
   bool short_static; /* a constant trip count LLVM may unroll fully */
   LLVMValueRef var;
   LLVMBasicBlockRef cond, body, exit;
@@ -1411,9 +1411,9 @@ static void dot_block(em *e, const dotk *d, int R, int V, LLVMValueRef i0, LLVMV
         prev = LLVMBuildLoad2(e->b, d->vt, cptr[r][v], "");
         LLVMSetAlignment(prev, al);
       } else {
-        prev = intrinsic(e, "llvm.masked.load", tys, 2,
-                         (LLVMValueRef[]){cptr[r][v], LLVMConstInt(e->i32, al, 0), mask[v], zero},
-                         4);
+        prev =
+            intrinsic(e, "llvm.masked.load", tys, 2,
+                      (LLVMValueRef[]){cptr[r][v], LLVMConstInt(e->i32, al, 0), mask[v], zero}, 4);
       }
       LLVMBuildStore(e->b, LLVMBuildSelect(e->b, d->accum, prev, zero, ""), acc[r][v]);
     }
@@ -1525,11 +1525,12 @@ static void dot_packed(em *e, const dotk *d, LLVMValueRef m, LLVMValueRef kernel
   LLVMBuildStore(e->b, x, LLVMBuildGEP2(e->b, d->t, panel, &dst, 1, ""));
   loop_end(e, &lpp);
   loop_end(e, &lpj);
-  LLVMValueRef a0 = LLVMBuildGEP2(e->b, d->t, d->a,
-                                  (LLVMValueRef[]){LLVMBuildMul(e->b, p0, d->as_p, "")}, 1, "");
+  LLVMValueRef a0 =
+      LLVMBuildGEP2(e->b, d->t, d->a, (LLVMValueRef[]){LLVMBuildMul(e->b, p0, d->as_p, "")}, 1, "");
   LLVMValueRef c0 = LLVMBuildGEP2(e->b, d->t, d->c, &j0, 1, "");
-  LLVMValueRef args[12] = {a0, panel, c0, m, kc, ncols, d->as_i, d->as_p, np, ci64(e, 1),
-                           d->n, LLVMBuildICmp(e->b, LLVMIntNE, pc, ci64(e, 0), "")};
+  LLVMValueRef args[12] = {
+      a0,      panel,   c0, m,          kc,   ncols,
+      d->as_i, d->as_p, np, ci64(e, 1), d->n, LLVMBuildICmp(e->b, LLVMIntNE, pc, ci64(e, 0), "")};
   LLVMBuildCall2(e->b, LLVMGlobalGetValueType(kernel), kernel, args, 12, "");
   loop_end(e, &lc);
   loop_end(e, &lj);
@@ -1691,8 +1692,8 @@ static void emit_dot(em *e, int i) {
   }
   if (kl_dtype_is_float((kiln_dtype)dt) && rb >= 2) {
     LLVMValueRef f = dot_function(e, dt, tb);
-    LLVMValueRef args[12] = {pa,   pb,   pc,   m, kk, n, as_i,
-                             as_p, bs_p, bs_j, n, LLVMConstInt(e->i1, 0, 0)};
+    LLVMValueRef args[12] = {pa,   pb,   pc,   m,    kk, n,
+                             as_i, as_p, bs_p, bs_j, n,  LLVMConstInt(e->i1, 0, 0)};
     LLVMBuildCall2(e->b, LLVMGlobalGetValueType(f), f, args, tb ? 10 : 12, "");
   } else {
     LLVMValueRef r = NULL;

@@ -511,8 +511,8 @@ static int part_of_user(LLVMValueRef user, const split_root *roots, int n) {
 /* Decides the parts: returns how many (1: compile in one piece) and fills
 ** *out_roots (kl_malloc'd, *out_n of them) with each root's part and final
 ** name; roots called across parts are made external here, in mod. */
-static int plan_split(LLVMModuleRef mod, const char *symbol, int max_parts,
-                      split_root **out_roots, int *out_n) {
+static int plan_split(LLVMModuleRef mod, const char *symbol, int max_parts, split_root **out_roots,
+                      int *out_n) {
   *out_roots = NULL;
   *out_n = 0;
   if (max_parts < 2) return 1;
@@ -648,8 +648,7 @@ static void *compile_part(void *arg) {
   char *msg = NULL;
   if (LLVMTargetMachineEmitToMemoryBuffer(p->tm, p->mod, LLVMObjectFile, &msg, &p->obj) ||
       p->diag->n_errors) {
-    set_err(p->err, sizeof p->err, "cannot emit an object file: %s",
-            msg ? msg : p->diag->first);
+    set_err(p->err, sizeof p->err, "cannot emit an object file: %s", msg ? msg : p->diag->first);
     p->st = KILN_LLVM;
   }
   if (msg) LLVMDisposeMessage(msg);
@@ -668,9 +667,9 @@ static void dispose_part(split_part *p, bool own) {
 /* Compiles mod (verified, its IR text kept) in n parts as plan_split
 ** decided, links the objects and looks symbol up. Takes mod and tsc. */
 static kiln_status add_split(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod,
-                             LLVMOrcThreadSafeContextRef tsc, split_root *roots, int n_roots,
-                             int n, int level, const char *symbol, double *secs,
-                             kl_jit_code **out_code, void **out_fn, char *err, size_t errn) {
+                             LLVMOrcThreadSafeContextRef tsc, split_root *roots, int n_roots, int n,
+                             int level, const char *symbol, double *secs, kl_jit_code **out_code,
+                             void **out_fn, char *err, size_t errn) {
   split_part parts[KL_JIT_MAX_PARTS];
   memset(parts, 0, sizeof parts);
   kiln_status st = KILN_OK;
@@ -1029,8 +1028,8 @@ static kiln_status make_text(kl_jit_code *code, kiln_stage stage, char *err, siz
   kiln_status st = KILN_OK;
   size_t total = 1;
   for (int k = 0; k < n && st == KILN_OK; k++) {
-    st = text_of(code, before ? code->bc_ir : code->bc_opt[k], stage == KILN_STAGE_ASM,
-                 &piece[k], err, errn);
+    st = text_of(code, before ? code->bc_ir : code->bc_opt[k], stage == KILN_STAGE_ASM, &piece[k],
+                 err, errn);
     if (st == KILN_OK) total += strlen(piece[k]) + 64;
   }
   char *text = st == KILN_OK ? kl_malloc(total) : NULL;
