@@ -477,6 +477,12 @@ typedef struct split_root {
 } split_root;
 
 typedef struct split_part {
+  int index;
+  /* parts other than 0 read the module from this bitcode on their thread,
+  ** then keep only their roots */
+  LLVMMemoryBufferRef whole;
+  const split_root *roots;
+  int n_roots;
   LLVMTargetMachineRef tm; /* borrowed */
   LLVMContextRef ctx;      /* owned, except part 0's */
   LLVMModuleRef mod;       /* owned, except part 0's */
@@ -635,9 +641,22 @@ static void keep_part(LLVMModuleRef mod, const split_root *roots, int n, int k) 
   }
 }
 
-/* On its own thread: optimize, verify, keep, compile to an object. */
+/* On its own thread: (read the module and keep the part's roots,) optimize,
+** verify, keep, compile to an object. */
 static void *compile_part(void *arg) {
   split_part *p = arg;
+  if (p->index > 0) {
+    p->ctx = LLVMContextCreate();
+    LLVMContextSetDiagnosticHandler(p->ctx, on_diagnostic, p->diag);
+    if (LLVMParseBitcodeInContext2(p->ctx, p->whole, &p->mod)) {
+      set_err(p->err, sizeof p->err, "cannot read the module's bitcode back: %s",
+              p->diag->n_errors ? p->diag->first : "?");
+      p->mod = NULL;
+      p->st = KILN_LLVM;
+      return NULL;
+    }
+    keep_part(p->mod, p->roots, p->n_roots, p->index);
+  }
   double t0 = kl_jit_now();
   p->st = run_passes(p->tm, p->mod, p->level, p->err, sizeof p->err);
   p->passes = kl_jit_now() - t0;
@@ -686,36 +705,25 @@ static kiln_status add_split(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod,
   double t0 = kl_jit_now(), prep = 0;
   for (int k = 1; k < n && st == KILN_OK; k++)
     if (!jit->aux_tm[k - 1]) st = new_host_tm(&jit->aux_tm[k - 1], err, errn);
-  LLVMMemoryBufferRef bc = code->bc_ir; /* the whole module, read back for each part */
   for (int k = 0; k < n && st == KILN_OK; k++) {
     split_part *p = &parts[k];
-    p->level = level;
-    if (k == 0) {
-      p->tm = jit->tm;
-      p->mod = mod;
-      p->diag = &code->diag;
-    } else {
-      p->tm = jit->aux_tm[k - 1];
-      p->diag = &p->own_diag;
-      p->ctx = LLVMContextCreate();
-      LLVMContextSetDiagnosticHandler(p->ctx, on_diagnostic, p->diag);
-      if (LLVMParseBitcodeInContext2(p->ctx, bc, &p->mod)) {
-        set_err(err, errn, "cannot read the module's bitcode back: %s",
-                p->diag->n_errors ? p->diag->first : "?");
-        p->mod = NULL;
-        st = KILN_LLVM;
-      }
-    }
+    *p = (split_part){.index = k,
+                      .whole = code->bc_ir,
+                      .roots = roots,
+                      .n_roots = n_roots,
+                      .tm = k ? jit->aux_tm[k - 1] : jit->tm,
+                      .mod = k ? NULL : mod,
+                      .level = level,
+                      .diag = k ? &p->own_diag : &code->diag};
   }
   if (st == KILN_OK) {
-    for (int k = 0; k < n; k++)
-      keep_part(parts[k].mod, roots, n_roots, k);
-    prep = kl_jit_now() - t0;
-    secs[0] += prep;
     pthread_t th[KL_JIT_MAX_PARTS];
     bool started[KL_JIT_MAX_PARTS] = {false};
     for (int k = 1; k < n; k++)
       started[k] = pthread_create(&th[k], NULL, compile_part, &parts[k]) == 0;
+    keep_part(mod, roots, n_roots, 0);
+    prep = kl_jit_now() - t0;
+    secs[0] += prep;
     compile_part(&parts[0]);
     for (int k = 1; k < n; k++) {
       if (started[k])
