@@ -243,6 +243,17 @@ static bool disk_compile(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, boo
   return true;
 }
 
+/* The fast or the general step of g: from the disk cache when it is in
+** use, else compiled under a name new in the context. */
+static kiln_status compile_step(kiln_ctx *ctx, const kl_fgraph *g, const kbuf *key, bool general,
+                                struct kl_jit_code **code, void **fn, kl_times *t, int *out_hit) {
+  kiln_status st;
+  if (disk_compile(ctx, g, key, general, code, fn, t, out_hit, &st)) return st;
+  char sym[64];
+  snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
+  return kl_backend_compile(ctx, g, sym, general, code, fn, t, NULL, NULL);
+}
+
 /* ------------------------------------------------------------ in memory */
 
 kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_code **out_code,
@@ -280,12 +291,7 @@ kiln_status kl_cache_compile(kiln_ctx *ctx, const kl_fgraph *g, struct kl_jit_co
     kl_free(key.p);
     return kl_error(ctx, KILN_NOMEM, "function: out of memory");
   }
-  kiln_status st;
-  if (!disk_compile(ctx, g, &key, false, &e->code, &e->fn, t, out_hit, &st)) {
-    char sym[64];
-    snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
-    st = kl_backend_compile(ctx, g, sym, false, &e->code, &e->fn, t, NULL, NULL);
-  }
+  kiln_status st = compile_step(ctx, g, &key, false, &e->code, &e->fn, t, out_hit);
   if (st != KILN_OK) {
     kl_free(e);
     kl_free(key.p);
@@ -321,12 +327,7 @@ kiln_status kl_cache_compile_general(kiln_ctx *ctx, const kl_fgraph *g, struct k
     kl_free(key.p);
     return kl_error(ctx, KILN_NOMEM, "call: out of memory");
   }
-  kiln_status st;
-  if (!disk_compile(ctx, g, &key, true, &e->code_general, &e->fn_general, t, out_hit, &st)) {
-    char sym[64];
-    snprintf(sym, sizeof sym, "kiln_step_%d", ctx->n_funcs_made++);
-    st = kl_backend_compile(ctx, g, sym, true, &e->code_general, &e->fn_general, t, NULL, NULL);
-  }
+  kiln_status st = compile_step(ctx, g, &key, true, &e->code_general, &e->fn_general, t, out_hit);
   kl_free(key.p);
   if (st != KILN_OK) return st;
   *out_code = e->code_general;

@@ -231,6 +231,16 @@ static LLVMMetadataRef no_vec_md(em *e) {
   return e->no_vec = id;
 }
 
+/* A loop id with one property: !{self, !{"<name>"}}. */
+static LLVMMetadataRef one_property_md(em *e, const char *name) {
+  LLVMMetadataRef prop[1] = {LLVMMDStringInContext2(e->c, name, strlen(name))};
+  LLVMMetadataRef tmp = LLVMTemporaryMDNode(e->c, NULL, 0);
+  LLVMMetadataRef ops[2] = {tmp, LLVMMDNodeInContext2(e->c, prop, 1)};
+  LLVMMetadataRef id = LLVMMDNodeInContext2(e->c, ops, 2);
+  LLVMMetadataReplaceAllUsesWith(tmp, id); /* the loop id refers to itself */
+  return id;
+}
+
 /* Fast versions' short static loops: !{self,
 ** !{"llvm.loop.unroll.runtime.disable"}}. The vectorizer still interleaves
 ** and static trip counts still unroll fully; what goes is unrolling by a
@@ -238,13 +248,8 @@ static LLVMMetadataRef no_vec_md(em *e) {
 ** cost model doubled many vector loops and their remainders for no
 ** measured gain (MLP step 27.7 -> 27.4 us; its compile ~50 ms shorter). */
 static LLVMMetadataRef no_rt_md(em *e) {
-  if (e->no_rt) return e->no_rt;
-  LLVMMetadataRef un[1] = {LLVMMDStringInContext2(e->c, "llvm.loop.unroll.runtime.disable", 32)};
-  LLVMMetadataRef tmp = LLVMTemporaryMDNode(e->c, NULL, 0);
-  LLVMMetadataRef ops[2] = {tmp, LLVMMDNodeInContext2(e->c, un, 1)};
-  LLVMMetadataRef id = LLVMMDNodeInContext2(e->c, ops, 2);
-  LLVMMetadataReplaceAllUsesWith(tmp, id); /* the loop id refers to itself */
-  return e->no_rt = id;
+  if (!e->no_rt) e->no_rt = one_property_md(e, "llvm.loop.unroll.runtime.disable");
+  return e->no_rt;
 }
 
 /* The other fast loops: !{self, !{"llvm.loop.unroll.disable"}}. LLVM's
@@ -254,13 +259,8 @@ static LLVMMetadataRef no_rt_md(em *e) {
 ** vectorizer still interleaves; short static loops (the seed's 4 weights)
 ** still unroll fully. */
 static LLVMMetadataRef no_unroll_md(em *e) {
-  if (e->no_un) return e->no_un;
-  LLVMMetadataRef un[1] = {LLVMMDStringInContext2(e->c, "llvm.loop.unroll.disable", 24)};
-  LLVMMetadataRef tmp = LLVMTemporaryMDNode(e->c, NULL, 0);
-  LLVMMetadataRef ops[2] = {tmp, LLVMMDNodeInContext2(e->c, un, 1)};
-  LLVMMetadataRef id = LLVMMDNodeInContext2(e->c, ops, 2);
-  LLVMMetadataReplaceAllUsesWith(tmp, id); /* the loop id refers to itself */
-  return e->no_un = id;
+  if (!e->no_un) e->no_un = one_property_md(e, "llvm.loop.unroll.disable");
+  return e->no_un;
 }
 
 static void loop_end(em *e, loop *l) {
