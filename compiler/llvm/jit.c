@@ -9,7 +9,9 @@
 **    module and prints the assembly stage; the LLJIT builds its own
 **    TargetMachine for code generation from a template made the same way
 **    (host CPU and features, KL_CODEGEN_LEVEL). kl_jit_new checks that both
-**    agree on the data layout.
+**    agree on the data layout. The LLJIT is created on a thread of its own,
+**    while the first module is built and optimized; every use of it first
+**    waits (jit_ready).
 **  - Every module lives in its own ThreadSafeContext and is added under its
 **    own ResourceTracker, so freeing a kl_jit_code gives back exactly its
 **    machine code and its symbol (the name can then be defined again).
@@ -70,7 +72,14 @@ typedef struct diag_log {
 } diag_log;
 
 struct kl_jit {
+  /* The LLJIT is created on a thread of its own while the first module is
+  ** built and optimized (about 1 ms of a first compile); jit_ready() waits
+  ** for it before its first use. */
   LLVMOrcLLJITRef lljit;
+  pthread_t lljit_thread;
+  bool lljit_pending; /* the thread has not been joined */
+  kiln_status lljit_st;
+  char lljit_err[256];
   LLVMTargetMachineRef tm; /* ours: passes and the assembly stage */
   /* One more per extra thread of a split compile (a TargetMachine is used
   ** by one thread at a time), made on first need. */
@@ -211,8 +220,8 @@ static kiln_status new_host_tm(LLVMTargetMachineRef *out, char *err, size_t errn
   char *cpu = LLVMGetHostCPUName();
   char *features = LLVMGetHostCPUFeatures();
   /* Default TargetOptions: FPOpFusion::Standard, no unsafe FP math (see top). */
-  *out = LLVMCreateTargetMachine(target, norm, cpu, features, KL_CODEGEN_LEVEL,
-                                 LLVMRelocDefault, LLVMCodeModelJITDefault);
+  *out = LLVMCreateTargetMachine(target, norm, cpu, features, KL_CODEGEN_LEVEL, LLVMRelocDefault,
+                                 LLVMCodeModelJITDefault);
   kiln_status st = KILN_OK;
   if (!*out) {
     set_err(err, errn, "cannot create a target machine for %s (cpu %s)", norm, cpu);
@@ -224,23 +233,56 @@ static kiln_status new_host_tm(LLVMTargetMachineRef *out, char *err, size_t errn
   return st;
 }
 
-/* Our own TargetMachine, checked against the JIT's data layout. */
-static kiln_status make_host_tm(kl_jit *jit, char *err, size_t errn) {
-  kiln_status st = new_host_tm(&jit->tm, err, errn);
-  if (st != KILN_OK) return st;
-
-  /* Passes given a TargetMachine that disagrees with the module's layout
-  ** would optimize for the wrong ABI; better to refuse here, once. */
-  LLVMTargetDataRef td = LLVMCreateTargetDataLayout(jit->tm);
-  char *dl = LLVMCopyStringRepOfTargetData(td);
-  LLVMDisposeTargetData(td);
-  if (strcmp(dl, jit->layout) != 0) {
-    set_err(err, errn, "host target machine's data layout %s differs from the JIT's %s", dl,
-            jit->layout);
+/* Creates the LLJIT (on its own thread, with LLVM's allocator only): it
+** compiles with a TargetMachine like ours (same CPU, features and code
+** generation level), made from a template it takes, and must agree with our
+** data layout. The outcome goes to lljit_st and lljit_err. */
+static void *create_lljit(void *arg) {
+  kl_jit *jit = arg;
+  char *err = jit->lljit_err;
+  size_t errn = sizeof jit->lljit_err;
+  LLVMTargetMachineRef template = NULL;
+  kiln_status st = new_host_tm(&template, err, errn);
+  if (st == KILN_OK) {
+    LLVMOrcJITTargetMachineBuilderRef jtmb =
+        LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(template); /* takes template */
+    LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+    LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb); /* builder owns jtmb */
+    /* LLVMOrcCreateLLJIT owns builder from here, even when it fails. */
+    st = take_error(LLVMOrcCreateLLJIT(&jit->lljit, builder), "creating the LLJIT", err, errn);
+    if (st != KILN_OK) jit->lljit = NULL;
+  }
+  if (st == KILN_OK) {
+    LLVMOrcExecutionSessionSetErrorReporter(LLVMOrcLLJITGetExecutionSession(jit->lljit),
+                                            on_session_error, jit);
+    /* Generated code calls libm (expf, exp, logf, powf, ...): let the main
+    ** JITDylib resolve anything the process itself can dlsym. */
+    LLVMOrcDefinitionGeneratorRef gen = NULL;
+    st = take_error(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
+                        &gen, LLVMOrcLLJITGetGlobalPrefix(jit->lljit), NULL, NULL),
+                    "creating the process symbol generator", err, errn);
+    if (st == KILN_OK)
+      LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(jit->lljit), gen); /* JD owns gen */
+  }
+  /* Passes given a TargetMachine that disagrees with the JIT's layout would
+  ** optimize for the wrong ABI; better to refuse, once. */
+  if (st == KILN_OK && strcmp(LLVMOrcLLJITGetDataLayoutStr(jit->lljit), jit->layout) != 0) {
+    set_err(err, errn, "host target machine's data layout %s differs from the JIT's %s",
+            jit->layout, LLVMOrcLLJITGetDataLayoutStr(jit->lljit));
     st = KILN_LLVM;
   }
-  LLVMDisposeMessage(dl);
-  return st;
+  jit->lljit_st = st;
+  return NULL;
+}
+
+/* Waits for the LLJIT; its creation's status (and message in err). */
+static kiln_status jit_ready(kl_jit *jit, char *err, size_t errn) {
+  if (jit->lljit_pending) {
+    pthread_join(jit->lljit_thread, NULL);
+    jit->lljit_pending = false;
+  }
+  if (jit->lljit_st != KILN_OK) set_err(err, errn, "%s", jit->lljit_err);
+  return jit->lljit_st;
 }
 
 kiln_status kl_jit_new(kl_jit **out, char *err, size_t errn) {
@@ -259,44 +301,23 @@ kiln_status kl_jit_new(kl_jit **out, char *err, size_t errn) {
     set_err(err, errn, "out of memory creating the JIT");
     return KILN_NOMEM;
   }
-
-  /* The LLJIT compiles with a TargetMachine like ours (same CPU, features
-  ** and code generation level), made from a template it takes. */
-  LLVMTargetMachineRef template = NULL;
-  kiln_status st = new_host_tm(&template, err, errn);
+  kiln_status st = new_host_tm(&jit->tm, err, errn);
   if (st != KILN_OK) goto fail;
-  LLVMOrcJITTargetMachineBuilderRef jtmb =
-      LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(template); /* takes template */
-  LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
-  LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, jtmb); /* builder owns jtmb */
-  /* LLVMOrcCreateLLJIT owns builder from here, even when it fails. */
-  st = take_error(LLVMOrcCreateLLJIT(&jit->lljit, builder), "creating the LLJIT", err, errn);
-  if (st != KILN_OK) {
-    jit->lljit = NULL;
-    goto fail;
-  }
-  LLVMOrcExecutionSessionSetErrorReporter(LLVMOrcLLJITGetExecutionSession(jit->lljit),
-                                          on_session_error, jit);
-
-  /* Generated code calls libm (expf, exp, logf, powf, ...): let the main
-  ** JITDylib resolve anything the process itself can dlsym. */
-  LLVMOrcDefinitionGeneratorRef gen = NULL;
-  st = take_error(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(
-                      &gen, LLVMOrcLLJITGetGlobalPrefix(jit->lljit), NULL, NULL),
-                  "creating the process symbol generator", err, errn);
-  if (st != KILN_OK) goto fail;
-  LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(jit->lljit), gen); /* JD owns gen */
-
-  /* Copies: the LLJIT owns its strings and says nothing of how long they last. */
-  jit->triple = kl_strdup(LLVMOrcLLJITGetTripleString(jit->lljit));
-  jit->layout = kl_strdup(LLVMOrcLLJITGetDataLayoutStr(jit->lljit));
+  char *triple = LLVMGetTargetMachineTriple(jit->tm);
+  LLVMTargetDataRef td = LLVMCreateTargetDataLayout(jit->tm);
+  char *dl = LLVMCopyStringRepOfTargetData(td);
+  LLVMDisposeTargetData(td);
+  jit->triple = kl_strdup(triple);
+  jit->layout = kl_strdup(dl);
+  LLVMDisposeMessage(triple);
+  LLVMDisposeMessage(dl);
   if (!jit->triple || !jit->layout) {
     set_err(err, errn, "out of memory creating the JIT");
     st = KILN_NOMEM;
     goto fail;
   }
-  st = make_host_tm(jit, err, errn);
-  if (st != KILN_OK) goto fail;
+  jit->lljit_pending = pthread_create(&jit->lljit_thread, NULL, create_lljit, jit) == 0;
+  if (!jit->lljit_pending) create_lljit(jit); /* no thread to be had: here */
   *out = jit;
   return KILN_OK;
 
@@ -307,6 +328,7 @@ fail:
 
 void kl_jit_free(kl_jit *jit) {
   if (!jit) return;
+  jit_ready(jit, NULL, 0);
   /* Resource trackers hold on to the ExecutionSession: release them first. */
   while (jit->codes)
     kl_jit_code_free(jit->codes);
@@ -742,6 +764,7 @@ static kiln_status add_split(kl_jit *jit, kl_jit_code *code, LLVMModuleRef mod,
   }
   free_roots(roots, n_roots);
 
+  if (st == KILN_OK) st = jit_ready(jit, err, errn);
   if (st == KILN_OK) {
     for (int k = 0; k < n; k++) {
       code->bc_opt[k] = parts[k].bc;
@@ -832,6 +855,11 @@ kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_ji
   double t_gen = kl_jit_now();
   if (st != KILN_OK) {
     dispose_parts(mod, tsc); /* the context goes with tsc, before the log it points at */
+    destroy_code(code);
+    return st;
+  }
+  if ((st = jit_ready(jit, err, errn)) != KILN_OK) {
+    dispose_parts(mod, tsc);
     destroy_code(code);
     return st;
   }
@@ -949,6 +977,8 @@ kiln_status kl_jit_add_object(kl_jit *jit, const unsigned char *obj, size_t len,
     set_err(err, errn, "kl_jit_add_object: bad argument");
     return KILN_MISUSE;
   }
+  kiln_status ready = jit_ready(jit, err, errn);
+  if (ready != KILN_OK) return ready;
   kl_jit_code *code = kl_calloc(1, sizeof *code);
   if (!code) {
     set_err(err, errn, "out of memory adding '%s' to the JIT", symbol);
