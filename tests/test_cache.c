@@ -3,7 +3,9 @@
 ** a second context links the stored object instead of compiling and computes
 ** bit for bit what a fresh compile computes; different graphs get different
 ** files; damaged, truncated or foreign files are misses that get rewritten;
-** an unusable directory is not an error; KILN_DUMP_DIR bypasses reading.
+** an unusable directory is not an error; KILN_DUMP_DIR bypasses reading;
+** the general step (compiled by a call with a dynamic size of 1) is stored
+** and linked the same way.
 ** Whether a step was linked from disk shows in its LLVM texts: a linked
 ** object keeps none (kiln_function_dump_named "ll" fails with KILN_MISUSE).
 */
@@ -186,6 +188,68 @@ START_TEST(second_context_links_the_object) {
 }
 END_TEST
 
+/* Inode numbers of the cache's object files, sorted, into ino[0..n-1]. */
+static int object_inodes(unsigned long *ino, int cap) {
+  DIR *d = opendir(dir);
+  ck_assert_ptr_nonnull(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL && n < cap)
+    if (strncmp(e->d_name, "kiln-", 5) == 0) {
+      char p[512];
+      struct stat st;
+      snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+      ck_assert_int_eq(stat(p, &st), 0);
+      ino[n++] = (unsigned long)st.st_ino;
+    }
+  closedir(d);
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && ino[j - 1] > ino[j]; j--) {
+      unsigned long t = ino[j];
+      ino[j] = ino[j - 1];
+      ino[j - 1] = t;
+    }
+  return n;
+}
+
+/* The general step (a call with x of size 1, which broadcasts against W)
+** is stored beside the fast one, and another context links it: no file is
+** written again. Values by hand: x = 2 for every W[k]. */
+START_TEST(general_step_on_disk) {
+  make_dir();
+  kiln_tensor *x = kt_tensor(KILN_FLOAT32, 1, (int64_t[]){1}, (double[]){2});
+  double got[2][6];
+  for (int c = 0; c < 2; c++) {
+    step s;
+    build(&s, 0.1);
+    ck_assert(has_llvm_text(&s) == (c == 0));
+    unsigned long before[4], after[4];
+    int nb = object_inodes(before, 4);
+    ck_assert_int_eq(nb, c == 0 ? 1 : 2);
+    const kiln_tensor *y;
+    ck_assert_int_eq(kiln_call(s.f, (const kiln_tensor *const[]){x}, &y), KILN_OK);
+    got[c][0] = *(const double *)kiln_tensor_data(y);
+    memcpy(got[c] + 1, kiln_tensor_data(kiln_shared_value(s.W)), 5 * sizeof(double));
+    int na = object_inodes(after, 4);
+    ck_assert_int_eq(na, 2);
+    if (c == 1) /* linked: both files are the ones already there */
+      ck_assert(memcmp(before, after, sizeof(unsigned long) * 2) == 0);
+    done(&s);
+  }
+  double W[5] = {0.1, -0.25, 0.15, 0.3, -0.5}, y = 0;
+  for (int k = 0; k < 5; k++)
+    y += tanh(2 * W[k]);
+  ck_assert_msg(fabs(got[0][0] - y) <= 1e-12, "y %.17g vs %.17g", got[0][0], y);
+  for (int k = 0; k < 5; k++) {
+    double t = tanh(2 * W[k]);
+    ck_assert(fabs(got[0][1 + k] - (W[k] - 0.1 * (1 - t * t) * 2)) <= 1e-12);
+  }
+  ck_assert_msg(memcmp(got[0], got[1], sizeof got[0]) == 0, "linked general step differs");
+  kiln_tensor_free(x);
+  remove_dir();
+}
+END_TEST
+
 /* Damages the stored file by one of several means, then checks that a new
 ** context recompiles (keeps LLVM text), computes the right values, and left
 ** a good file behind (the next context links it). */
@@ -362,6 +426,7 @@ int main(void) {
   TCase *tc = tcase_create("disk");
   tcase_set_timeout(tc, 120);
   tcase_add_test(tc, second_context_links_the_object);
+  tcase_add_test(tc, general_step_on_disk);
   tcase_add_test(tc, damaged_files_are_misses);
   tcase_add_test(tc, unusable_directory_is_not_an_error);
   tcase_add_test(tc, dump_dir_bypasses_reading);
