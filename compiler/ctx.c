@@ -117,6 +117,19 @@ int kiln_ctx_threads(const kiln_ctx *ctx) {
   return kl_ctx_ok(ctx) ? kl_pool_threads(ctx->pool) : -1;
 }
 
+kiln_status kiln_ctx_set_compile_threads(kiln_ctx *ctx, int n) {
+  if (!kl_ctx_ok(ctx)) return KILN_MISUSE;
+  if (n < 0 || n > KILN_MAX_COMPILE_THREADS)
+    return kl_error(ctx, KILN_MISUSE, "set_compile_threads: %d threads (must be 0 to %d)", n,
+                    KILN_MAX_COMPILE_THREADS);
+  ctx->compile_threads = n;
+  return KILN_OK;
+}
+
+int kiln_ctx_compile_threads(const kiln_ctx *ctx) {
+  return kl_ctx_ok(ctx) ? ctx->compile_threads : -1;
+}
+
 void kiln_ctx_free(kiln_ctx *ctx) {
   if (!kl_ctx_ok(ctx)) return;
   while (ctx->n_fns > 0)

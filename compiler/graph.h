@@ -117,6 +117,7 @@ struct kiln_ctx {
   struct kl_cache_entry **cache; /* compiled steps, shared by equal functions (cache.c) */
   int n_cache, cap_cache;
   struct kl_pool *pool; /* the steps' thread pool (runtime/pool.c); NULL: one thread */
+  int compile_threads;  /* kiln_ctx_set_compile_threads: 0 automatic, else the count */
 };
 
 /* ---- errors (compiler/ctx.c) */

@@ -185,6 +185,18 @@ KILN_API kiln_status kiln_ctx_set_threads(kiln_ctx *ctx, int n);
 /* The context's thread count (1 by default), -1 for a NULL or foreign ctx. */
 KILN_API int kiln_ctx_threads(const kiln_ctx *ctx);
 
+/* Compile threads. kiln_function_new (and a call that compiles a general
+** step, see kiln_function_new) compiles a large step in parts on up to n
+** threads, started for that compile and joined before it returns. n = 0,
+** the default, means the environment variable KILN_COMPILE_THREADS if it is
+** 1..4, else the online CPUs up to 4; 1 compiles on the calling thread. The
+** code is the same whatever the count. Returns KILN_OK, or KILN_MISUSE for
+** a NULL or foreign ctx or n outside 0..KILN_MAX_COMPILE_THREADS. */
+#define KILN_MAX_COMPILE_THREADS 4
+KILN_API kiln_status kiln_ctx_set_compile_threads(kiln_ctx *ctx, int n);
+/* The setting (0: automatic), -1 for a NULL or foreign ctx. */
+KILN_API int kiln_ctx_compile_threads(const kiln_ctx *ctx);
+
 /* ---------------------------------------------------------------- tensors */
 /* A tensor is a dense, C-ordered array with a dtype and a shape, its data
 ** 64-byte aligned. Tensors are independent of contexts. */

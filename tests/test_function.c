@@ -623,18 +623,21 @@ END_TEST
 
 /* The W3 MLP (64 -> 128 tanh -> 10 softmax crossentropy, dynamic batch)
 ** compiled in one piece and in two parts on two threads (separate contexts,
-** so neither is a cache hit): three training steps give the same bits. */
+** kiln_ctx_set_compile_threads 1 and 2, so neither is a cache hit): three
+** training steps give the same bits. */
 typedef struct mlp {
   kiln_ctx *ctx;
   kiln_node *W[4];
   kiln_function *f;
 } mlp;
 
-static mlp mlp_new(const char *threads) {
+static mlp mlp_new(int threads) {
   enum { I = 64, H = 128, O = 10 };
-  ck_assert_int_eq(setenv("KILN_COMPILE_THREADS", threads, 1), 0);
   mlp m = {.ctx = kiln_ctx_new()};
   kiln_ctx *ctx = m.ctx;
+  ck_assert_int_eq(kiln_ctx_compile_threads(ctx), 0);
+  OK(ctx, kiln_ctx_set_compile_threads(ctx, threads));
+  ck_assert_int_eq(kiln_ctx_compile_threads(ctx), threads);
   float *w1 = malloc(sizeof(float) * I * H), *w2 = malloc(sizeof(float) * H * O);
   for (int i = 0; i < I * H; i++)
     w1[i] = (float)((i * 37 % 101) - 50) / 400.0f;
@@ -655,13 +658,21 @@ static mlp mlp_new(const char *threads) {
   for (int k = 0; k < 4; k++)
     u[k] = (kiln_update){m.W[k], kiln_sub(m.W[k], kiln_mul(kiln_lit(ctx, 0.05), g[k]))};
   m.f = must_fn(ctx, kiln_function_new(ctx, "mlp", 2, (kiln_node *[]){x, y}, 1, &loss, 4, u));
-  unsetenv("KILN_COMPILE_THREADS");
   return m;
 }
 
 START_TEST(mlp_split_compile_same_bits) {
   enum { B = 32, I = 64, O = 10 };
-  mlp one = mlp_new("1"), two = mlp_new("2");
+  mlp one = mlp_new(1), two = mlp_new(2);
+  /* the setting's bounds */
+  ck_assert_int_eq(kiln_ctx_set_compile_threads(one.ctx, -1), KILN_MISUSE);
+  ck_assert_int_eq(kiln_ctx_set_compile_threads(one.ctx, KILN_MAX_COMPILE_THREADS + 1),
+                   KILN_MISUSE);
+  ck_assert_msg(strstr(kiln_errmsg(one.ctx), "must be 0 to 4"), "%s", kiln_errmsg(one.ctx));
+  ck_assert_int_eq(kiln_ctx_compile_threads(one.ctx), 1);
+  ck_assert_int_eq(kiln_ctx_set_compile_threads(NULL, 1), KILN_MISUSE);
+  ck_assert_int_eq(kiln_ctx_compile_threads(NULL), -1);
+  kiln_clear_error(one.ctx);
   char *opt1 = kt_dump(one.f, "opt.ll"), *opt2 = kt_dump(two.f, "opt.ll");
   ck_assert_ptr_null(strstr(opt1, "; ---- kiln: part"));
   ck_assert_msg(strstr(opt2, "; ---- kiln: part 2 of 2"), "the MLP was not split");

@@ -2172,8 +2172,11 @@ kiln_status kl_backend_compile(kiln_ctx *ctx, const kl_fgraph *g, const char *sy
     return kl_error(ctx, st, "function: %s", err);
   }
   double t2 = kl_jit_now(), secs[3] = {0, 0, 0};
-  kl_jit_opts opts = {
-      .opt_level = g->llvm_opt_level, .object = object, .object_len = object_len, .secs = secs};
+  kl_jit_opts opts = {.opt_level = g->llvm_opt_level,
+                      .threads = ctx->compile_threads,
+                      .object = object,
+                      .object_len = object_len,
+                      .secs = secs};
   st = kl_jit_add(ctx->jit, &m, symbol, &opts, out_code, out_fn, err, sizeof err); /* takes m */
   if (st != KILN_OK) return kl_error(ctx, st, "function: %s", err);
   if (t) {

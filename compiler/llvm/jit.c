@@ -477,9 +477,10 @@ static kiln_status look_up(kl_jit *jit, kl_jit_code *code, const char *symbol,
 ** in two). */
 #define KL_SPLIT_MIN 1000
 
-/* How many parts at most: KILN_COMPILE_THREADS if it is 1..KL_JIT_MAX_PARTS,
-** else the online CPUs (at most KL_JIT_MAX_PARTS). */
-static int compile_threads(void) {
+/* How many parts at most: the caller's count, else KILN_COMPILE_THREADS if
+** it is 1..KL_JIT_MAX_PARTS, else the online CPUs (at most KL_JIT_MAX_PARTS). */
+static int compile_threads(int asked) {
+  if (asked >= 1 && asked <= KL_JIT_MAX_PARTS) return asked;
   const char *env = getenv("KILN_COMPILE_THREADS");
   if (env && *env) {
     char *end = NULL;
@@ -839,7 +840,8 @@ kiln_status kl_jit_add(kl_jit *jit, kl_llmod *m, const char *symbol, const kl_ji
   }
   split_root *roots = NULL;
   int n_roots = 0, n = 1;
-  if (!(opts && opts->object)) n = plan_split(mod, symbol, compile_threads(), &roots, &n_roots);
+  if (!(opts && opts->object))
+    n = plan_split(mod, symbol, compile_threads(opts ? opts->threads : 0), &roots, &n_roots);
   code->bc_ir = keep_bitcode(mod, err, errn);
   secs[0] = kl_jit_now() - t0;
   if (!code->bc_ir) {

@@ -21,7 +21,7 @@
 
 /* A large module is compiled in up to this many parts on as many threads
 ** (see kl_jit_add). */
-#define KL_JIT_MAX_PARTS 4
+#define KL_JIT_MAX_PARTS KILN_MAX_COMPILE_THREADS
 
 /* One JIT per Kiln context. */
 typedef struct kl_jit kl_jit;
@@ -44,6 +44,9 @@ typedef struct kl_jit_opts {
   ** here (kl_malloc'd, the caller frees) for the on-disk cache. */
   unsigned char **object;
   size_t *object_len;
+  /* Parts a large module may be compiled in: 1..KL_JIT_MAX_PARTS, or 0 for
+  ** KILN_COMPILE_THREADS if set, else the online CPUs (at most the max). */
+  int threads;
   /* When set, receives the seconds spent verifying and printing the module
   ** (its texts), in LLVM's passes, and in code generation and linking. */
   double *secs;
