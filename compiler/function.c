@@ -445,6 +445,12 @@ static double now(void) {
 
 static void print_llvm_timing(const kl_times *t, int hit, double total_s);
 
+/* KILN_TIMING set to something other than "" or "0". */
+static bool timing_wanted(void) {
+  const char *timing = getenv("KILN_TIMING");
+  return timing && *timing && strcmp(timing, "0") != 0;
+}
+
 static void print_timing(const kiln_function *f, double graph_s, double plan_s, const kl_times *t,
                          int hit, double total_s) {
   fprintf(stderr, "kiln: timing of function '%s'\n", f->name);
@@ -592,9 +598,7 @@ kiln_function *kiln_function_new_opts(kiln_ctx *ctx, const char *name, int n_inp
   ctx->fns[ctx->n_fns++] = f;
   const char *dir = getenv("KILN_DUMP_DIR");
   if (dir && *dir) dump_to_dir(f, dir);
-  const char *timing = getenv("KILN_TIMING");
-  if (timing && *timing && strcmp(timing, "0") != 0)
-    print_timing(f, t1 - t0, t3 - t2, &times, hit, now() - t0);
+  if (timing_wanted()) print_timing(f, t1 - t0, t3 - t2, &times, hit, now() - t0);
   kiln_clear_error(ctx);
   return f;
 }
@@ -632,8 +636,7 @@ static kiln_status compile_general(kiln_function *f) {
       kl_cache_compile_general(f->ctx, f->graph, f->code, &f->code_general, &fn, &times, &hit);
   if (st != KILN_OK) return st;
   f->plan->step_general = (kl_step_fn)fn;
-  const char *timing = getenv("KILN_TIMING");
-  if (timing && *timing && strcmp(timing, "0") != 0) {
+  if (timing_wanted()) {
     fprintf(stderr, "kiln: the general step of '%s', for its first call with a dynamic size of 1\n",
             f->name);
     print_llvm_timing(&times, hit, now() - t0);

@@ -327,8 +327,9 @@ static kiln_status stage_inputs(kl_plan *p, const kiln_tensor *const *in, char *
   return KILN_OK;
 }
 
-static kiln_status place_buffers(kl_plan *p, const kiln_tensor *const *in, char *err, size_t n) {
-  (void)in; /* the inputs are placed through in_ptr (stage_inputs) */
+/* Sizes the workspace and the outputs and points every buffer; the inputs
+** are placed through in_ptr (stage_inputs). */
+static kiln_status place_buffers(kl_plan *p, char *err, size_t n) {
   size_t total = 0;
   for (int b = 0; b < p->n_bufs; b++) {
     const kl_buf *bf = &p->bufs[b];
@@ -450,7 +451,7 @@ kiln_status kl_plan_run(kl_plan *p, const kiln_tensor *const *in, char *err, siz
     p->use_general = needs_general(p);
     if (p->use_general && !p->step_general) return KL_NEED_GENERAL;
     if ((st = stage_inputs(p, in, err, errn)) != KILN_OK) return st;
-    if ((st = place_buffers(p, in, err, errn)) != KILN_OK) return st;
+    if ((st = place_buffers(p, err, errn)) != KILN_OK) return st;
     remember(p, in);
   }
   kl_step_fn step = p->use_general ? p->step_general : p->step;

@@ -189,20 +189,26 @@ static kiln_function *build_sums(kiln_ctx *ctx, int dt, const int64_t *shape, bo
   return kiln_function_new(ctx, "sums", 2, ins, 3, outs, 0, NULL);
 }
 
+/* run_threads for every (rows, cols) shape, float32 and float64, static and
+** dynamic sizes; kind names the case in messages. */
+static void each_shape(build_fn build, const char *kind, const int64_t (*shapes)[2], size_t n) {
+  for (int dt = KILN_FLOAT32; dt <= KILN_FLOAT64; dt++)
+    for (size_t s = 0; s < n; s++)
+      for (int dyn = 0; dyn < 2; dyn++) {
+        char what[80];
+        snprintf(what, sizeof what, "%s (%lld, %lld) %s", kind, (long long)shapes[s][0],
+                 (long long)shapes[s][1], dyn ? "dynamic" : "static");
+        run_threads(build, dt, 2, shapes[s], dyn, what);
+      }
+}
+
 /* Sums down to one value around and above the chunk of the sum order
 ** (KL_SUM_CHUNK), one row and several. */
 START_TEST(sums_same_bits) {
   static const int64_t shapes[][2] = {{1, C - 1},       {1, C},          {1, C + 1},
                                       {1, C + 16},      {1, 3 * C + 17}, {3, C + 1},
                                       {2, 2 * C + 100}, {1, 70 * C + 3}, {5, 3000}};
-  for (int dt = KILN_FLOAT32; dt <= KILN_FLOAT64; dt++)
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-      for (int dyn = 0; dyn < 2; dyn++) {
-        char what[80];
-        snprintf(what, sizeof what, "sums (%lld, %lld) %s", (long long)shapes[s][0],
-                 (long long)shapes[s][1], dyn ? "dynamic" : "static");
-        run_threads(build_sums, dt, 2, shapes[s], dyn, what);
-      }
+  each_shape(build_sums, "sums", shapes, sizeof shapes / sizeof *shapes);
 }
 END_TEST
 
@@ -224,14 +230,7 @@ static kiln_function *build_elem(kiln_ctx *ctx, int dt, const int64_t *shape, bo
 START_TEST(elementwise_same_bits) {
   static const int64_t shapes[][2] = {{1, 100003}, {300, 257}, {3, 50001},
                                       {40000, 1},  {7, 5},     {2, KL_PAR_MIN / 2}};
-  for (int dt = KILN_FLOAT32; dt <= KILN_FLOAT64; dt++)
-    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
-      for (int dyn = 0; dyn < 2; dyn++) {
-        char what[80];
-        snprintf(what, sizeof what, "elementwise (%lld, %lld) %s", (long long)shapes[s][0],
-                 (long long)shapes[s][1], dyn ? "dynamic" : "static");
-        run_threads(build_elem, dt, 2, shapes[s], dyn, what);
-      }
+  each_shape(build_elem, "elementwise", shapes, sizeof shapes / sizeof *shapes);
 }
 END_TEST
 
