@@ -34,10 +34,13 @@
 **  - Thread safety: a context and everything it owns must be used by one
 **    thread at a time. Different contexts are independent.
 **  - LLVM in the same process: Kiln links LLVM (libLLVM) and, once per
-**    process, switches off one LLVM code generation option, loop strength
-**    reduction (-disable-lsr, through LLVMParseCommandLineOptions), which
-**    made a fifth of Kiln's compile time and nothing faster. A program that
-**    uses LLVM itself sees that option too.
+**    process, sets three LLVM code generation options through
+**    LLVMParseCommandLineOptions: -disable-lsr (no loop strength
+**    reduction), -fast-isel (FastISel instruction selection, SelectionDAG
+**    where it cannot) and -enable-misched=false (no machine scheduler
+**    before register allocation). Together they halve Kiln's code
+**    generation time (on the W3 MLP, 59 -> 32 ms) and made no step slower. A program that uses
+**    LLVM itself sees those options too.
 **
 ** Semantics (numpy and Theano):
 **  - dtypes: bool, int8, int16, int32, int64, uint8, float32, float64.

@@ -182,15 +182,25 @@ static void on_session_error(void *ctx, LLVMErrorRef e) {
 static pthread_once_t targets_once = PTHREAD_ONCE_INIT;
 static bool targets_ok; /* published to other threads by pthread_once */
 
-/* Code generation's loop strength reduction is switched off, process-wide
-** (it is a command-line option of LLVM; nothing else reaches it): on the W3
-** MLP it took a fifth of code generation (llc -time-passes: LSR and the IV
-** users it needs, 24 of 120 ms; in Kiln 182 -> 162 ms, bench 210 -> 175 ms)
-** and every step measured the same without it (W1, W2, W3; the blocked dot
-** within 3%). Kiln's loops index with one counter per axis already. */
+/* Three of code generation's options are set once per process (they are
+** command-line options of LLVM; nothing else reaches them), each measured on
+** the W3 MLP's compile with every step's speed checked against it:
+**  - -disable-lsr: loop strength reduction and the IV users it needs were a
+**    fifth of code generation (llc -time-passes: 24 of 120 ms; in Kiln
+**    182 -> 162 ms, bench 210 -> 175 ms); W1, W2, W3 the same, the blocked
+**    dot within 3%. Kiln's loops index with one counter per axis already.
+**  - -fast-isel: instruction selection goes through FastISel, which falls
+**    back to SelectionDAG for what it cannot select (our vector code).
+**    llc on the MLP: 46 -> 36 ms; fresh-process compile 60.2 -> 56.6 ms
+**    (medians of 11 alternating runs). The seed's step differs by one
+**    instruction (x * 2 is a multiply, not x + x), W2's loop not at all,
+**    W3 and the dot measured the same or faster.
+**  - -enable-misched=false: no pre-register-allocation machine scheduler;
+**    56.6 -> 53.7 ms (same runs). The seed's and W2's assembly are
+**    identical with and without it; W3 and the dot measured the same. */
 static void init_targets(void) {
-  const char *const argv[] = {"kiln", "-disable-lsr"};
-  LLVMParseCommandLineOptions(2, argv, NULL);
+  const char *const argv[] = {"kiln", "-disable-lsr", "-fast-isel", "-enable-misched=false"};
+  LLVMParseCommandLineOptions((int)(sizeof argv / sizeof argv[0]), argv, NULL);
   targets_ok = !LLVMInitializeNativeTarget() && !LLVMInitializeNativeAsmPrinter() &&
                !LLVMInitializeNativeAsmParser();
 }
