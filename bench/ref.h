@@ -10,6 +10,15 @@ double ref_seed_step(const float *x, float t, double *W, int n);
 /* linreg in float32: y = sum(x*W) (8 accumulators), W -= lr * (-2 (t - y)) x. */
 float ref_linreg_step(const float *x, float t, float *W, int64_t n, float lr);
 
+/* The linreg step by hand on two threads (ref_team.c): the caller and one
+** helper thread each take half of both passes. A team's helper spins for
+** about a millisecond after each step, then sleeps. NULL: no memory or no
+** thread. */
+typedef struct ref_team ref_team;
+ref_team *ref_team_new(void);
+void ref_team_free(ref_team *t);
+float ref_linreg_step2(ref_team *t, const float *x, float tv, float *W, int64_t n, float lr);
+
 /* One SGD step of a 64 -> 128 tanh -> 10 softmax-crossentropy MLP on a
 ** batch of b rows (plain loops, libm tanhf); returns the mean loss. */
 float ref_mlp_step(const float *x, const float *y, int b, float *W1, float *b1, float *W2,
