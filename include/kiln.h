@@ -169,8 +169,9 @@ KILN_API void kiln_clear_error(kiln_ctx *ctx);
 ** they spin briefly after each piece of work, then sleep) and joined by
 ** kiln_ctx_set_threads(ctx, 1) or kiln_ctx_free. 1, the default, runs
 ** everything in the caller. Only large kernels are shared out: elementwise
-** kernels of at least 2^15 elements (the vectorized version, taken when no
-** dynamic size is 1) and float sums down to one value whose rows (last
+** kernels of at least 2^15 elements (their vectorized version: every call
+** that no broadcast of a dynamic size of 1 sends to the general step, see
+** kiln_function_new) and float sums down to one value whose rows (last
 ** axis) are longer than 2^14 elements; smaller ones run inline. Kernels are
 ** cut into fixed chunks that depend on the shapes only, and the sum order
 ** (kiln_reduce below) is defined over those chunks, so results are
@@ -800,11 +801,14 @@ typedef struct kiln_update {
 ** Returns NULL on error, the message in ctx. The function is owned by ctx.
 **
 ** Compiling: the function's step is compiled here without the kernels'
-** broadcasting versions, which a call needs only when some dynamic size is
-** 1 (a size-1 dimension that stretches at run time). The first call where
-** one is compiles the general step (about as long as this compile); its
-** failure is that call's status and commits nothing, and every later call
-** uses whichever of the two steps its shapes need. A large step is compiled
+** broadcasting versions, which a call needs only when a dynamic size of 1
+** stretches: an elementwise operand's dynamic dimension is 1 where the
+** result's is not (u + v with u of size 1 and v of size 4). A dynamic
+** size of 1 that does not stretch (a batch of 1 through a network) needs
+** nothing more. The first call with a stretch compiles the general step
+** (about as long as this compile); its failure is that call's status and
+** commits nothing, and every later call uses whichever of the two steps
+** its shapes need. A large step is compiled
 ** in parts on several threads: as many as the environment variable
 ** KILN_COMPILE_THREADS says (1..4; 1 compiles on the calling thread), by
 ** default the online CPUs up to 4; the threads live only during the

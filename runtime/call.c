@@ -430,13 +430,44 @@ static void remember(kl_plan *p, const kiln_tensor *const *in) {
   p->warm = true;
 }
 
-/* Is some dynamic dimension of this call 1? Then a dynamic dimension may
-** broadcast, which only the general step's kernels do. */
+/* Does some dynamic size of 1 stretch in this call? The fast step's
+** kernels read a stored operand's dynamic axis with its contiguous stride;
+** that is right whenever the loop along that axis has the operand's own
+** length, and a dynamic size of 1 is no exception: only its index 0 is
+** read. It is wrong only where a loop runs longer than the operand's axis,
+** which happens at a broadcast: an elementwise node (or a broadcast node)
+** whose operand has a dynamic size of 1 where the node's size is not 1
+** (static sizes of 1 read with stride 0 in both steps). Every other node
+** keeps the lengths of the axes it reads from (reductions, shuffles and
+** reshapes, read through their own strides; dot and the indexing ops take
+** their operands whole). So a call needs the general step exactly when
+** such a stretch happens: a batch of 1 through an MLP does not. */
+static bool stretches(const kl_plan *p, int node, int rank, const int64_t *to, const int *axis) {
+  const kl_shape_op *s = &p->shape[node];
+  const int64_t *sd = dims_of(p, node);
+  for (int j = 0; j < s->rank; j++)
+    if (s->fixed[j] == KILN_DYN && sd[j] == 1 && axis[j] >= 0 && axis[j] < rank && to[axis[j]] != 1)
+      return true;
+  return false;
+}
+
 static bool needs_general(const kl_plan *p) {
   for (int i = 0; i < p->n_nodes; i++) {
     const kl_shape_op *op = &p->shape[i];
-    for (int d = 0; d < op->rank; d++)
-      if (op->fixed[d] == KILN_DYN && p->dims[op->dims_base + d] == 1) return true;
+    const int64_t *d = dims_of(p, i);
+    int axis[KILN_MAX_RANK];
+    if (op->kind == KL_SH_ELEM) {
+      for (int k = 0; k < op->n_in; k++) {
+        int r = p->shape[op->in[k]].rank; /* numpy: aligned on the last axis */
+        for (int j = 0; j < r; j++)
+          axis[j] = j + op->rank - r;
+        if (stretches(p, op->in[k], op->rank, d, axis)) return true;
+      }
+    } else if (op->kind == KL_SH_BCAST) { /* in[0]'s axes are the ones not in mask */
+      for (int j = 0, k = 0; j < op->rank; j++)
+        if (!(op->mask >> j & 1u)) axis[k++] = j;
+      if (stretches(p, op->in[0], op->rank, d, axis)) return true;
+    }
   }
   return false;
 }

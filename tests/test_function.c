@@ -621,6 +621,86 @@ START_TEST(general_step_on_first_broadcast) {
 }
 END_TEST
 
+/* A dynamic size of 1 that does not stretch runs on the fast step: only a
+** broadcast of one (an elementwise operand's dynamic axis of size 1 where the
+** result's is not 1) needs the general step. Every value is held to the
+** reference evaluator, bit for bit. */
+static kiln_tensor *dmat(int64_t r, int64_t c, double scale) {
+  kiln_tensor *t = kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){r, c}, NULL);
+  ck_assert_ptr_nonnull(t);
+  double *d = kiln_tensor_data(t);
+  for (int64_t i = 0; i < r * c; i++)
+    d[i] = scale * (double)((i * 7 % 11) - 5);
+  return t;
+}
+
+static bool has_general_step(kiln_function *f) {
+  char *ll = kt_dump(f, "ll");
+  bool yes = strstr(ll, "; ---- kiln: the general step") != NULL;
+  free(ll);
+  return yes;
+}
+
+START_TEST(general_step_only_where_a_size_1_stretches) {
+  kiln_ctx *ctx = kiln_ctx_new();
+  double w[12], bv[3] = {0.25, -0.5, 0.125};
+  for (int i = 0; i < 12; i++)
+    w[i] = (double)(i % 5 - 2) / 4.0;
+  kiln_node *W = kiln_shared(ctx, "W", KILN_FLOAT64, 2, (int64_t[]){4, 3}, w);
+  kiln_node *b = kiln_shared(ctx, "b", KILN_FLOAT64, 1, (int64_t[]){3}, bv);
+
+  /* a layer, a softmax crossentropy and its gradients, on a batch of 1 and
+  ** of 3 */
+  kiln_node *x = kiln_dmatrix(ctx, "x"), *t = kiln_dmatrix(ctx, "t"), *xt[2] = {x, t};
+  kiln_node *h = kiln_tanh(kiln_add(kiln_dot(x, W), b));
+  kiln_node *loss = kiln_mean(kiln_crossentropy(h, t)), *g[2];
+  OK(ctx, kiln_grad(loss, 2, (kiln_node *[]){W, b}, g, 0));
+  kiln_node *outs[4] = {h, loss, g[0], g[1]};
+  kiln_function *f = must_fn(ctx, kiln_function_new(ctx, "layer", 2, xt, 4, outs, 0, NULL));
+  kiln_tensor *x1 = dmat(1, 4, 0.5), *x3 = dmat(3, 4, 0.25);
+  kiln_tensor *t1 = kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){1, 3}, (double[]){0, 1, 0});
+  kiln_tensor *t3 = kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){3, 3},
+                                    (double[]){1, 0, 0, 0, 0, 1, 0, 1, 0});
+  kt_check_calls(ctx, f, "layer, batch 1", 2, xt, (kiln_tensor *[]){x1, t1}, 4, outs, 2, NULL);
+  ck_assert_msg(!has_general_step(f), "a batch of 1 compiled the general step");
+  kt_check_calls(ctx, f, "layer, batch 3", 2, xt, (kiln_tensor *[]){x3, t3}, 4, outs, 1, NULL);
+  ck_assert(!has_general_step(f));
+
+  /* x - mean(x, axis 0, keepdims): the static size 1 stretches, the dynamic
+  ** one (x of shape (4, 1)) does not */
+  kiln_node *c = kiln_sub(x, kiln_reduce(x, KILN_MEAN, 1, (int[]){0}, 1));
+  kiln_function *fc = must_fn(ctx, kiln_function_new(ctx, "centre", 1, &x, 1, &c, 0, NULL));
+  kiln_tensor *x41 = dmat(4, 1, 1.0), *x11 = dmat(1, 1, 3.0);
+  kt_check_calls(ctx, fc, "centre, (4, 1)", 1, &x, &x41, 1, &c, 1, NULL);
+  kt_check_calls(ctx, fc, "centre, (1, 1)", 1, &x, &x11, 1, &c, 1, NULL);
+  ck_assert_msg(!has_general_step(fc), "no dynamic size 1 stretched, yet a general step");
+
+  /* u * v + u over two dynamic vectors: sizes (1, 1) stay fast; (1, 4)
+  ** stretches u and compiles the general step; (4, 1) then uses it */
+  kiln_node *u = kiln_dvector(ctx, "u"), *v = kiln_dvector(ctx, "v");
+  kiln_node *y = kiln_add(kiln_mul(u, v), u), *uv[2] = {u, v};
+  kiln_function *fe = must_fn(ctx, kiln_function_new(ctx, "uv", 2, uv, 1, &y, 0, NULL));
+  kiln_tensor *a1 = dvec(1, (double[]){3}), *b1 = dvec(1, (double[]){-2});
+  kiln_tensor *a4 = dvec(4, (double[]){1, 2, 3, 4}), *b4 = dvec(4, (double[]){0.5, -1, 2, 8});
+  kt_check_calls(ctx, fe, "uv, (1, 1)", 2, uv, (kiln_tensor *[]){a1, b1}, 1, &y, 1, NULL);
+  ck_assert(!has_general_step(fe));
+  const kiln_tensor *out = NULL;
+  OK(ctx, kiln_call(fe, IN_ARGS(a1, b1), &out));
+  check_f64(out, 1, (double[]){-3}, "u * v + u, (1, 1)");
+  kt_check_calls(ctx, fe, "uv, (1, 4)", 2, uv, (kiln_tensor *[]){a1, b4}, 1, &y, 1, NULL);
+  ck_assert_msg(has_general_step(fe), "u of size 1 stretched to 4 without the general step");
+  OK(ctx, kiln_call(fe, IN_ARGS(a1, b4), &out));
+  check_f64(out, 4, (double[]){4.5, 0, 9, 27}, "u * v + u, (1, 4)");
+  OK(ctx, kiln_call(fe, IN_ARGS(a4, b1), &out));
+  check_f64(out, 4, (double[]){-1, -2, -3, -4}, "u * v + u, (4, 1)");
+
+  kiln_tensor *all[] = {x1, x3, t1, t3, x41, x11, a1, b1, a4, b4};
+  for (size_t k = 0; k < sizeof all / sizeof *all; k++)
+    kiln_tensor_free(all[k]);
+  kiln_ctx_free(ctx);
+}
+END_TEST
+
 /* The W3 MLP (64 -> 128 tanh -> 10 softmax crossentropy, dynamic batch)
 ** compiled in one piece and in two parts on two threads (separate contexts,
 ** kiln_ctx_set_compile_threads 1 and 2, so neither is a cache hit): three
@@ -1034,6 +1114,7 @@ static Suite *function_suite(void) {
   tcase_add_test(td, dynamic_shapes_regrow);
   tcase_add_test(td, dynamic_matrix_shapes);
   tcase_add_test(td, general_step_on_first_broadcast);
+  tcase_add_test(td, general_step_only_where_a_size_1_stretches);
   tcase_add_test(td, mlp_split_compile_same_bits);
   tcase_add_test(td, output_fed_back_as_input);
   tcase_add_test(td, shared_every_dtype);

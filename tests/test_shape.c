@@ -6,7 +6,7 @@
 **    empty dimensions and rank 0;
 **  - the JIT against the reference evaluator (kl_ref_run) bit for bit, with
 **    and without optimization, static and dynamic shapes (including dynamic
-**    sizes of 1, which take the general kernel version), shape ops fused
+**    sizes of 1: the general step where they stretch, else the fast one), shape ops fused
 **    into elementwise kernels and reductions, as outputs, and as updates;
 **  - gradients against central finite differences in float64;
 **  - errors: bad patterns, repeated axes, dropping a non-1 axis, two -1,
@@ -377,7 +377,7 @@ START_TEST(jit_compositions) {
     check_jit(ctx, dyn ? "compositions dyn" : "compositions", 3, ins, vals, 8, outs);
     for (int k = 0; k < 3; k++)
       kiln_tensor_free(vals[k]);
-    if (dyn) { /* size-1 and empty dynamic sizes take the general kernels */
+    if (dyn) { /* dynamic sizes of 1 (the general step where they stretch), empty ones */
       int64_t shapes[3][3][3] = {
           {{1, 3, 4}, {4, 3}, {3}}, {{2, 1, 1}, {1, 1}, {1}}, {{0, 3, 4}, {4, 3}, {3}}};
       for (int c = 0; c < 3; c++) {
