@@ -3,9 +3,9 @@
 ** the seed's ten training steps bit for bit, the semantics of outputs and
 ** updates (everything computed from the values shared variables had when
 ** the call began, committed together afterwards), unusual output and update
-** lists, dynamic shapes against the reference evaluator, shared variables of
-** every dtype, functions sharing state, and the lifetimes of functions and
-** contexts.
+** lists, dynamic shapes against the reference evaluator (also random
+** expressions at random sizes), shared variables of every dtype, functions
+** sharing state, and the lifetimes of functions and contexts.
 **
 ** Expected values are computed here with plain C double arithmetic following
 ** numpy's formulas (or taken from the recorded numpy output in SEED.md), or
@@ -659,8 +659,8 @@ START_TEST(general_step_only_where_a_size_1_stretches) {
   kiln_function *f = must_fn(ctx, kiln_function_new(ctx, "layer", 2, xt, 4, outs, 0, NULL));
   kiln_tensor *x1 = dmat(1, 4, 0.5), *x3 = dmat(3, 4, 0.25);
   kiln_tensor *t1 = kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){1, 3}, (double[]){0, 1, 0});
-  kiln_tensor *t3 = kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){3, 3},
-                                    (double[]){1, 0, 0, 0, 0, 1, 0, 1, 0});
+  kiln_tensor *t3 =
+      kiln_tensor_new(KILN_FLOAT64, 2, (int64_t[]){3, 3}, (double[]){1, 0, 0, 0, 0, 1, 0, 1, 0});
   kt_check_calls(ctx, f, "layer, batch 1", 2, xt, (kiln_tensor *[]){x1, t1}, 4, outs, 2, NULL);
   ck_assert_msg(!has_general_step(f), "a batch of 1 compiled the general step");
   kt_check_calls(ctx, f, "layer, batch 3", 2, xt, (kiln_tensor *[]){x3, t3}, 4, outs, 1, NULL);
@@ -698,6 +698,81 @@ START_TEST(general_step_only_where_a_size_1_stretches) {
   for (size_t k = 0; k < sizeof all / sizeof *all; k++)
     kiln_tensor_free(all[k]);
   kiln_ctx_free(ctx);
+}
+END_TEST
+
+/* Random small expressions over dynamic inputs (two matrices and a
+** vector), each compiled once and called at random shapes with sizes 1, 2
+** and 3: every call's outputs against the reference evaluator bit for bit,
+** or the same status where the shapes do not broadcast. Calls switch
+** between the fast and the general step as their sizes of 1 stretch or
+** not. */
+START_TEST(random_expressions_at_random_sizes) {
+  uint64_t rng = 0x9e3779b97f4a7c15u;
+  int fast_only = 0, both = 0, refused = 0;
+  for (int trial = 0; trial < 40; trial++) {
+    kiln_ctx *ctx = kiln_ctx_new();
+    kiln_node *in[3] = {kiln_dmatrix(ctx, "a"), kiln_dmatrix(ctx, "b"), kiln_dvector(ctx, "c")};
+    kiln_node *nodes[12] = {in[0], in[1], in[2]};
+    int n = 3;
+    while (n < 10) {
+      kiln_node *x = nodes[(int)(kt_rand(&rng) * n)], *y = nodes[(int)(kt_rand(&rng) * n)], *r;
+      int rank = kiln_node_rank(x);
+      switch ((int)(kt_rand(&rng) * 7)) {
+      case 0: r = kiln_add(x, y); break;
+      case 1: r = kiln_mul(x, y); break;
+      case 2: r = kiln_sub(x, y); break;
+      case 3: r = kiln_maximum(x, kiln_tanh(y)); break;
+      case 4: /* a sum over the last axis, kept with size 1 */
+        r = rank ? kiln_reduce(x, KILN_SUM, 1, (int[]){rank - 1}, 1) : kiln_exp(x);
+        break;
+      case 5: r = rank == 2 ? kiln_transpose(x, 0, NULL) : kiln_neg(x); break;
+      default: /* a mean over the first axis, dropped */
+        r = rank ? kiln_reduce(x, KILN_MEAN, 1, (int[]){0}, 0) : kiln_sqr(x);
+        break;
+      }
+      ck_assert_msg(r != NULL, "trial %d: %s", trial, kiln_errmsg(ctx));
+      nodes[n++] = r;
+    }
+    kiln_node *outs[2] = {nodes[n - 1], nodes[n - 2]};
+    kiln_function *f = must_fn(ctx, kiln_function_new(ctx, "random", 3, in, 2, outs, 0, NULL));
+    for (int draw = 0; draw < 8; draw++) {
+      int64_t sh[3][2];
+      for (int k = 0; k < 3; k++)
+        for (int d = 0; d < 2; d++)
+          sh[k][d] = 1 + (int64_t)(kt_rand(&rng) * 3);
+      kiln_tensor *v[3];
+      for (int k = 0; k < 3; k++) {
+        v[k] = kiln_tensor_new(KILN_FLOAT64, k < 2 ? 2 : 1, sh[k], NULL);
+        double *d = kiln_tensor_data(v[k]);
+        for (int64_t i = 0; i < kiln_tensor_size(v[k]); i++)
+          d[i] = kt_rand(&rng) * 4.0 - 2.0;
+      }
+      kiln_tensor *ref[2] = {NULL, NULL};
+      kiln_status rs = kl_ref_run(ctx, 3, in, (const kiln_tensor *const *)v, 2, outs, ref);
+      const kiln_tensor *got[2];
+      kiln_status st = kiln_call(f, (const kiln_tensor *const *)v, got);
+      ck_assert_msg(st == rs, "trial %d draw %d: call %s, reference %s: %s", trial, draw,
+                    kiln_status_str(st), kiln_status_str(rs), kiln_errmsg(ctx));
+      refused += st != KILN_OK;
+      for (int k = 0; st == KILN_OK && k < 2; k++)
+        ck_assert_msg(kt_same_bits(got[k], ref[k]), "trial %d draw %d: output %d differs", trial,
+                      draw, k);
+      for (int k = 0; k < 3; k++)
+        kiln_tensor_free(v[k]);
+      for (int k = 0; k < 2; k++)
+        kiln_tensor_free(ref[k]);
+    }
+    if (has_general_step(f))
+      both++;
+    else
+      fast_only++;
+    kiln_ctx_free(ctx);
+  }
+  /* the draws did reach both steps, and some shapes were refused */
+  ck_assert_msg(both > 5 && fast_only > 5 && refused > 10,
+                "general step in %d trials, fast only in %d, %d calls refused", both, fast_only,
+                refused);
 }
 END_TEST
 
@@ -1115,6 +1190,7 @@ static Suite *function_suite(void) {
   tcase_add_test(td, dynamic_matrix_shapes);
   tcase_add_test(td, general_step_on_first_broadcast);
   tcase_add_test(td, general_step_only_where_a_size_1_stretches);
+  tcase_add_test(td, random_expressions_at_random_sizes);
   tcase_add_test(td, mlp_split_compile_same_bits);
   tcase_add_test(td, output_fed_back_as_input);
   tcase_add_test(td, shared_every_dtype);
