@@ -16,20 +16,28 @@ double ref_seed_step(const float *x, float t, double *W, int n) {
   return y;
 }
 
-float ref_linreg_step(const float *x, float t, float *W, int64_t n, float lr) {
+float ref_dot16(const float *x, const float *W, int64_t lo, int64_t hi) {
   float acc[16] = {0};
-  int64_t i = 0;
-  for (; i + 16 <= n; i += 16)
+  int64_t i = lo;
+  for (; i + 16 <= hi; i += 16)
     for (int j = 0; j < 16; j++)
       acc[j] += x[i + j] * W[i + j];
   float y = 0.0f;
   for (int j = 0; j < 16; j++)
     y += acc[j];
-  for (; i < n; i++)
+  for (; i < hi; i++)
     y += x[i] * W[i];
-  float g = -2.0f * (t - y) * lr;
-  for (int64_t k = 0; k < n; k++)
+  return y;
+}
+
+void ref_update(const float *x, float *W, float g, int64_t lo, int64_t hi) {
+  for (int64_t k = lo; k < hi; k++)
     W[k] = W[k] - g * x[k];
+}
+
+float ref_linreg_step(const float *x, float t, float *W, int64_t n, float lr) {
+  float y = ref_dot16(x, W, 0, n);
+  ref_update(x, W, -2.0f * (t - y) * lr, 0, n);
   return y;
 }
 

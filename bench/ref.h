@@ -7,8 +7,12 @@
 
 /* The seed step: y = sum(x*W) in float64 from float32 x; W -= 0.1 * grad. */
 double ref_seed_step(const float *x, float t, double *W, int n);
-/* linreg in float32: y = sum(x*W) (8 accumulators), W -= lr * (-2 (t - y)) x. */
+/* linreg in float32: y = sum(x*W) (16 accumulators), W -= lr * (-2 (t - y)) x. */
 float ref_linreg_step(const float *x, float t, float *W, int64_t n, float lr);
+/* Its two passes over elements lo..hi-1: the 16-accumulator dot, and
+** W -= g x. */
+float ref_dot16(const float *x, const float *W, int64_t lo, int64_t hi);
+void ref_update(const float *x, float *W, float g, int64_t lo, int64_t hi);
 
 /* The linreg step by hand on two threads (ref_team.c): the caller and one
 ** helper thread each take half of both passes. A team's helper spins for

@@ -1,8 +1,8 @@
 /*
 ** ref_team.c -- W2 by hand on two threads: what this machine allows.
 **
-** The same two passes as ref_linreg_step (a 16-accumulator dot, then the
-** update), each cut in two halves: the caller takes the first half, one
+** The same two passes as ref_linreg_step (ref_dot16, then ref_update),
+** each cut in two halves: the caller takes the first half, one
 ** helper thread the second, and they meet after each pass. The helper
 ** lives as long as the team: it spins on a generation counter for about a
 ** millisecond after each job (a training loop's next job comes within
@@ -35,25 +35,6 @@ struct ref_team {
   int64_t lo, hi;
 };
 
-static float half_dot(const float *x, const float *W, int64_t lo, int64_t hi) {
-  float acc[16] = {0};
-  int64_t i = lo;
-  for (; i + 16 <= hi; i += 16)
-    for (int j = 0; j < 16; j++)
-      acc[j] += x[i + j] * W[i + j];
-  float y = 0.0f;
-  for (int j = 0; j < 16; j++)
-    y += acc[j];
-  for (; i < hi; i++)
-    y += x[i] * W[i];
-  return y;
-}
-
-static void half_update(const float *x, float *W, float g, int64_t lo, int64_t hi) {
-  for (int64_t k = lo; k < hi; k++)
-    W[k] = W[k] - g * x[k];
-}
-
 static double seconds(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -78,9 +59,9 @@ static void *helper_main(void *arg) {
     if (atomic_load(&t->quit)) return NULL;
     seen = atomic_load(&t->gen);
     if (t->update)
-      half_update(t->x, t->W, t->g, t->lo, t->hi);
+      ref_update(t->x, t->W, t->g, t->lo, t->hi);
     else
-      t->part = half_dot(t->x, t->W, t->lo, t->hi);
+      t->part = ref_dot16(t->x, t->W, t->lo, t->hi);
     atomic_store(&t->done, seen);
   }
 }
@@ -136,14 +117,14 @@ float ref_linreg_step2(ref_team *t, const float *x, float tv, float *W, int64_t 
   t->lo = mid;
   t->hi = n;
   start(t);
-  float y = half_dot(x, W, 0, mid);
+  float y = ref_dot16(x, W, 0, mid);
   finish(t);
   y += t->part;
   float g = -2.0f * (tv - y) * lr;
   t->update = true;
   t->g = g;
   start(t);
-  half_update(x, W, g, 0, mid);
+  ref_update(x, W, g, 0, mid);
   finish(t);
   return y;
 }
