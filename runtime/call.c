@@ -329,8 +329,31 @@ static kiln_status stage_inputs(kl_plan *p, const kiln_tensor *const *in, char *
 
 /* Sizes the workspace and the outputs and points every buffer; the inputs
 ** are placed through in_ptr (stage_inputs). */
+/* Bytes of the partial lanes the blocked float sum i keeps while the pool
+** computes its chunks (compiler/llvm/backend.c, emit_sum_par): one vector
+** of KL_SUM_LANES per chunk of every row whose blocked part (the last
+** axis, rounded down to a multiple of KL_SUM_LANES) is longer than
+** KL_SUM_CHUNK; SIZE_MAX if that overflows. */
+static size_t partials_bytes(const kl_plan *p, int i) {
+  const kl_shape_op *op = &p->shape[i];
+  if (!(op->flags & KL_SHF_PARTIALS)) return 0;
+  const kl_shape_op *s = &p->shape[op->in[0]];
+  const int64_t *sd = dims_of(p, op->in[0]);
+  int64_t cut = sd[s->rank - 1] / KL_SUM_LANES * KL_SUM_LANES;
+  if (cut <= KL_SUM_CHUNK) return 0;
+  uint64_t v = (uint64_t)((cut + KL_SUM_CHUNK - 1) / KL_SUM_CHUNK) * KL_SUM_LANES *
+               kiln_dtype_size((kiln_dtype)p->shape_dtype[op->in[0]]);
+  for (int d = 0; d < s->rank - 1; d++)
+    if (__builtin_mul_overflow(v, (uint64_t)sd[d], &v)) return SIZE_MAX;
+  return v > SIZE_MAX / 2 ? SIZE_MAX : (size_t)v;
+}
+
 static kiln_status place_buffers(kl_plan *p, char *err, size_t n) {
-  size_t total = 0;
+  size_t total = 0, partials = 0;
+  for (int i = 0; i < p->n_nodes; i++) {
+    size_t b = partials_bytes(p, i);
+    if (b > partials) partials = b;
+  }
   for (int b = 0; b < p->n_bufs; b++) {
     const kl_buf *bf = &p->bufs[b];
     if (bf->kind != KL_BUF_WORK) continue;
@@ -347,6 +370,12 @@ static kiln_status place_buffers(kl_plan *p, char *err, size_t n) {
     p->offsets[b] = total;
     total += rounded;
   }
+  size_t at = total; /* the partials area: one at a time, sums run one after another */
+  if (partials == SIZE_MAX || total + partials < total) {
+    snprintf(err, n, "call: the workspace would exceed the address space");
+    return KILN_NOMEM;
+  }
+  total += partials;
   if (total > p->work_cap || !p->work) {
     void *w = kl_aligned_alloc(total);
     if (!w) {
@@ -376,6 +405,7 @@ static kiln_status place_buffers(kl_plan *p, char *err, size_t n) {
     case KL_BUF_WORK: p->ptrs[b] = (char *)p->work + p->offsets[b]; break;
     }
   }
+  p->ptrs[p->n_bufs] = (char *)p->work + at;
   return KILN_OK;
 }
 

@@ -58,6 +58,12 @@ typedef enum kl_shape_kind {
 /* kl_shape_op.flags of KL_SH_DOT besides the transposes */
 #define KL_SHF_OUTER 16u /* the outer product of two vectors */
 
+/* kl_shape_op.flags of a float sum down to one value (KL_SH_REDUCE over
+** every axis, KL_SH_LIKE to rank 0): when its rows are long, the step's
+** pool computes the chunks' partial lanes into the workspace's partials
+** area, which kl_plan_run sizes for it and passes as bufs[n_bufs] */
+#define KL_SHF_PARTIALS 32u
+
 typedef struct kl_shape_op {
   uint8_t kind, rank, n_in, flags;
   uint32_t mask;

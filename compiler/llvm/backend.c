@@ -151,7 +151,7 @@ static LLVMValueRef load_node(em *e, int i, LLVMValueRef off) {
 /* Node j's value in a register, or NULL. In a chunk function a register of
 ** the step is captured: the step stores it into slot CAP_REGS + c of the
 ** cap block it passes, and the chunk function loads it once, on entry. */
-#define CAP_REGS 2 /* slots 0 and 1 of cap: a sum's partials and its first chunk */
+#define CAP_REGS 1 /* slot 0 of cap: a sum's partials */
 static LLVMValueRef reg_of(em *e, int j) {
   if (e->reg[j] || !e->cap || !e->outer_reg[j]) return e->reg[j];
   int c = e->n_cap++;
@@ -960,11 +960,11 @@ static LLVMValueRef add_of(em *e, int dt, LLVMValueRef a, LLVMValueRef b) {
 ** for bit; left to scalar lanes, LLVM's SLP vectorizer made 2-wide adds.
 ** The chunks of KL_SUM_CHUNK are what the thread pool shares out: in the
 ** fast version, when rows are that long, a chunk function computes each
-** chunk's partial lanes into a slot of a stack array (SUM_GROUP chunks at
-** a time) and the step adds them to the lanes in chunk order. */
+** chunk's partial lanes into its slot of the workspace's partials area, all
+** chunks in one pool job, and the step adds them to the lanes in chunk
+** order. */
 #define LANES KL_SUM_LANES
 #define CHUNK (LANES * 16)
-#define SUM_GROUP 64 /* partials per pool job: 64 * 16 * 8 bytes of stack */
 
 /* Adds elements k0..k0+kn-1 (kn a multiple of LANES) of the current row of
 ** src (its last axis; the outer indices are set) into the vector at acc,
@@ -1009,14 +1009,14 @@ static LLVMValueRef n_sum_chunks(em *e, LLVMValueRef cut) {
 
 /* The chunked part of a blocked sum (every row's cut > KL_SUM_CHUNK) on
 ** the pool: chunk g is chunk g % nch of row g / nch; its partial lanes go
-** to slot g - first of the partials array the cap block points to. */
+** to slot g of the partials area the cap block points to. */
 static void emit_sum_par(em *e, int src, int R, const LLVMValueRef *D, LLVMValueRef cut,
                          LLVMValueRef lanes) {
   int dt = node(e, src)->type.dtype;
   LLVMTypeRef t = lty(e, dt), vt = LLVMVectorType(t, LANES);
   LLVMValueRef lo, hi, cap, Dk[KILN_MAX_RANK];
   outl o;
-  loop lg, lq, lb;
+  loop lg, lq;
   outline_begin(e, &o, &lo, &hi);
   prepare(e, src);
   for (int d = 0; d < R; d++)
@@ -1025,9 +1025,6 @@ static void emit_sum_par(em *e, int src, int R, const LLVMValueRef *D, LLVMValue
       LLVMBuildMul(e->b, LLVMBuildSDiv(e->b, Dk[R - 1], ci64(e, LANES), ""), ci64(e, LANES), "");
   LLVMValueRef nchk = n_sum_chunks(e, cutk), bufk = sum_buf(e, t), part = alloca_of(e, vt);
   LLVMValueRef parts = LLVMBuildLoad2(e->b, e->ptr, e->cap, "partials");
-  LLVMValueRef first = LLVMBuildLoad2(
-      e->b, e->i64, LLVMBuildGEP2(e->b, e->i64, e->cap, (LLVMValueRef[]){ci64(e, 1)}, 1, ""),
-      "first");
   LLVMValueRef gg = LLVMBuildAdd(e->b, lo, loop_begin(e, &lg, LLVMBuildSub(e->b, hi, lo, "")), "");
   LLVMValueRef row = LLVMBuildUDiv(e->b, gg, nchk, "");
   LLVMValueRef k0 =
@@ -1039,33 +1036,31 @@ static void emit_sum_par(em *e, int src, int R, const LLVMValueRef *D, LLVMValue
   LLVMBuildStore(e->b, LLVMConstNull(vt), part);
   sum_range(e, src, R, dt, bufk, part, k0,
             min64(e, LLVMBuildSub(e->b, cutk, k0, ""), ci64(e, KL_SUM_CHUNK)));
-  LLVMValueRef at = LLVMBuildMul(e->b, LLVMBuildSub(e->b, gg, first, ""), ci64(e, LANES), "");
+  LLVMValueRef at = LLVMBuildMul(e->b, gg, ci64(e, LANES), "");
   LLVMSetAlignment(LLVMBuildStore(e->b, LLVMBuildLoad2(e->b, vt, part, ""),
                                   LLVMBuildGEP2(e->b, t, parts, &at, 1, "")),
                    64);
   loop_end(e, &lg);
   LLVMValueRef fn = outline_end(e, &o, &cap);
-  /* the step: SUM_GROUP chunks per pool job, then their partials in order */
-  LLVMValueRef partials = alloca_of(e, LLVMArrayType2(t, (uint64_t)SUM_GROUP * LANES));
-  LLVMSetAlignment(partials, 64);
+  /* the step: every chunk in one pool job (so each thread keeps the part
+  ** of the data it takes in the next job, as W2's update), the partials in
+  ** the workspace's partials area (bufs[n_bufs], sized by kl_plan_run for
+  ** this sum), then added to the lanes in chunk order */
+  LLVMValueRef partials = LLVMBuildLoad2(
+      e->b, e->ptr,
+      LLVMBuildGEP2(e->b, e->ptr, e->bufs, (LLVMValueRef[]){ci64(e, e->g->plan->n_bufs)}, 1, ""),
+      "partials");
   LLVMBuildStore(e->b, partials, cap);
   LLVMValueRef rows = ci64(e, 1);
   for (int d = 0; d < R - 1; d++)
     rows = LLVMBuildMul(e->b, rows, D[d], "");
   LLVMValueRef total = LLVMBuildMul(e->b, rows, n_sum_chunks(e, cut), "");
-  LLVMValueRef ng = LLVMBuildSDiv(e->b, LLVMBuildAdd(e->b, total, ci64(e, SUM_GROUP - 1), ""),
-                                  ci64(e, SUM_GROUP), "");
-  LLVMValueRef g0 = LLVMBuildMul(e->b, loop_begin(e, &lb, ng), ci64(e, SUM_GROUP), "");
-  LLVMValueRef g1 = min64(e, LLVMBuildAdd(e->b, g0, ci64(e, SUM_GROUP), ""), total);
-  LLVMBuildStore(e->b, g0, LLVMBuildGEP2(e->b, e->i64, cap, (LLVMValueRef[]){ci64(e, 1)}, 1, ""));
-  pool_call(e, fn, cap, g0, g1);
-  LLVMValueRef q =
-      LLVMBuildMul(e->b, loop_begin(e, &lq, LLVMBuildSub(e->b, g1, g0, "")), ci64(e, LANES), "");
+  pool_call(e, fn, cap, ci64(e, 0), total);
+  LLVMValueRef q = LLVMBuildMul(e->b, loop_begin(e, &lq, total), ci64(e, LANES), "");
   LLVMValueRef pv = LLVMBuildLoad2(e->b, vt, LLVMBuildGEP2(e->b, t, partials, &q, 1, ""), "");
   LLVMSetAlignment(pv, 64);
   LLVMBuildStore(e->b, LLVMBuildFAdd(e->b, LLVMBuildLoad2(e->b, vt, lanes, ""), pv, ""), lanes);
   loop_end(e, &lq);
-  loop_end(e, &lb);
 }
 
 static void emit_blocked_sum(em *e, int i, int src, int R, const LLVMValueRef *D) {
