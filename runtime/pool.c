@@ -98,11 +98,13 @@ static int64_t now_ns(void) {
 ** empty. A take is a share of what is left, 1 / (2 * threads) of it (at
 ** least one chunk), run as one call of the chunk function: the first takes
 ** are long contiguous runs and only the last ones single chunks (guided
-** scheduling). W2 on 2 threads at 2^22 elements: 1.10-1.13 times the
-** hand-written two-thread C with one chunk per take, 1.02-1.06 with this
-** (one chunk in eight of what is left: 1.04-1.10); at 2^20 equal within
-** noise. The price: a thread descheduled inside a take holds up to a
-** quarter of the job (on two threads) instead of one chunk. */
+** scheduling). W2 on 2 threads at 2^22 elements, against the hand-written
+** two-thread C: 1.10-1.13 with one chunk per take, 1.02-1.06 with this
+** (one chunk in eight of what is left: 1.04-1.10), when a big sum was
+** still several jobs; with the sum in one job, medians of six 1.08 and
+** 1.02. At 2^20 equal within noise; at 2^18 (16 chunks) 1.07 against
+** 1.16, within this host's noise. The price: a thread descheduled inside a
+** take holds up to a quarter of the job (on two threads), not one chunk. */
 static bool take_some(kl_pool *p, int w, bool front) {
   uint64_t s = atomic_load_explicit(&p->left[w], memory_order_relaxed);
   for (;;) {
