@@ -202,6 +202,31 @@ static const char *all_texts(kl_jit_code *code, kiln_status *st) {
   return t;
 }
 
+/* kl_jit_add of a module build(jit, symbol) makes, then its three texts,
+** with Kiln's k-th allocation failing. Either fails cleanly (KILN_NOMEM:
+** the module taken, no text, the code freed) or gives KILN_OK with *code
+** and *fn set; anything else fails the test. */
+static kiln_status add_failing_at(kl_jit *jit, long k, kl_llmod (*build)(kl_jit *, const char *),
+                                  const char *symbol, kl_jit_code **code, void **fn) {
+  kl_llmod m = build(jit, symbol);
+  *code = NULL;
+  *fn = NULL;
+  kl_mem_fail_at(k);
+  kiln_status st = kl_jit_add(jit, &m, symbol, NULL, code, fn, err, sizeof err);
+  const char *as = st == KILN_OK ? all_texts(*code, &st) : NULL;
+  kl_mem_fail_at(0);
+  ck_assert_ptr_null(m.mod);
+  if (st == KILN_NOMEM) {
+    ck_assert_ptr_null(as);
+    kl_jit_code_free(*code); /* NULL, or the code whose text failed */
+    *code = NULL;
+    return st;
+  }
+  ck_assert_msg(st == KILN_OK, "%d %s", (int)st, err);
+  ck_assert_ptr_nonnull(as);
+  return st;
+}
+
 static const char *text_ok(kl_jit_code *code, kiln_stage stage) {
   kiln_status st = KILN_ERROR;
   const char *t = kl_jit_code_text(code, stage, &st, err, sizeof err);
@@ -566,22 +591,12 @@ START_TEST(test_out_of_memory) {
   kl_jit *jit = new_jit();
   nomem = 0;
   for (long k = 1; k < 100; k++) {
-    kl_llmod m = build_muladd1(jit, "kiln_t_oom");
-    kl_jit_code *code = NULL;
-    void *fn = NULL;
-    kl_mem_fail_at(k);
-    kiln_status st = kl_jit_add(jit, &m, "kiln_t_oom", NULL, &code, &fn, err, sizeof err);
-    const char *as = st == KILN_OK ? all_texts(code, &st) : NULL;
-    kl_mem_fail_at(0);
-    ck_assert_ptr_null(m.mod);
-    if (st == KILN_NOMEM) {
+    kl_jit_code *code;
+    void *fn;
+    if (add_failing_at(jit, k, build_muladd1, "kiln_t_oom", &code, &fn) == KILN_NOMEM) {
       nomem++;
-      ck_assert_ptr_null(as);
-      kl_jit_code_free(code); /* NULL, or the code whose ASM failed */
       continue;
     }
-    ck_assert_msg(st == KILN_OK, "%d %s", (int)st, err);
-    ck_assert_ptr_nonnull(as);
     ck_assert(AS_FN(fn_dd_d, fn)(1.0, 2.0) == 3.0);
     kl_jit_code_free(code);
     break;
@@ -729,21 +744,10 @@ START_TEST(test_split_compile) {
   int nomem = 0, one_piece = 0;
   long k;
   for (k = 1; k < 1000; k++) {
-    m = build_split(jit, "kiln_t_split");
-    code = NULL;
-    fn = NULL;
-    kl_mem_fail_at(k);
-    kiln_status st = kl_jit_add(jit, &m, "kiln_t_split", NULL, &code, &fn, err, sizeof err);
-    const char *text = st == KILN_OK ? all_texts(code, &st) : NULL;
-    kl_mem_fail_at(0);
-    ck_assert_ptr_null(m.mod);
-    if (st == KILN_NOMEM) {
+    if (add_failing_at(jit, k, build_split, "kiln_t_split", &code, &fn) == KILN_NOMEM) {
       nomem++;
-      ck_assert_ptr_null(text);
-      kl_jit_code_free(code); /* NULL, or the code whose ASM failed */
       continue;
     }
-    ck_assert_msg(st == KILN_OK, "%d %s", (int)st, err);
     ck_assert((uint64_t)AS_FN(fn_i_i, fn)(7) == split_expected(7));
     /* the split's own allocations may fail without harm: one piece then */
     bool split = strstr(text_ok(code, KILN_STAGE_LLVM_OPT), "part 2 of 2") != NULL;
