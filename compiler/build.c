@@ -270,6 +270,13 @@ bool kl_reduce_needs_elements(int op) {
   return op == KL_OP_RMAX || op == KL_OP_RMIN || op == KL_OP_ARGMAX || op == KL_OP_ARGMIN;
 }
 
+bool kl_is_blocked_sum(const kiln_node *v) {
+  if (v->n_in < 1 || !kl_dtype_is_float((kiln_dtype)v->type.dtype)) return false;
+  int R = v->in[0]->type.rank;
+  return v->op == KL_OP_SUM ? v->p.axes == (1u << R) - 1u
+                            : v->op == KL_OP_SUM_LIKE && v->type.rank == 0;
+}
+
 /* Type rules of the reductions (numpy): sum and prod of bool and integers
 ** accumulate in int64, of floats in their dtype; max and min keep the dtype;
 ** argmax and argmin give int64 indices and compare in the input's dtype. */

@@ -181,13 +181,7 @@ static kiln_status make_plan(kl_fgraph *g) {
     if (kl_ops[v->op].kind == KL_REDUCE)
       op->flags |= (uint8_t)((v->p.keepdims ? KL_SHF_KEEPDIMS : 0) |
                              (kl_reduce_needs_elements(v->op) ? KL_SHF_NONEMPTY : 0));
-    if (v->n_in > 0 && kl_dtype_is_float((kiln_dtype)v->type.dtype)) {
-      /* backend.c's blocked sum: the same condition as emit_reduce_kernel's */
-      int R = v->in[0]->type.rank;
-      if (R > 0 && ((v->op == KL_OP_SUM && v->p.axes == (1u << R) - 1u) ||
-                    (v->op == KL_OP_SUM_LIKE && v->type.rank == 0)))
-        op->flags |= KL_SHF_PARTIALS;
-    }
+    if (kl_is_blocked_sum(v) && v->in[0]->type.rank > 0) op->flags |= KL_SHF_PARTIALS;
     for (int k = 0; k < v->n_in && k < 3; k++)
       op->in[k] = (int32_t)v->in[k]->id;
     memcpy(op->src_axis, v->p.src_axis, sizeof op->src_axis);

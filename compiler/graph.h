@@ -172,6 +172,11 @@ kiln_node *kl_reduce_kd(kl_opcode op, kiln_node *x, uint32_t axes, bool keepdims
 ** axis of size 0 is a KILN_SHAPE error, at build time for static sizes and
 ** from the shape program at call time. */
 bool kl_reduce_needs_elements(int op);
+/* A float sum down to one value (sum over every axis, with or without
+** keepdims, or sum_like to rank 0): the backend sums it in the blocked,
+** chunked order (backend.c, emit_blocked_sum), and the plan reserves the
+** partials area for it when its rows are long (KL_SHF_PARTIALS). */
+bool kl_is_blocked_sum(const kiln_node *v);
 kiln_node *kl_bcast(kiln_node *g, kiln_node *like, uint32_t axes, const char *file, int line);
 kiln_node *kl_sum_like(kiln_node *g, kiln_node *like, const char *file, int line);
 kiln_node *kl_dot(kiln_node *a, kiln_node *b, bool ta, bool tb, const char *file, int line);

@@ -327,8 +327,6 @@ static kiln_status stage_inputs(kl_plan *p, const kiln_tensor *const *in, char *
   return KILN_OK;
 }
 
-/* Sizes the workspace and the outputs and points every buffer; the inputs
-** are placed through in_ptr (stage_inputs). */
 /* Bytes of the partial lanes the blocked float sum i keeps while the pool
 ** computes its chunks (compiler/llvm/backend.c, emit_sum_par): one vector
 ** of KL_SUM_LANES per chunk of every row whose blocked part (the last
@@ -348,6 +346,8 @@ static size_t partials_bytes(const kl_plan *p, int i) {
   return v > SIZE_MAX / 2 ? SIZE_MAX : (size_t)v;
 }
 
+/* Sizes the workspace and the outputs and points every buffer; the inputs
+** are placed through in_ptr (stage_inputs). */
 static kiln_status place_buffers(kl_plan *p, char *err, size_t n) {
   size_t total = 0, partials = 0;
   for (int i = 0; i < p->n_nodes; i++) {
@@ -472,12 +472,11 @@ static void remember(kl_plan *p, const kiln_tensor *const *in) {
 ** reshapes, read through their own strides; dot and the indexing ops take
 ** their operands whole). So a call needs the general step exactly when
 ** such a stretch happens: a batch of 1 through an MLP does not. */
-static bool stretches(const kl_plan *p, int node, int rank, const int64_t *to, const int *axis) {
+static bool stretches(const kl_plan *p, int node, const int64_t *to, const int *axis) {
   const kl_shape_op *s = &p->shape[node];
   const int64_t *sd = dims_of(p, node);
   for (int j = 0; j < s->rank; j++)
-    if (s->fixed[j] == KILN_DYN && sd[j] == 1 && axis[j] >= 0 && axis[j] < rank && to[axis[j]] != 1)
-      return true;
+    if (s->fixed[j] == KILN_DYN && sd[j] == 1 && to[axis[j]] != 1) return true;
   return false;
 }
 
@@ -491,12 +490,12 @@ static bool needs_general(const kl_plan *p) {
         int r = p->shape[op->in[k]].rank; /* numpy: aligned on the last axis */
         for (int j = 0; j < r; j++)
           axis[j] = j + op->rank - r;
-        if (stretches(p, op->in[k], op->rank, d, axis)) return true;
+        if (stretches(p, op->in[k], d, axis)) return true;
       }
     } else if (op->kind == KL_SH_BCAST) { /* in[0]'s axes are the ones not in mask */
       for (int j = 0, k = 0; j < op->rank; j++)
         if (!(op->mask >> j & 1u)) axis[k++] = j;
-      if (stretches(p, op->in[0], op->rank, d, axis)) return true;
+      if (stretches(p, op->in[0], d, axis)) return true;
     }
   }
   return false;

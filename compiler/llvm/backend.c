@@ -1272,8 +1272,7 @@ static void emit_reduce_kernel(em *e, int i) {
   for (int d = 0; d < R; d++)
     D[d] = dim(e, src, d);
   /* a float sum over every axis (with or without keepdims) is blocked */
-  bool full = op == KL_OP_SUM ? v->p.axes == (1u << R) - 1u : op == KL_OP_SUM_LIKE && r == 0;
-  if (full && kl_dtype_is_float((kiln_dtype)dt)) {
+  if (kl_is_blocked_sum(v)) {
     emit_blocked_sum(e, i, src, R, D);
     return;
   }
